@@ -1,0 +1,40 @@
+# Each target sets itself up: a virtualenv in .venv, torch 2.13.0 first, then the package.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench setup system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) system-deps
+
+# Debian packages the built-in tasks use: Fashion-MNIST images and the espeak-ng synthesiser.
+# Installed when apt is available and they are missing; otherwise a message says what to do.
+system-deps:
+	@if [ -d /usr/share/datasets/fashion-mnist ] && command -v espeak-ng >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist espeak-ng >/dev/null) \
+	  || echo "warning: could not apt-get install dataset-fashion-mnist espeak-ng"; \
+	else echo "note: install Debian packages dataset-fashion-mnist and espeak-ng (or see README: --data-dir)"; fi
+
+demo: setup
+	$(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo
+
+test: setup
+	$(PY) -m pytest -n 2 -q
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs data .pytest_cache

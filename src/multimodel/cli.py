@@ -1,0 +1,228 @@
+"""The `multimodel` command: argument parsing only; each command calls one function.
+
+Errors a user can fix (bad config key, unknown task, missing or corrupt file, incompatible
+checkpoint) print one line saying what is wrong and what to do, and exit with status 2;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  multimodel train --config configs/demo.py --run-dir runs/demo
+  multimodel train --config configs/demo.py --run-dir runs/demo train.steps=5000 model.moe.num_experts=32
+  multimodel train --run-dir runs/demo --resume
+  torchrun --nproc-per-node 2 -m multimodel train --config configs/demo.py --run-dir runs/ddp
+  multimodel eval runs/demo --tasks numbers_en_de grammar_parsing --beam-size 4
+  multimodel predict runs/demo --text "twenty-one" --to german
+  multimodel predict runs/demo --image shoe.png
+  multimodel predict runs/demo --audio hello.wav
+  multimodel tasks
+  multimodel info --config configs/paper.py
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="preset file, e.g. configs/demo.py (or just 'demo')")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimodel",
+        description="MultiModel (Kaiser et al. 2017): one network trained jointly on many tasks and modalities.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model jointly on the configured tasks, then evaluate it",
+                       description="Train jointly on data.tasks, write checkpoints/logs to --run-dir, then"
+                       " evaluate every task and print a per-task table.",
+                       epilog="example: multimodel train --config configs/demo.py --run-dir runs/demo train.steps=500",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_args(p, required=False)
+    p.add_argument("--run-dir", required=True, type=Path, help="directory for checkpoints, logs and results")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its tasks' held-out data",
+                       epilog="example: multimodel eval runs/demo --beam-size 4")
+    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
+    p.add_argument("--beam-size", type=int, default=None, help="beam size (default: the config's)")
+    p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+    p = sub.add_parser("predict", help="run a checkpoint on one image, audio file or sentence",
+                       epilog="examples:\n  multimodel predict runs/demo --image shoe.png\n"
+                       "  multimodel predict runs/demo --audio hello.wav\n"
+                       "  multimodel predict runs/demo --text 'the cat saw a dog' --to parse-tree",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", type=Path, help="an image file (PNG, JPEG, ...): class and caption")
+    group.add_argument("--audio", type=Path, help="a WAV/FLAC file: transcript")
+    group.add_argument("--text", help="a sentence: translation or parse tree (see --to)")
+    p.add_argument("--to", default="german", choices=["english", "german", "french", "parse-tree"],
+                   help="what to produce from --text (default: german)")
+    p.add_argument("--beam-size", type=int, default=4, help="beam size (default 4, as in the paper's code)")
+
+    p = sub.add_parser("tasks", help="list the task catalogue with sizes and whether data is present")
+    p.add_argument("--data-dir", default="data", help="data directory to check (default: data)")
+
+    p = sub.add_parser("info", help="describe the model a config builds (parameter counts per part)",
+                       epilog="example: multimodel info --config configs/paper.py")
+    _add_config_args(p)
+
+    p = sub.add_parser("data", help="download real corpora whose licences allow it")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    d = dsub.add_parser("download", help="download and verify a corpus (resumable)")
+    d.add_argument("name", nargs="?", help="corpus name (omit to list them)")
+    d.add_argument("--data-dir", default="data", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(_dispatch(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 — the one place that turns errors into messages
+        if args.debug or not _is_user_error(err):
+            raise
+        print(f"multimodel {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(err: Exception) -> bool:
+    from multimodel.config import ConfigError
+    from multimodel.training.checkpoint import CheckpointError
+    from multimodel.training.train import TrainingError
+
+    user_errors: tuple[type[Exception], ...] = (ConfigError, CheckpointError, TrainingError,
+                                                FileNotFoundError, ValueError, KeyError, OSError)
+    return isinstance(err, user_errors)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return cmd_train(args)
+    if args.command == "eval":
+        return cmd_eval(args)
+    if args.command == "predict":
+        return cmd_predict(args)
+    if args.command == "tasks":
+        return cmd_tasks(args)
+    if args.command == "info":
+        return cmd_info(args)
+    if args.command == "data":
+        return cmd_data(args)
+    raise AssertionError(args.command)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from multimodel.config import load_config
+    from multimodel.training.run import train_and_evaluate
+
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    if cfg is None and not args.resume:
+        raise ValueError("give --config (or --resume an existing --run-dir)")
+    if cfg is None and args.overrides:
+        raise ValueError("overrides need --config")
+    train_and_evaluate(cfg, args.run_dir, resume=args.resume, evaluate=not args.no_eval,
+                       progress=not args.no_progress)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from multimodel.training.run import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, beam_size=args.beam_size,
+                                  data_dir=args.data_dir)
+    if args.json:
+        args.json.write_text(json.dumps([r.to_json() for r in results], indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from multimodel.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    if args.image is not None:
+        for line in predictor.describe_image(args.image, beam_size=args.beam_size):
+            print(line)
+    elif args.audio is not None:
+        print(predictor.transcribe(args.audio, beam_size=args.beam_size))
+    else:
+        out = predictor.from_text(args.text, args.to, beam_size=args.beam_size)
+        print(out)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from multimodel.tasks import TASKS
+
+    data_dir = Path(args.data_dir)
+    rows = [("task", "mirrors", "input → output", "token", "data")]
+    for task in TASKS.values():
+        missing = task.available(data_dir)
+        rows.append((task.name, task.paper_task, f"{task.input_modality} → {task.target_modality}",
+                     task.task_token or "-", "ok" if missing is None else "missing"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for task in TASKS.values():
+        missing = task.available(data_dir)
+        if missing:
+            print(textwrap.fill(f"{task.name}: {missing}", width=100, subsequent_indent="    "))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from multimodel.config import load_config
+    from multimodel.model.multimodel import MultiModel
+    from multimodel.tasks import get_task
+    from multimodel.training.task_data import modality_specs
+
+    cfg = load_config(args.config, args.overrides)
+    specs = modality_specs([get_task(n) for n in cfg.data.tasks])
+    with torch.device("meta"):
+        model = MultiModel(cfg.model, cfg.data.vocab_size, specs)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"config {args.config}: hidden {cfg.model.hidden_size}, experts {cfg.model.moe.num_experts}"
+          f" (top {cfg.model.moe.top_k}), vocabulary {cfg.data.vocab_size}, tasks {len(cfg.data.tasks)}")
+    for name, child in model.named_children():
+        n = sum(p.numel() for p in child.parameters())
+        print(f"  {name:<20} {n:>15,d}")
+    print(f"  {'total':<20} {total:>15,d}  ({total / 1e6:.1f}M parameters)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from multimodel.corpora import download
+
+    if not args.name:
+        for name, entry in download.CORPORA.items():
+            print(f"{name}: {entry.description}")
+        return 0
+    download.download_corpus(args.name, args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

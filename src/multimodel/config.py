@@ -1,0 +1,334 @@
+"""Typed configuration: dataclasses with one documented field each, presets, overrides.
+
+A run is described by one :class:`Config`, made of a :class:`ModelConfig` (with its
+:class:`MoEConfig`), a :class:`DataConfig` and a :class:`TrainConfig`. Presets live as
+Python files in ``configs/`` that define a module-level ``CONFIG``; command-line overrides
+are ``section.field=value`` strings (``model.moe.num_experts=32``). Every unknown key raises
+:class:`ConfigError` listing the valid ones, so a typo never passes silently (the original
+tensor2tensor hparams accepted any name).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, wrong type, bad value."""
+
+
+@dataclass(kw_only=True)
+class MoEConfig:
+    """Sparsely-gated mixture of experts (Shazeer et al. 2017; MultiModel section 2.3)."""
+
+    num_experts: int = 16
+    """Number of feed-forward experts (paper: 240 joint, 60 single-task)."""
+    top_k: int = 2
+    """Experts each token is routed to (paper: 4; released code: 2)."""
+    expert_hidden_size: int = 512
+    """Hidden width of each expert's ReLU feed-forward net."""
+    noisy_gating: bool = True
+    """Add N(0,1)·softplus(x W_noise) to the gate logits during training (never at eval)."""
+    aux_loss_coef: float = 1e-2
+    """Weight of CV²(importance) + CV²(load) in the total loss."""
+    capacity_factor: float | None = None
+    """GShard-style per-expert capacity (tokens dropped past it); None = dropless (default)."""
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The MultiModel network: modality nets, encoder, I/O mixer, decoder (section 2)."""
+
+    hidden_size: int = 256
+    """Width D of the shared representation."""
+    num_heads: int = 8
+    """Heads of the multi-head dot-product attention in the attention blocks."""
+    dropout: float = 0.1
+    """Dropout after each conv block and on attention outputs (training only)."""
+    encoder_blocks: int = 6
+    """Non-causal conv blocks in the encoder; the MoE layer sits after the middle one."""
+    mixer_blocks: int = 2
+    """Causal conv blocks in the I/O mixer, after its attention block."""
+    decoder_blocks: int = 4
+    """Decoder blocks (causal conv block + attention to the encoder); MoE in the middle."""
+    conv_kernel_sizes: tuple[int, ...] = (3, 3, 15, 15)
+    """Kernel size of each of the four ConvSteps of a conv block."""
+    conv_dilations: tuple[int, ...] = (1, 1, 1, 8)
+    """Dilation of each of the four ConvSteps of a conv block."""
+    attention_kernel_size: int = 5
+    """Kernel of the two conv steps (dilations 1 and 4) inside an attention block."""
+    use_attention: bool = True
+    """False removes the attention blocks (paper Table 4 ablation)."""
+    use_moe: bool = True
+    """False removes the MoE layers (paper Table 4 ablation)."""
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    """Mixture-of-experts settings."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy of every output modality."""
+    tie_text_embeddings: bool = False
+    """Share the text input embedding with the text output projection."""
+    image_channels: int = 3
+    """Channels the image net expects; grayscale input is repeated to this many."""
+    image_entry_filters: tuple[int, ...] = (32, 64)
+    """Filters of the two first ConvSteps of the image entry flow (paper: 32, 64)."""
+    audio_mels: int = 80
+    """Mel bands of the audio spectrogram features."""
+    audio_sample_rate: int = 16000
+    """Sample rate of raw waveforms given to the audio net's front end."""
+    audio_time_strides: int = 2
+    """Number of stride-2 residual blocks over time in the audio net (each halves T)."""
+    class_label_blocks: int = 1
+    """Downsampling conv blocks of the class-label output net before global pooling."""
+    task_tokens: tuple[str, ...] = ("To-English", "To-German", "To-French", "To-Parse-Tree")
+    """Task tokens the decoder knows; a task's token must be one of these."""
+    max_target_length: int = 256
+    """Longest target (in subwords) the model accepts and decodes."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Which tasks to train on and how their data is produced and batched."""
+
+    tasks: tuple[str, ...] = (
+        "fashion_mnist",
+        "fashion_captions",
+        "speech_numbers",
+        "grammar_parsing",
+        "numbers_en_de",
+        "numbers_de_en",
+        "numbers_en_fr",
+        "numbers_fr_en",
+    )
+    """Task names from the catalogue (``multimodel tasks`` lists them)."""
+    data_dir: str = "data"
+    """Where built-in corpora are cached and real corpora are looked for."""
+    seed: int = 1234
+    """Seed of corpus generation and of the data order."""
+    vocab_size: int = 1000
+    """Size of the shared sentencepiece vocabulary over all selected tasks' text."""
+    train_size: int = 4000
+    """Training examples generated per built-in task (real corpora: a cap; 0 = all)."""
+    eval_size: int = 200
+    """Held-out examples per task used by evaluation."""
+    task_sizes: dict[str, int] = field(default_factory=dict)
+    """Per-task override of ``train_size`` (e.g. keep parsing data-scarce)."""
+    batch_size: int = 32
+    """Examples per batch (one task per batch)."""
+    max_input_length: int = 512
+    """Inputs longer than this (frames or subwords) are rejected, counted and reported."""
+    skip_bad: bool = False
+    """Skip unreadable records (counted and reported) instead of stopping with an error."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The training loop: task mixing, optimiser, schedule, logging, checkpoints."""
+
+    steps: int = 1000
+    """Optimiser steps (one task per step)."""
+    mixing: str = "temperature"
+    """Task sampling: 'proportional', 'uniform', 'temperature' or 'weights'."""
+    temperature: float = 2.0
+    """T of temperature-scaled mixing: p_i ∝ n_i^(1/T)."""
+    task_weights: dict[str, float] = field(default_factory=dict)
+    """Sampling weights for mixing='weights' (unlisted tasks get 0)."""
+    learning_rate: float = 1e-3
+    """Peak learning rate reached at the end of warm-up."""
+    warmup_steps: int = 200
+    """Linear warm-up steps, then inverse-square-root decay ('noam')."""
+    adam_betas: tuple[float, float] = (0.85, 0.997)
+    """Adam betas (paper code)."""
+    adam_eps: float = 1e-6
+    """Adam epsilon (paper code)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW); 0 = plain Adam as in the paper."""
+    grad_clip: float = 2.0
+    """Clip the global gradient norm to this (paper code: 2.0)."""
+    max_bad_steps: int = 10
+    """Abort after this many consecutive steps with a non-finite loss."""
+    log_every: int = 25
+    """Steps between log lines (JSONL, TensorBoard, progress bar)."""
+    eval_every: int = 0
+    """Steps between evaluations during training; 0 = only at the end."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (oldest removed)."""
+    beam_size: int = 1
+    """Beam size at evaluation (1 = greedy)."""
+    length_penalty: float = 0.6
+    """Beam-search length penalty α (GNMT style)."""
+    threads: int = 0
+    """torch intra-op threads; 0 = leave PyTorch's default."""
+    device: str = "auto"
+    """'cpu', 'cuda', or 'auto' (CUDA when available)."""
+    seed: int = 1234
+    """Seed of parameter initialisation, dropout and MoE noise."""
+
+
+@dataclass(kw_only=True)
+class Config:
+    """Everything that defines a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Tasks and data."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop."""
+
+
+# ----------------------------------------------------------------------------------------
+# Conversion to and from plain dictionaries (checkpoints store the config as JSON).
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert ``value`` to ``annotation``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {annotation.__name__}, got {value!r}")
+        return from_dict(annotation, value, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: {value!r} does not fit {annotation}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build config dataclass ``cls`` from a nested dict; unknown keys raise."""
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}; valid keys of {prefix or 'the config'}"
+            f" are: {', '.join(prefix + n for n in names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override's right-hand side: Python literal if possible, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if "," in text and not text.startswith(("(", "[")):
+            return [_parse_value(part) for part in text.split(",")]
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a copy of ``cfg`` with ``a.b.c=value`` overrides applied (unknown keys raise)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node: Any = data
+        cls: Any = Config
+        for depth, part in enumerate(parts):
+            valid = [f.name for f in dataclasses.fields(cls)]
+            if part not in valid:
+                where = ".".join(parts[:depth]) or "the config"
+                raise ConfigError(
+                    f"unknown config key {dotted!r}: {where} has no {part!r};"
+                    f" valid: {', '.join(valid)}"
+                )
+            hint = _field_types(cls)[part]
+            if depth == len(parts) - 1:
+                node[part] = _parse_value(raw.strip())
+            else:
+                if not dataclasses.is_dataclass(hint):
+                    raise ConfigError(f"unknown config key {dotted!r}: {part!r} is not a section")
+                node, cls = node[part], hint
+    return from_dict(Config, data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :func:`to_dict` output (e.g. a checkpoint)."""
+    return from_dict(Config, data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a preset file (a Python file defining ``CONFIG``) and apply overrides."""
+    path = Path(path)
+    if not path.is_file():
+        presets = Path(__file__).resolve().parents[2] / "configs"
+        candidate = presets / f"{path.stem}.py"
+        if candidate.is_file() and path.suffix in ("", ".py") and len(path.parts) == 1:
+            path = candidate
+        else:
+            raise ConfigError(
+                f"config file {str(path)!r} not found; give a path such as configs/demo.py"
+            )
+    spec = importlib.util.spec_from_file_location(f"multimodel_preset_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = getattr(module, "CONFIG", None)
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{path}: a preset must define CONFIG = multimodel.config.Config(...)")
+    # Round-trip through a dict so presets get the same type checks as overrides.
+    cfg = config_from_dict(to_dict(cfg))
+    return apply_overrides(cfg, list(overrides or []))

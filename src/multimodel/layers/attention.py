@@ -1,0 +1,110 @@
+"""Multi-head dot-product attention and the attention block (MultiModel §2.2, eq. 4–5).
+
+The attention block lets the decoder side (the shifted targets) look at the encoder's
+memory. The timing signal is added to the query side only; two ConvSteps (kernel 5 by
+default, dilations 1 and 4, causal over targets) mix neighbouring target positions; then
+multi-head dot-product attention reads the memory, and the result is added back to the block
+input. As in the released code, the sum is layer-normalised.
+
+For incremental decoding the memory's keys and values are computed once and kept in the
+``cache`` (keyed by the attention layer); the causal ConvSteps keep their own windows.
+
+Dimensions: B batch, T query (target) length, S memory length, D hidden size, H heads,
+hd = D / H head size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimodel.layers.separable_conv import Cache, ConvStep
+from multimodel.layers.timing import timing_signal
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention from queries to a memory, with a key padding mask.
+
+    Args:
+        hidden_size: D, model width of queries, keys, values and output.
+        num_heads: H; must divide D.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the memory (B, S, D) -> two (B, H, S, hd)."""
+        B, S, D = memory.shape
+        H = self.num_heads
+        k = self.key(memory).view(B, S, H, D // H).transpose(1, 2)  # (B, H, S, hd)
+        v = self.value(memory).view(B, S, H, D // H).transpose(1, 2)  # (B, H, S, hd)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """Queries x (B, T, D) attend to memory (B, S, D); memory_mask (B, S) True = real."""
+        B, T, D = x.shape
+        H = self.num_heads
+        kv = cache.get(self) if cache is not None else None
+        if kv is None:
+            kv = self.project_memory(memory)
+            if cache is not None:
+                cache[self] = kv  # the memory never changes while decoding: project it once
+        k, v = kv
+        q = self.query(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, hd)
+        attn_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.out(y)
+
+
+class AttentionBlock(nn.Module):
+    """Timing signal + two ConvSteps on the query side, attention to the memory, residual.
+
+    Args:
+        hidden_size: D.
+        num_heads: attention heads H.
+        kernel_size: kernel of the two ConvSteps (paper: 5); their dilations are 1 and 4.
+        dropout: dropout on the attention output in training.
+        causal: causal ConvSteps (True whenever the query side is the target sequence).
+    """
+
+    def __init__(
+        self, hidden_size: int, num_heads: int, kernel_size: int = 5, dropout: float = 0.0, causal: bool = True
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=1, causal=causal)
+        self.conv2 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=4, causal=causal)
+        self.attention = MultiHeadAttention(hidden_size, num_heads)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor | None,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, D) at positions offset.., memory (B, S, D) -> (B, T, D)."""
+        B, T, D = x.shape
+        y = x + timing_signal(T, D, offset=offset, device=x.device, dtype=x.dtype)  # (B, T, D)
+        y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
+        attended = self.attention(y, memory, memory_mask, cache)
+        return self.norm(x + self.dropout(attended))

@@ -1,0 +1,260 @@
+"""Depthwise-separable convolutions, ConvSteps and conv blocks (MultiModel §2.1, eq. 1–3).
+
+The paper's convolutional unit is the ConvStep, ``LayerNorm(SepConv(ReLU(x)))``: a depthwise
+convolution over time (one filter per channel, with a kernel size and dilation) followed by a
+pointwise linear map across channels. Four ConvSteps with two residual connections make a
+conv block, the building block of the encoder, the I/O mixer and the decoder.
+
+Padding never leaks into real positions: every ConvStep zeroes padded positions before it
+convolves, so a real position sees exactly what it would see with no padding in the batch.
+
+Causal convolutions (decoder side) are left-padded by ``(k - 1) * dilation`` positions. For
+incremental decoding a causal SeparableConv1d can keep those past inputs in a ``cache`` dict
+(keyed by the layer itself): a call with new positions then continues where the last call
+stopped, so one new token costs one output position per layer.
+
+The 2-D variants (``SeparableConv2d``, ``ConvStep2d``, ``DownsampleBlock2d``) serve the image
+and audio modality nets (the Xception-like entry flow of §2.4).
+
+Dimensions: B batch, T time, C channels, D hidden size, H × W spatial size, k kernel size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A decoding cache maps each stateful layer to its saved tensors (see model/incremental.py).
+Cache = dict
+
+
+class SeparableConv1d(nn.Module):
+    """Depthwise conv over time, then a pointwise linear map across channels.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: taps of the depthwise filter.
+        dilation: spacing between taps.
+        causal: left-pad so position t sees only positions ≤ t; otherwise "same" padding.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, causal: bool = False
+    ) -> None:
+        super().__init__()
+        self.causal = causal
+        self.context = (kernel_size - 1) * dilation  # past (or surrounding) positions needed
+        self.depthwise = nn.Conv1d(
+            in_channels, in_channels, kernel_size, dilation=dilation, groups=in_channels, bias=False
+        )
+        self.pointwise = nn.Linear(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """(B, T, C_in) -> (B, T, C_out). With ``cache``, x holds only the new positions."""
+        B, T, C = x.shape
+        if self.causal:
+            # The window of past inputs is zeros at the start (= left padding), or what the
+            # previous incremental call left behind.
+            past = cache.get(self) if cache is not None else None
+            if past is None:
+                past = x.new_zeros(B, self.context, C)
+            x = torch.cat([past, x], dim=1)  # (B, context + T, C)
+            if cache is not None:
+                cache[self] = x[:, x.shape[1] - self.context :]  # (B, context, C)
+        else:
+            if cache is not None:
+                raise ValueError("a non-causal convolution cannot be run incrementally")
+            left = self.context // 2
+            x = F.pad(x, (0, 0, left, self.context - left))  # (B, T + context, C)
+        y = self.depthwise(x.transpose(1, 2))  # (B, C_in, T)
+        return self.pointwise(y.transpose(1, 2))  # (B, T, C_out)
+
+
+class ConvStep(nn.Module):
+    """``LayerNorm(SepConv(ReLU(x)))`` over time (paper eq. 1).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: taps of the depthwise filter.
+        dilation: spacing between taps.
+        causal: see :class:`SeparableConv1d`.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, causal: bool = False
+    ) -> None:
+        super().__init__()
+        self.conv = SeparableConv1d(in_channels, out_channels, kernel_size, dilation, causal)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
+        """(B, T, C_in), mask (B, T) bool or None -> (B, T, C_out)."""
+        x = F.relu(x)
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)  # padding must not reach real positions
+        return self.norm(self.conv(x, cache))
+
+
+class ConvBlock(nn.Module):
+    """Four ConvSteps with residual connections after the 2nd and 4th, then dropout (eq. 2).
+
+    Args:
+        hidden_size: channels D of input and output.
+        kernel_sizes: kernel of each of the four ConvSteps.
+        dilations: dilation of each of the four ConvSteps.
+        causal: causal (decoder side) or "same" (encoder side) convolutions.
+        dropout: dropout probability applied to the block output in training.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        kernel_sizes: Sequence[int],
+        dilations: Sequence[int],
+        causal: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(kernel_sizes) != 4 or len(dilations) != 4:
+            raise ValueError(
+                f"a conv block has 4 ConvSteps: expected 4 kernel sizes and 4 dilations,"
+                f" got {tuple(kernel_sizes)} and {tuple(dilations)}"
+            )
+        self.steps = nn.ModuleList(
+            ConvStep(hidden_size, hidden_size, k, d, causal) for k, d in zip(kernel_sizes, dilations)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
+        """(B, T, D), mask (B, T) or None -> (B, T, D)."""
+        s1, s2, s3, s4 = self.steps
+        y = x + s2(s1(x, mask, cache), mask, cache)
+        z = y + s4(s3(y, mask, cache), mask, cache)
+        return self.dropout(z)
+
+
+# ----------------------------------------------------------------------------------------
+# 2-D variants for the image and audio modality nets.
+
+
+def _layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over channels of a (B, C, H, W) map, like the 1-D ConvStep's per-position norm."""
+    return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def _zero_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded rows (first spatial axis, i.e. time for audio) of a (B, C, H, W) map."""
+    if mask is None:
+        return x
+    return x * mask[:, None, :, None].to(x.dtype)
+
+
+def downsample_mask(mask: torch.Tensor | None, stride: int) -> torch.Tensor | None:
+    """Mask after a stride-``stride`` "same" convolution: length L becomes ceil(L / stride)."""
+    return None if mask is None else mask[:, ::stride]
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise 2-D conv (one filter per channel) then a pointwise 1×1 conv.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: (kh, kw), odd; "same" padding.
+        stride: (sh, sw).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int] = (1, 1)
+    ) -> None:
+        super().__init__()
+        padding = (kernel_size[0] // 2, kernel_size[1] // 2)
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False
+        )
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class ConvStep2d(nn.Module):
+    """2-D ConvStep: ``LayerNorm(Conv(ReLU(x)))`` with a regular or separable conv.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: (kh, kw), odd; "same" padding, so a stride s gives ceil(H / s).
+        stride: (sh, sw).
+        separable: depthwise-separable conv (True) or a regular conv (False).
+        first_relu: apply the ReLU (off for the very first step on raw pixels).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int] = (1, 1),
+        *,
+        separable: bool = True,
+        first_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.first_relu = first_relu
+        if separable:
+            self.conv = SeparableConv2d(in_channels, out_channels, kernel_size, stride)
+        else:
+            padding = (kernel_size[0] // 2, kernel_size[1] // 2)
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C_in, H, W), row mask (B, H) or None -> (B, C_out, H', W')."""
+        if self.first_relu:
+            x = F.relu(x)
+        return _layer_norm_2d(self.norm, self.conv(_zero_rows(x, mask)))
+
+
+class DownsampleBlock2d(nn.Module):
+    """Xception-style residual block: 2 separable 3×3 ConvSteps + 3×3 max-pool with a stride,
+    plus a strided 1×1 ConvStep on the residual path (MultiModel §2.4, image entry flow).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        stride: (sh, sw); audio strides over time only, (2, 1).
+        residual_relu: ReLU on the residual path's input.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: tuple[int, int] = (2, 2), residual_relu: bool = True
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv1 = ConvStep2d(in_channels, out_channels, (3, 3))
+        self.conv2 = ConvStep2d(out_channels, out_channels, (3, 3))
+        self.pool = nn.MaxPool2d(3, stride, padding=1)
+        self.residual = ConvStep2d(
+            in_channels, out_channels, (1, 1), stride, separable=False, first_relu=residual_relu
+        )
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C_in, H, W), row mask (B, H) or None -> ((B, C_out, H', W'), mask (B, H'))."""
+        y = self.conv2(self.conv1(x, mask), mask)
+        if mask is not None:
+            # Max-pool pads with -inf; padded rows must look the same so they never win.
+            y = y.masked_fill(~mask[:, None, :, None], float("-inf"))
+        y = self.pool(y)
+        out_mask = downsample_mask(mask, self.stride[0])
+        y = y + self.residual(x, mask)
+        if out_mask is not None:
+            y = torch.where(out_mask[:, None, :, None], y, torch.zeros_like(y))  # drop -inf rows
+        return y, out_mask

@@ -1,0 +1,109 @@
+"""The interface between modality nets and the shared body (MultiModel section 2.1).
+
+A modality net is the only part of the model that knows what its data looks like. The body
+sees nothing but (B, T, D) tensors and boolean masks (True = a real position, False = padding).
+
+Dimensions: B batch, T sequence length, D hidden size, V vocabulary size, C classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModalityError(ValueError):
+    """Input a modality net cannot take (wrong rank, size, dtype); the message says why."""
+
+
+@dataclass
+class LossOutput:
+    """Sums over real target positions, so callers can average over any number of batches."""
+
+    loss: torch.Tensor
+    """Label-smoothed cross-entropy averaged over real positions (what is optimised)."""
+    nll_sum: torch.Tensor
+    """Sum of the unsmoothed negative log-likelihood (for log-perplexity)."""
+    correct: torch.Tensor
+    """Number of real positions whose argmax equals the target (per-token accuracy)."""
+    count: torch.Tensor
+    """Number of real target positions."""
+
+
+class Modality(nn.Module):
+    """Base class of modality nets.
+
+    Subclasses implement the parts that apply to them:
+
+    * ``bottom(inputs, mask)`` turns raw inputs into ``(x (B, T, D), mask (B, T))``.
+    * ``targets_bottom(ids)`` embeds target ids (B, T) into (B, T, D) for the decoder.
+    * ``top(h, mask)`` turns the body's output into logits: (B, T, V) for sequences, or
+      (B, C) for class labels (which pool the encoder memory and skip the decoder).
+    * ``loss(logits, targets, mask)`` returns a :class:`LossOutput`.
+    """
+
+    #: True for output modalities that pool the encoder memory instead of decoding.
+    skips_decoder: bool = False
+
+    def bottom(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ModalityError(f"{type(self).__name__} cannot be used as an input modality")
+
+    def targets_bottom(self, ids: torch.Tensor) -> torch.Tensor:
+        raise ModalityError(f"{type(self).__name__} cannot be used as a decoder target modality")
+
+    def top(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise ModalityError(f"{type(self).__name__} cannot be used as an output modality")
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> LossOutput:
+        raise ModalityError(f"{type(self).__name__} cannot be used as an output modality")
+
+
+# ----------------------------------------------------------------------------------------
+# Helpers shared by the modality nets.
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None, smoothing: float
+) -> LossOutput:
+    """Label-smoothed cross-entropy over real positions (paper code: smoothing 0.1).
+
+    ``logits`` (..., V) and ``targets`` (...) of matching leading shape; ``mask`` (...) bool or
+    None (all real). Padded positions add nothing to any of the sums.
+    """
+    V = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ModalityError(
+            f"targets must have shape {tuple(logits.shape[:-1])} to match logits {tuple(logits.shape)},"
+            f" got {tuple(targets.shape)}"
+        )
+    flat_logits = logits.reshape(-1, V).float()  # (N, V)
+    flat_targets = targets.reshape(-1)  # (N,)
+    real = torch.ones_like(flat_targets, dtype=torch.bool) if mask is None else mask.reshape(-1)
+    smoothed = F.cross_entropy(flat_logits, flat_targets, reduction="none", label_smoothing=smoothing)
+    nll = F.cross_entropy(flat_logits, flat_targets, reduction="none")
+    weight = real.to(smoothed.dtype)
+    count = weight.sum()
+    correct = ((flat_logits.argmax(-1) == flat_targets) & real).sum()
+    return LossOutput(
+        loss=(smoothed * weight).sum() / count.clamp(min=1.0),
+        nll_sum=(nll * weight).sum(),
+        correct=correct,
+        count=count,
+    )
+
+
+def check_mask(mask: torch.Tensor | None, batch: int, length: int, what: str) -> torch.Tensor | None:
+    """Validate a (B, T) boolean padding mask; every example needs at least one real position."""
+    if mask is None:
+        return None
+    if mask.dim() != 2 or tuple(mask.shape) != (batch, length):
+        raise ModalityError(f"{what} mask must have shape ({batch}, {length}), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ModalityError(f"{what} mask must be torch.bool (True = real), got {mask.dtype}")
+    if not bool(mask.any(dim=1).all()):
+        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+        raise ModalityError(f"{what}: examples {empty} are empty (no real position in the mask)")
+    return mask

@@ -1,0 +1,166 @@
+"""Checkpoints: everything needed to resume a run exactly, or to use the model later.
+
+A checkpoint is a directory ``<run>/checkpoints/step-NNNNNNN/`` holding
+
+* ``model.safetensors`` — the weights;
+* ``meta.json`` — format version, step, the full config, the modality specs, the task list,
+  the data-stream positions;
+* ``tokenizer.model`` — the shared sentencepiece vocabulary;
+* ``training.pt`` — optimiser and scheduler state, RNG states, running statistics.
+
+It is written into a temporary directory and renamed into place, so a crash (even SIGKILL)
+leaves either the previous checkpoint or the new one, never half of one. Old checkpoints
+beyond ``keep`` are removed after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+PREFIX = "step-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says which file and what to do."""
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    tokenizer_bytes: bytes,
+    training_state: dict[str, Any] | None = None,
+    keep: int = 0,
+) -> Path:
+    """Write checkpoint ``step`` atomically under ``directory``; keep the newest ``keep`` (0 = all)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{PREFIX}{step:07d}"
+    tmp = directory / f".tmp-{PREFIX}{step:07d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    (tmp / "tokenizer.model").write_bytes(tokenizer_bytes)
+    full_meta = {"format_version": FORMAT_VERSION, "step": step, **meta}
+    (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+    if training_state is not None:
+        torch.save(training_state, tmp / "training.pt")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # the same step saved twice (e.g. Ctrl-C right after a save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    if keep > 0:
+        for old in list_checkpoints(directory)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints under ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """Accept a checkpoint directory, a run directory or its checkpoints/ folder."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    for candidate in (path / "checkpoints", path):
+        found = list_checkpoints(candidate)
+        if found:
+            return found[-1]
+    raise CheckpointError(
+        f"{path}: no checkpoint found (expected a directory with meta.json, or a run directory"
+        " with checkpoints/step-*/); train first or give the right path")
+
+
+def read_meta(ckpt: Path) -> dict[str, Any]:
+    meta_path = ckpt / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{meta_path}: missing; not a multimodel checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{meta_path}: corrupt JSON ({err}); use an earlier checkpoint") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path}: checkpoint format version {version!r}, this multimodel reads version"
+            f" {FORMAT_VERSION}; use the multimodel release that wrote it")
+    return meta
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model``; mismatches and corruption raise CheckpointError."""
+    weights_path = ckpt / "model.safetensors"
+    try:
+        state = load_file(str(weights_path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{weights_path}: missing; the checkpoint is incomplete") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights_path}: corrupt weights ({err}); use an earlier checkpoint") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shapes = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or bad_shapes:
+        raise CheckpointError(
+            f"{weights_path}: does not fit the model built from its config (missing {missing[:3]},"
+            f" unexpected {unexpected[:3]}, shape mismatch {bad_shapes[:3]}); was the config changed?")
+    model.load_state_dict(state)
+
+
+def load_training_state(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / "training.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; this checkpoint holds weights only and cannot resume") from None
+    except Exception as err:  # torch raises several types for a damaged pickle/zip
+        raise CheckpointError(f"{path}: corrupt training state ({err}); use an earlier checkpoint") from None

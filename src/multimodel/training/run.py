@@ -1,0 +1,106 @@
+"""What `multimodel train` and `multimodel eval` do: train, evaluate, report, write results."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from multimodel.config import Config, apply_overrides
+from multimodel.evaluation.evaluate import TaskResult, describe_input, evaluate_task, format_table
+from multimodel.tasks import get_task
+from multimodel.training.task_data import TaskData, attach_collators, load_task_data
+from multimodel.training.train import load_trained, train
+
+
+def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, evaluate: bool = True,
+                       progress: bool = True, log: Callable[[str], None] = print) -> list[TaskResult]:
+    """Train, then evaluate every task and write ``eval.json`` and ``results.md`` to ``run_dir``."""
+    start = time.time()
+    result = train(cfg, run_dir, resume=resume, log=log, progress=progress)
+    train_seconds = time.time() - start
+    if not evaluate or not _is_main():
+        return []
+    cfg_used = _config_of(run_dir)
+    results = evaluate_all(result.model, result.task_data, result.tokenizer, cfg_used, log=log)
+    report = write_report(run_dir, results, result.task_data, train_seconds=train_seconds,
+                          step=result.step)
+    log("\n" + report)
+    return results
+
+
+def _is_main() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _config_of(run_dir: Path) -> Config:
+    from multimodel.training.checkpoint import read_meta, resolve_checkpoint
+    from multimodel.config import config_from_dict
+
+    return config_from_dict(read_meta(resolve_checkpoint(run_dir))["config"])
+
+
+def evaluate_all(model, task_data: dict[str, TaskData], tokenizer, cfg: Config,
+                 log: Callable[[str], None] = print) -> list[TaskResult]:
+    results = []
+    for name, td in task_data.items():
+        r = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
+                          batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
+                          length_penalty=cfg.train.length_penalty)
+        log(f"eval {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
+            + f", per-token acc={r.token_accuracy:.1f}%, log-ppl={r.log_perplexity:.3f} ({r.seconds:.0f}s)")
+        results.append(r)
+    return results
+
+
+def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[str, TaskData], *,
+                 train_seconds: float | None = None, step: int | None = None) -> str:
+    tasks = {name: td.task for name, td in task_data.items()}
+    table = format_table(results, tasks)
+    lines = [table, "", "Example predictions (first held-out example of each task, greedy/beam as configured):"]
+    for r in results:
+        for ex in r.examples[:1]:
+            pred, ref = ex["prediction"], ex["reference"]
+            labels = tasks[r.task].labels
+            if labels and isinstance(pred, int):
+                pred, ref = labels[pred], labels[ref]
+            lines.append(f"- {r.task}: {ex.get('input', '')!s} → {pred!r} (reference {ref!r})")
+    skipped = {n: td.skipped for n, td in task_data.items() if td.skipped}
+    if skipped:
+        lines.append(f"Skipped bad records: {skipped}")
+    if train_seconds is not None:
+        lines.append(f"Training: {step} steps in {train_seconds / 60:.1f} min (data preparation included).")
+    report = "\n".join(lines)
+    (run_dir / "results.md").write_text(report + "\n")
+    (run_dir / "eval.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+    return report
+
+
+def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_size: int | None = None,
+                        data_dir: str | None = None, log: Callable[[str], None] = print) -> list[TaskResult]:
+    """`multimodel eval`: load a checkpoint, evaluate its tasks on their held-out splits."""
+    model, tokenizer, meta = load_trained(path)
+    cfg: Config = meta["config_obj"]
+    overrides = []
+    if beam_size is not None:
+        overrides.append(f"train.beam_size={beam_size}")
+    if data_dir is not None:
+        overrides.append(f"data.data_dir={data_dir!r}")
+    cfg = apply_overrides(cfg, overrides)
+    names = list(tasks) if tasks else list(meta["tasks"])
+    unknown = sorted(set(names) - set(meta["tasks"]))
+    if unknown:
+        raise ValueError(f"the checkpoint was not trained on {unknown}; its tasks: {meta['tasks']}")
+    for n in names:
+        get_task(n)
+    task_data = load_task_data(cfg, names, splits=("test",), log=log)
+    attach_collators(cfg, task_data, tokenizer)
+    results = evaluate_all(model, task_data, tokenizer, cfg, log=log)
+    log("\n" + format_table(results, {n: td.task for n, td in task_data.items()}))
+    return results
+
+
+__all__ = ["train_and_evaluate", "evaluate_checkpoint", "evaluate_all", "write_report", "describe_input"]

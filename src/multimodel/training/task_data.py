@@ -1,0 +1,101 @@
+"""From task names to ready-to-batch data: load every split, train or load the shared vocabulary.
+
+All text of all selected tasks (inputs and targets of the training splits) goes into one
+sentencepiece vocabulary, as in the paper ("one shared subword vocabulary"). The vocabulary
+is saved with every checkpoint, so a model is never separated from its tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from multimodel.config import Config
+from multimodel.data.batching import Collator
+from multimodel.data.example import Example
+from multimodel.data.tokenizer import Tokenizer
+from multimodel.tasks import Task, get_task
+
+
+@dataclass
+class TaskData:
+    """One task's examples and its collator."""
+
+    task: Task
+    train: Sequence[Example]
+    test: Sequence[Example]
+    collate: Collator | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_reasons: list[str] = field(default_factory=list)
+
+
+def task_train_size(cfg: Config, name: str) -> int:
+    return int(cfg.data.task_sizes.get(name, cfg.data.train_size))
+
+
+def load_task_data(
+    cfg: Config,
+    names: Sequence[str] | None = None,
+    splits: Sequence[str] = ("train", "test"),
+    log: Callable[[str], None] = print,
+) -> dict[str, TaskData]:
+    """Load (generating and caching built-ins when needed) the splits of the selected tasks."""
+    names = list(names if names is not None else cfg.data.tasks)
+    unknown_sizes = sorted(set(cfg.data.task_sizes) - set(cfg.data.tasks))
+    if unknown_sizes:
+        raise ValueError(f"data.task_sizes names tasks not selected in data.tasks: {unknown_sizes}")
+    data_dir = Path(cfg.data.data_dir)
+    out: dict[str, TaskData] = {}
+    for name in names:
+        task = get_task(name)
+        missing = task.available(data_dir)
+        if missing:
+            raise FileNotFoundError(f"task {name}: {missing}")
+        loaded: dict[str, Sequence[Example]] = {"train": [], "test": []}
+        td = TaskData(task=task, train=[], test=[])
+        for split in splits:
+            size = task_train_size(cfg, name) if split == "train" else cfg.data.eval_size
+            result = task.load(data_dir, split, size, cfg.data.seed, cfg.data.skip_bad)
+            loaded[split] = result.examples
+            if result.skipped:
+                td.skipped[split] = result.skipped
+                td.skipped_reasons.extend(result.skipped_reasons)
+                log(f"task {name} {split}: skipped {result.skipped} bad records"
+                    f" (first: {'; '.join(result.skipped_reasons[:3])})")
+        td.train, td.test = loaded["train"], loaded["test"]
+        log(f"task {name}: {len(td.train)} train / {len(td.test)} test examples")
+        out[name] = td
+    return out
+
+
+def vocabulary_texts(task_data: dict[str, TaskData]) -> list[str]:
+    """Every text of the training splits (inputs and targets, references included)."""
+    texts: list[str] = []
+    for td in task_data.values():
+        for ex in td.train:
+            if isinstance(ex.inputs, str):
+                texts.append(ex.inputs)
+            if isinstance(ex.target, str):
+                texts.append(ex.target)
+            for ref in ex.references or []:
+                if isinstance(ref, str) and ref != ex.target:
+                    texts.append(ref)
+    return texts
+
+
+def build_tokenizer(cfg: Config, task_data: dict[str, TaskData]) -> Tokenizer:
+    texts = vocabulary_texts(task_data)
+    if not texts:
+        texts = ["."]  # classification-only mixes still get a (trivial) vocabulary
+    return Tokenizer.train(texts, vocab_size=cfg.data.vocab_size)
+
+
+def attach_collators(cfg: Config, task_data: dict[str, TaskData], tokenizer: Tokenizer) -> None:
+    for name, td in task_data.items():
+        td.collate = Collator(name, td.task.is_classification, tokenizer, cfg.model.max_target_length)
+
+
+def modality_specs(tasks: Sequence[Task]) -> list[str]:
+    """The modality nets a set of tasks needs (sorted, so the model layout is stable)."""
+    return sorted({t.input_modality for t in tasks} | {t.target_modality for t in tasks})

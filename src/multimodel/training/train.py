@@ -1,0 +1,465 @@
+"""The joint training loop, written out (MultiModel section 3; tensor2tensor's trainer, made explicit).
+
+Each step: pick a task (``multimodel.data.mixture``) → take that task's next batch → forward
+through its modality nets and the shared body → label-smoothed loss + MoE balancing loss →
+backward → clip → Adam step → noam schedule. Per task we keep running loss, per-token
+accuracy, tokens/s and which experts its tokens were routed to.
+
+A run directory holds everything needed to reproduce and resume the run: ``config.json``,
+``log.jsonl``, TensorBoard events under ``tb/``, ``checkpoints/step-*/`` and, at the end,
+``eval.json`` and ``routing.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from multimodel.config import Config, config_from_dict, to_dict
+from multimodel.data.batching import Batch, TaskStream
+from multimodel.data.mixture import TaskSampler, mixing_probabilities
+from multimodel.data.tokenizer import Tokenizer
+from multimodel.model.multimodel import MultiModel
+from multimodel.tasks import Task
+from multimodel.training import checkpoint as ckpt
+from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from multimodel.training.optim import build_optimizer
+from multimodel.training.task_data import (
+    TaskData,
+    attach_collators,
+    build_tokenizer,
+    load_task_data,
+    modality_specs,
+)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message says what to try."""
+
+
+@dataclass
+class TaskMeter:
+    """Running sums for one task between two log lines."""
+
+    steps: int = 0
+    loss: float = 0.0
+    aux: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    tokens: int = 0
+
+    def add(self, loss: float, aux: float, correct: float, count: float, tokens: int) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.aux += aux
+        self.correct += correct
+        self.count += count
+        self.tokens += tokens
+
+
+@dataclass
+class RoutingTotals:
+    """Per (task, MoE layer): token-slots per expert and gate sums, summed over training."""
+
+    tokens: dict[str, dict[str, torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
+    gates: dict[str, dict[str, torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add(self, task: str, routing: dict[str, Any]) -> None:
+        for layer, stats in routing.items():
+            if stats is None:
+                continue
+            t = stats.tokens_per_expert.detach().float().cpu()
+            g = stats.gate_sum_per_expert.detach().float().cpu()
+            if layer in self.tokens[task]:
+                self.tokens[task][layer] += t
+                self.gates[task][layer] += g
+            else:
+                self.tokens[task][layer] = t.clone()
+                self.gates[task][layer] = g.clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokens": {k: dict(v) for k, v in self.tokens.items()},
+                "gates": {k: dict(v) for k, v in self.gates.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tokens = defaultdict(dict, {k: dict(v) for k, v in state["tokens"].items()})
+        self.gates = defaultdict(dict, {k: dict(v) for k, v in state["gates"].items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """task → layer → fraction of the task's token-slots per expert (and raw counts)."""
+        out: dict[str, Any] = {}
+        for task, layers in self.tokens.items():
+            out[task] = {}
+            for layer, counts in layers.items():
+                total = float(counts.sum())
+                out[task][layer] = {
+                    "token_slots": counts.tolist(),
+                    "fraction": (counts / total).tolist() if total > 0 else counts.tolist(),
+                    "mean_gate": (self.gates[task][layer] / counts.clamp(min=1)).tolist(),
+                }
+        return out
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("train.device=cuda but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+def model_inputs(batch: Batch, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments of MultiModel.forward for ``batch``."""
+    args = (batch.inputs, batch.input_mask, batch.targets, batch.target_mask)
+    kwargs = {"input_modality": task.input_modality, "target_modality": task.target_modality,
+              "task_token": task.task_token}
+    return args, kwargs
+
+
+class JsonlLogger:
+    """Appends one JSON object per line; TensorBoard scalars alongside (main rank only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "log.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency; degrade to JSONL only if absent
+                self.tb = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.tb is not None and "step" in record:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    model: MultiModel
+    tokenizer: Tokenizer
+    task_data: dict[str, TaskData]
+    routing: RoutingTotals
+    skipped_steps: int
+
+
+def _check_resume_config(saved: Config, given: Config | None) -> Config:
+    """On resume the checkpoint's config rules; only train.steps (and logging) may change."""
+    if given is None:
+        return saved
+    changeable = {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                  "threads", "device", "beam_size", "length_penalty"}
+    a, b = to_dict(saved), to_dict(given)
+    diffs = []
+    for section in ("model", "data", "train"):
+        for key in a[section]:
+            if section == "train" and key in changeable:
+                continue
+            if section == "data" and key in ("data_dir",):
+                continue
+            if a[section][key] != b[section][key]:
+                diffs.append(f"{section}.{key}: checkpoint {a[section][key]!r} vs given {b[section][key]!r}")
+    if diffs:
+        raise TrainingError(
+            "the given config differs from the checkpoint's (" + "; ".join(diffs[:4]) + ");"
+            " resume without --config, or start a new --run-dir")
+    merged = to_dict(saved)
+    for key in changeable:
+        merged["train"][key] = b["train"][key]
+    merged["data"]["data_dir"] = b["data"]["data_dir"]
+    return config_from_dict(merged)
+
+
+def train(
+    cfg: Config | None,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train jointly on ``cfg.data.tasks``; resume from ``run_dir`` when asked.
+
+    Args:
+        cfg: the run's config (None only with ``resume``: the checkpoint's config is used).
+        run_dir: directory for logs and checkpoints.
+        resume: continue from the newest checkpoint in ``run_dir`` (fresh start if none).
+        log: where human-readable messages go.
+        progress: show a progress bar.
+        stop_after: stop (with a checkpoint) after this global step; for tests and debugging.
+    """
+    run_dir = Path(run_dir)
+    latest: Path | None = None
+    if resume:
+        found = ckpt.list_checkpoints(run_dir / "checkpoints")
+        latest = found[-1] if found else None
+        if latest is not None:
+            saved_cfg = config_from_dict(ckpt.read_meta(latest)["config"])
+            cfg = _check_resume_config(saved_cfg, cfg)
+    if cfg is None:
+        raise TrainingError(f"{run_dir}: nothing to resume and no --config given")
+
+    device = select_device(cfg.train.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    main = dist_info.is_main
+    say = log if main else (lambda _msg: None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.train.seed)
+    task_data = load_task_data(cfg, log=say)
+    if latest is not None:
+        tokenizer = Tokenizer.from_bytes((latest / "tokenizer.model").read_bytes())
+    else:
+        tokenizer = build_tokenizer(cfg, task_data)
+    attach_collators(cfg, task_data, tokenizer)
+    tasks = {name: td.task for name, td in task_data.items()}
+
+    specs = modality_specs(list(tasks.values()))
+    model = MultiModel(cfg.model, tokenizer.vocab_size, specs).to(device)
+    optimizer, scheduler = build_optimizer(model, cfg.train)
+    sizes = {name: len(td.train) for name, td in task_data.items()}
+    probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, cfg.train.task_weights)
+    sampler = TaskSampler(probs, cfg.data.seed)
+    global_batch = cfg.data.batch_size * dist_info.world_size
+    streams = {
+        name: TaskStream(name, td.train, td.collate, global_batch, cfg.data.seed)
+        for name, td in task_data.items()
+    }
+    routing = RoutingTotals()
+    step = 0
+    skipped_steps = 0
+    if latest is not None:
+        ckpt.load_weights(latest, model)
+        state = ckpt.load_training_state(latest)
+        meta = ckpt.read_meta(latest)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for name, s in meta["streams"].items():
+            if name in streams:
+                streams[name].load_state_dict(s)
+        routing.load_state_dict(state["routing"])
+        skipped_steps = int(state.get("skipped_steps", 0))
+        step = int(meta["step"])
+        ckpt.set_rng_state(state["rng"])
+        say(f"resumed from {latest} at step {step}")
+    else:
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        (run_dir / "tokenizer.model").write_bytes(tokenizer.to_bytes())
+
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {n_params / 1e6:.2f}M parameters; modalities {specs}; device {device};"
+        f" world size {dist_info.world_size}")
+    say("task mixing: " + ", ".join(f"{k} {v:.2f}" for k, v in probs.items()))
+
+    ddp_model: torch.nn.Module = model
+    if dist_info.enabled:
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+
+    logger = JsonlLogger(run_dir, main)
+    meters: dict[str, TaskMeter] = defaultdict(TaskMeter)
+    bad_in_a_row = 0
+    last_log_time = time.time()
+
+    def save(at_step: int) -> Path | None:
+        if not main:
+            return None
+        meta = {
+            "config": to_dict(cfg),
+            "modality_specs": specs,
+            "vocab_size": tokenizer.vocab_size,
+            "tasks": list(tasks),
+            "streams": {n: s.state_dict() for n, s in streams.items()},
+            "multimodel_version": _version(),
+        }
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "routing": routing.state_dict(),
+            "skipped_steps": skipped_steps,
+        }
+        return ckpt.save_checkpoint(run_dir / "checkpoints", at_step, model=model, meta=meta,
+                                    tokenizer_bytes=tokenizer.to_bytes(),
+                                    training_state=training_state, keep=cfg.train.keep_checkpoints)
+
+    bar = None
+    if progress and main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.train.steps, initial=step, desc="train", dynamic_ncols=True)
+
+    # SIGTERM (e.g. a scheduler pre-empting the job) is handled like Ctrl-C: checkpoint, then stop.
+    previous_sigterm = None
+    if main and hasattr(signal, "SIGTERM"):
+        def _on_sigterm(signum, frame):  # noqa: ARG001
+            raise KeyboardInterrupt
+
+        try:
+            previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not in the main thread
+            previous_sigterm = None
+
+    model.train()
+    try:
+        while step < cfg.train.steps:
+            name = sampler.task_at(step)
+            task = tasks[name]
+            batch = streams[name].next_batch()
+            local = batch.shard(dist_info.rank, dist_info.world_size) if dist_info.enabled else batch
+            local = local.to(device)
+            args, kwargs = model_inputs(local, task)
+            out = ddp_model(*args, **kwargs)
+            loss = out.loss.loss + out.aux_loss
+            finite = torch.isfinite(loss.detach()).float()
+            finite = all_reduce_sum(finite, dist_info)
+            if finite.item() < dist_info.world_size:
+                # Skip the step on every rank; the batch is consumed so the data order stays fixed.
+                optimizer.zero_grad(set_to_none=True)
+                skipped_steps += 1
+                bad_in_a_row += 1
+                say(f"step {step}: non-finite loss on task {name}; step skipped ({bad_in_a_row} in a row)")
+                logger.log({"step": step, "event": "nonfinite_loss", "task": name})
+                if bad_in_a_row >= cfg.train.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad_in_a_row} consecutive non-finite losses (last on task {name});"
+                        " lower train.learning_rate or raise train.warmup_steps, then --resume")
+                step += 1
+                scheduler.step()
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            if not torch.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                skipped_steps += 1
+                bad_in_a_row += 1
+                say(f"step {step}: non-finite gradient on task {name}; step skipped")
+                if bad_in_a_row >= cfg.train.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad_in_a_row} consecutive non-finite gradients; lower train.learning_rate")
+            else:
+                optimizer.step()
+                bad_in_a_row = 0
+            scheduler.step()
+            step += 1
+
+            meters[name].add(out.loss.loss.item(), float(out.aux_loss), float(out.loss.correct),
+                             float(out.loss.count), local.num_target_tokens())
+            routing.add(name, out.routing)
+            if bar is not None:
+                bar.update(1)
+
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                elapsed = time.time() - last_log_time
+                last_log_time = time.time()
+                record = _log_record(step, meters, elapsed, scheduler.get_last_lr()[0], dist_info)
+                logger.log(record)
+                if bar is not None:
+                    bar.set_postfix_str(" ".join(
+                        f"{k[:10]}={record[f'loss/{k}']:.2f}" for k in sorted(meters) if f"loss/{k}" in record)
+                        + f" tok/s={record['tokens_per_s']:.0f}")
+                meters.clear()
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+                save(step)
+            if stop_after is not None and step >= stop_after:
+                if step % cfg.train.checkpoint_every != 0:
+                    save(step)
+                break
+    except KeyboardInterrupt:
+        path = save(step)
+        say(f"\ninterrupted at step {step}; checkpoint written to {path}; continue with --resume")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        barrier(dist_info)
+    if main:
+        (run_dir / "routing.json").write_text(json.dumps(routing.to_json(), indent=1))
+    if skipped_steps:
+        say(f"{skipped_steps} steps were skipped for non-finite values (see log.jsonl)")
+    shutdown(dist_info)
+    model.eval()
+    return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
+
+
+def _log_record(step: int, meters: dict[str, TaskMeter], elapsed: float, lr: float,
+                dist_info: DistInfo) -> dict[str, Any]:
+    record: dict[str, Any] = {"step": step, "lr": lr, "time": time.time()}
+    total_tokens = 0
+    for name, m in meters.items():
+        if m.steps == 0:
+            continue
+        record[f"loss/{name}"] = m.loss / m.steps
+        record[f"aux_loss/{name}"] = m.aux / m.steps
+        if m.count:
+            record[f"accuracy/{name}"] = m.correct / m.count
+        total_tokens += m.tokens
+    record["tokens_per_s"] = total_tokens * dist_info.world_size / max(elapsed, 1e-9)
+    losses = [v for k, v in record.items() if k.startswith("loss/")]
+    record["loss"] = sum(losses) / len(losses) if losses else math.nan
+    return record
+
+
+def _version() -> str:
+    from multimodel import __version__
+
+    return __version__
+
+
+def load_trained(path: Path, device: str | torch.device = "cpu") -> tuple[MultiModel, Tokenizer, dict[str, Any]]:
+    """Load a model and its tokenizer from a checkpoint or run directory (for eval/predict)."""
+    ckpt_dir = ckpt.resolve_checkpoint(Path(path))
+    meta = ckpt.read_meta(ckpt_dir)
+    try:
+        cfg = config_from_dict(meta["config"])
+    except Exception as err:
+        raise ckpt.CheckpointError(f"{ckpt_dir / 'meta.json'}: config does not fit this multimodel ({err})") from None
+    tok_path = ckpt_dir / "tokenizer.model"
+    try:
+        tokenizer = Tokenizer.from_bytes(tok_path.read_bytes())
+    except FileNotFoundError:
+        raise ckpt.CheckpointError(f"{tok_path}: missing; the checkpoint is incomplete") from None
+    except Exception as err:
+        raise ckpt.CheckpointError(f"{tok_path}: corrupt vocabulary ({err})") from None
+    model = MultiModel(cfg.model, int(meta["vocab_size"]), list(meta["modality_specs"]))
+    ckpt.load_weights(ckpt_dir, model)
+    model.to(device).eval()
+    meta["checkpoint_dir"] = str(ckpt_dir)
+    meta["config_obj"] = cfg
+    return model, tokenizer, meta
+
+
+__all__ = ["train", "load_trained", "TrainingError", "TrainResult", "RoutingTotals"]

@@ -29,17 +29,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from multimodel.tasks.task import Example, Split
+from multimodel.corpora.errors import CorpusError  # re-exported: the readers' error for bad files
+from multimodel.data.example import Example, Split
 
 SPLITS = ("train", "test")
 
 
-class CorpusError(RuntimeError):
-    """A corpus cannot be produced or read (corrupt file, generator failure)."""
+class CorpusUnavailable(FileNotFoundError):
+    """A corpus needs files or a program that are not installed; the message says how to get them."""
 
 
-class CorpusUnavailable(CorpusError):
-    """A corpus needs something that is not installed; the message says how to get it."""
+class GenerationError(RuntimeError):
+    """A generator's external tool failed (e.g. espeak-ng produced no audio)."""
 
 
 def check_split(split: str) -> None:
@@ -72,7 +73,7 @@ def make_rng(corpus: str, split: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(corpus.encode()), SPLITS.index(split)])
 
 
-def cache_path(data_dir: Path | str, corpus: str, split: str, size: int, seed: int, version: int, ext: str) -> Path:
+def cache_path(data_dir: Path | str, corpus: str, split: str, size: int, seed: int, version: int | str, ext: str) -> Path:
     """``DATA_DIR/builtin/<corpus>/<split>-n<size>-s<seed>-v<version>.<ext>``."""
     return Path(data_dir) / "builtin" / corpus / f"{split}-n{size}-s{seed}-v{version}.{ext}"
 
@@ -112,7 +113,8 @@ def load_jsonl(path: Path) -> list[Example]:
                 r = json.loads(line)
                 examples.append(Example(r["inputs"], r["target"], r["references"], r["meta"]))
             except (ValueError, KeyError) as err:
-                raise CorpusError(f"{path}:{line_no}: unreadable cache record ({err}); delete the file") from err
+                raise CorpusError(path, f"unreadable cache record ({err})", "delete the file to regenerate it",
+                                  line=line_no) from err
     return examples
 
 
@@ -161,7 +163,7 @@ def load_arrays(path: Path) -> list[Example]:
             data = npz["data"]
             header = json.loads(str(npz["header"]))
     except (OSError, ValueError, KeyError) as err:
-        raise CorpusError(f"{path}: unreadable cache file ({err}); delete it to regenerate") from err
+        raise CorpusError(path, f"unreadable cache file ({err})", "delete it to regenerate it") from err
     codec = header["codec"]
     examples, offset = [], 0
     for r in header["records"]:
@@ -170,7 +172,8 @@ def load_arrays(path: Path) -> list[Example]:
         offset += n
         examples.append(Example(inputs, r["target"], r["references"], r["meta"]))
     if offset != data.size:
-        raise CorpusError(f"{path}: cache file holds {data.size} values, records need {offset}; delete it")
+        raise CorpusError(path, f"cache file holds {data.size} values, its records need {offset}",
+                          "delete it to regenerate it")
     return examples
 
 
@@ -178,11 +181,20 @@ def cached_split(path: Path, generate, save, load) -> Split:
     """Load ``path`` if present, else ``generate() -> Split``, save its examples, reload them.
 
     Reloading after saving makes a fresh split bit-identical to a cached one (features are
-    quantised to their storage type either way).
+    quantised to their storage type either way). What generation skipped is kept beside the
+    file (``<file>.skipped.json``) and reported again on reload.
     """
+    skipped_path = path.with_name(path.name + ".skipped.json")
     if path.is_file():
-        return Split(examples=load(path))
+        skipped, reasons = 0, ()
+        if skipped_path.is_file():
+            info = json.loads(skipped_path.read_text(encoding="utf-8"))
+            skipped, reasons = int(info["skipped"]), tuple(info["reasons"])
+        return Split(examples=load(path), skipped=skipped, skipped_reasons=reasons)
     split = generate()
+    if split.skipped:
+        info = json.dumps({"skipped": split.skipped, "reasons": list(split.skipped_reasons)}, ensure_ascii=False)
+        _atomic_write(skipped_path, lambda handle: handle.write(info.encode("utf-8")))
     save(path, split.examples)
     return Split(examples=load(path), skipped=split.skipped, skipped_reasons=split.skipped_reasons)
 

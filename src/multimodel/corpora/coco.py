@@ -39,8 +39,11 @@ def coco_annotation_file(root: str | Path, split: str, year: int | None = None) 
         path = root / "annotations" / f"captions_{split}{candidate}.json"
         if path.exists():
             return path
-    raise CorpusError(root / "annotations" / f"captions_{split}{years[0]}.json", "COCO captions file not found",
-                      f"extract annotations_trainval{years[0]}.zip into {root}")
+    raise CorpusError(
+        root / "annotations" / f"captions_{split}{years[0]}.json",
+        "COCO captions file not found",
+        f"extract annotations_trainval{years[0]}.zip into {root}",
+    )
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -48,12 +51,23 @@ def _load_json(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as error:
-        raise CorpusError(path, f"invalid JSON ({error.msg})", "re-download the annotation file", line=error.lineno) from error
+        raise CorpusError(
+            path, f"invalid JSON ({error.msg})", "re-download the annotation file", line=error.lineno
+        ) from error
     except (OSError, UnicodeDecodeError) as error:
-        raise CorpusError(path, f"cannot read the file ({error})", "re-download the annotation file") from error
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
-        raise CorpusError(path, "not a COCO captions file (needs lists 'images' and 'annotations')",
-                          "pass a captions_<split><year>.json file")
+        raise CorpusError(
+            path, f"cannot read the file ({error})", "re-download the annotation file"
+        ) from error
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise CorpusError(
+            path,
+            "not a COCO captions file (needs lists 'images' and 'annotations')",
+            "pass a captions_<split><year>.json file",
+        )
     return data
 
 
@@ -95,8 +109,13 @@ def read_coco_captions(
         try:
             file_names[int(image["id"])] = str(image["file_name"])
         except (KeyError, TypeError, ValueError) as error:
-            bad.skip(CorpusError(annotation_file, f"images[{position}] lacks a valid 'id'/'file_name' ({error!r})",
-                                 "repair the entry or pass skip_bad=True"))
+            bad.skip(
+                CorpusError(
+                    annotation_file,
+                    f"images[{position}] lacks a valid 'id'/'file_name' ({error!r})",
+                    "repair the entry or pass skip_bad=True",
+                )
+            )
     captions: dict[int, list[tuple[int, str]]] = {}
     for position, annotation in enumerate(data["annotations"]):
         try:
@@ -107,8 +126,13 @@ def read_coco_captions(
             if not caption:
                 raise ValueError("empty caption")
         except (KeyError, TypeError, ValueError) as error:
-            bad.skip(CorpusError(annotation_file, f"annotations[{position}] is not a usable caption ({error})",
-                                 "repair the entry or pass skip_bad=True"))
+            bad.skip(
+                CorpusError(
+                    annotation_file,
+                    f"annotations[{position}] is not a usable caption ({error})",
+                    "repair the entry or pass skip_bad=True",
+                )
+            )
             continue
         captions.setdefault(image_id, []).append((order, caption))
 
@@ -120,11 +144,17 @@ def read_coco_captions(
         path = images_root / file_names[image_id]
         try:
             if image_id not in captions:
-                raise CorpusError(annotation_file, f"image {image_id} ({file_names[image_id]}) has no caption",
-                                  "use the captions file of the same split or pass skip_bad=True")
+                raise CorpusError(
+                    annotation_file,
+                    f"image {image_id} ({file_names[image_id]}) has no caption",
+                    "use the captions file of the same split or pass skip_bad=True",
+                )
             if not path.exists():
-                raise CorpusError(path, f"image listed in {annotation_file.name} not found",
-                                  f"extract {release}.zip into {images_root.parent} or pass skip_bad=True")
+                raise CorpusError(
+                    path,
+                    f"image listed in {annotation_file.name} not found",
+                    f"extract {release}.zip into {images_root.parent} or pass skip_bad=True",
+                )
             pixels = load_image(path, size)
         except CorpusError as error:
             bad.skip(error)

@@ -86,7 +86,10 @@ class BadRecords:
         if self.count:
             log.warning(
                 "%s: skipped %d bad record(s), kept %d; first: %s",
-                source or "corpus", self.count, len(examples), self.reasons[0],
+                source or "corpus",
+                self.count,
+                len(examples),
+                self.reasons[0],
             )
         return Split(examples=examples, skipped=self.count, skipped_reasons=tuple(self.reasons))
 

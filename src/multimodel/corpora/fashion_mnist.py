@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodel.corpora.cache import CorpusError, CorpusUnavailable, check_size, check_split, make_rng
-from multimodel.tasks.task import Example, Split
+from multimodel.corpora.cache import CorpusUnavailable, check_size, check_split, make_rng
+from multimodel.corpora.errors import CorpusError
+from multimodel.data.example import Example, Split
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
@@ -46,6 +47,7 @@ FILES = {
 IMAGE_MAGIC = 0x00000803  # unsigned byte data, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte data, 1 dimension
 INSTALL_HINT = "apt-get install dataset-fashion-mnist, or put the four IDX files in DATA_DIR/fashion-mnist/"
+REFETCH = "reinstall dataset-fashion-mnist or replace the file with an intact copy"
 
 
 def _find(name: str, data_dir: Path | None) -> Path | None:
@@ -85,7 +87,7 @@ def _read_bytes(path: Path) -> bytes:
                 return handle.read()
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise CorpusError(f"{path}: cannot read IDX file ({err})") from err
+        raise CorpusError(path, f"cannot read IDX file ({err})", REFETCH) from err
 
 
 def read_idx(path: Path, expected_magic: int, skip_bad: bool = False) -> tuple[np.ndarray, int]:
@@ -98,17 +100,17 @@ def read_idx(path: Path, expected_magic: int, skip_bad: bool = False) -> tuple[n
     """
     raw = _read_bytes(Path(path))
     if len(raw) < 8:
-        raise CorpusError(f"{path}: not an IDX file (only {len(raw)} bytes)")
+        raise CorpusError(path, f"not an IDX file (only {len(raw)} bytes)", REFETCH)
     magic = int.from_bytes(raw[:4], "big")
     if magic != expected_magic:
         raise CorpusError(
-            f"{path}: bad IDX magic number 0x{magic:08x} (expected 0x{expected_magic:08x}); the file is corrupt"
-            " or not the file its name says"
+            path, f"bad IDX magic number 0x{magic:08x} (expected 0x{expected_magic:08x}): the file is corrupt"
+            " or not the file its name says", REFETCH
         )
     ndim = magic & 0xFF
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise CorpusError(f"{path}: IDX header truncated")
+        raise CorpusError(path, "IDX header truncated", REFETCH)
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     record = int(np.prod(dims[1:])) if ndim > 1 else 1
     body = len(raw) - header_len
@@ -119,8 +121,8 @@ def read_idx(path: Path, expected_magic: int, skip_bad: bool = False) -> tuple[n
             array = np.frombuffer(raw, np.uint8, complete * record, header_len).reshape([complete, *dims[1:]])
             return array, dims[0] - complete
         raise CorpusError(
-            f"{path}: IDX header promises {dims} = {expected} bytes of data but the file holds {body};"
-            " the file is truncated or corrupt (re-download it; skip_bad=True keeps the complete records)"
+            path, f"IDX header promises {dims} = {expected} bytes of data but the file holds {body}:"
+            " the file is truncated or corrupt", REFETCH + ", or pass skip_bad=True to keep the complete records"
         )
     return np.frombuffer(raw, np.uint8, expected, header_len).reshape(dims), 0
 
@@ -141,17 +143,19 @@ def _read_split_cached(images_path: Path, labels_path: Path, skip_bad: bool, sta
     if dropped_labels:
         reasons.append(f"{labels_path}: {dropped_labels} truncated label record(s)")
     if images.shape[1:] != (28, 28):
-        raise CorpusError(f"{images_path}: images are {images.shape[1:]}, Fashion-MNIST images are (28, 28)")
+        raise CorpusError(images_path, f"images are {images.shape[1:]}, Fashion-MNIST images are (28, 28)", REFETCH)
     n = min(len(images), len(labels))
     if len(images) != len(labels) and not skip_bad:
-        raise CorpusError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
+        raise CorpusError(images_path, f"{len(images)} images but {labels_path} holds {len(labels)} labels",
+                          REFETCH + ", or pass skip_bad=True")
     if len(images) != len(labels):
         reasons.append(f"{abs(len(images) - len(labels))} image(s) without a label or label(s) without an image")
     keep = labels[:n] < len(CLASS_NAMES)
     if not keep.all():
         if not skip_bad:
             bad = int(np.flatnonzero(~keep)[0])
-            raise CorpusError(f"{labels_path}: label {labels[bad]} at record {bad} is not a class 0-9")
+            raise CorpusError(labels_path, f"label {labels[bad]} at record {bad} is not a class 0-9",
+                              REFETCH + ", or pass skip_bad=True")
         reasons.append(f"{labels_path}: {int((~keep).sum())} label(s) outside 0-9")
     index = np.flatnonzero(keep)
     skipped = (max(len(images), len(labels)) - n) + dropped_images + dropped_labels + int((~keep).sum())

@@ -56,10 +56,15 @@ def load_image(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
             image.load()  # decode now, so a truncated file fails here and names itself
             rgb = image.convert("RGB")
     except FileNotFoundError as error:
-        raise CorpusError(path, "image file not found", "restore the file or remove it from the corpus") from error
+        raise CorpusError(
+            path, "image file not found", "restore the file or remove it from the corpus"
+        ) from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise CorpusError(path, f"corrupt or unreadable image ({error})",
-                          "re-download the file, delete it, or pass skip_bad=True") from error
+        raise CorpusError(
+            path,
+            f"corrupt or unreadable image ({error})",
+            "re-download the file, delete it, or pass skip_bad=True",
+        ) from error
     scale = max(height / rgb.height, width / rgb.width)  # shorter side (relative to target) fits
     resized_w, resized_h = max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))
     rgb = rgb.resize((resized_w, resized_h), Image.Resampling.BILINEAR)
@@ -103,7 +108,9 @@ def read_image_folder(
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
     for index, name in enumerate(names):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = sorted(
+            p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
         for path in files:
             if limit and len(examples) >= limit:
                 return bad.split(examples, source=root)
@@ -112,9 +119,18 @@ def read_image_folder(
             except CorpusError as error:
                 bad.skip(error)
                 continue
-            examples.append(Example(inputs=pixels, target=index, references=[index],
-                                    meta={"path": str(path), "class_name": name}))
+            examples.append(
+                Example(
+                    inputs=pixels,
+                    target=index,
+                    references=[index],
+                    meta={"path": str(path), "class_name": name},
+                )
+            )
     if not examples and not bad.count:
-        raise CorpusError(root, f"has no image files (looked for {', '.join(IMAGE_EXTENSIONS)})",
-                          "put images in root/<class_name>/")
+        raise CorpusError(
+            root,
+            f"has no image files (looked for {', '.join(IMAGE_EXTENSIONS)})",
+            "put images in root/<class_name>/",
+        )
     return bad.split(examples, source=root)

@@ -41,14 +41,27 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CorpusError(path, "audio file not found", "restore the file or remove its transcript line")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (T, channels)
-    except (RuntimeError, OSError, ValueError, TypeError) as error:  # soundfile.LibsndfileError is a RuntimeError
-        raise CorpusError(path, f"corrupt or unreadable audio ({error})",
-                          "re-download the file, delete it, or pass skip_bad=True") from error
+    except (
+        RuntimeError,
+        OSError,
+        ValueError,
+        TypeError,
+    ) as error:  # soundfile.LibsndfileError is a RuntimeError
+        raise CorpusError(
+            path,
+            f"corrupt or unreadable audio ({error})",
+            "re-download the file, delete it, or pass skip_bad=True",
+        ) from error
     if rate != sample_rate:
-        raise CorpusError(path, f"audio is at {rate} Hz, expected {sample_rate} Hz",
-                          f"resample it to {sample_rate} Hz (e.g. sox in.flac -r {sample_rate} out.flac)")
+        raise CorpusError(
+            path,
+            f"audio is at {rate} Hz, expected {sample_rate} Hz",
+            f"resample it to {sample_rate} Hz (e.g. sox in.flac -r {sample_rate} out.flac)",
+        )
     if samples.shape[0] == 0:
-        raise CorpusError(path, "audio has no samples", "re-download the file, delete it, or pass skip_bad=True")
+        raise CorpusError(
+            path, "audio has no samples", "re-download the file, delete it, or pass skip_bad=True"
+        )
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))  # (T,)
 
 
@@ -72,18 +85,27 @@ def read_librispeech(
         Examples with ``inputs`` float32 waveform ``(T,)``, ``target`` = lower-cased transcript,
         ``references = [target]``, ``meta = {"sample_rate", "id", "path"}``.
     """
-    root = require_exists(root, "LibriSpeech subset folder", "pass e.g. LibriSpeech/dev-clean (download from openslr.org/12)")
+    root = require_exists(
+        root, "LibriSpeech subset folder", "pass e.g. LibriSpeech/dev-clean (download from openslr.org/12)"
+    )
     transcript_files = sorted(root.glob("*/*/*.trans.txt"))
     if not transcript_files:
-        raise CorpusError(root, "no <speaker>/<chapter>/*.trans.txt files found",
-                          "pass one subset folder such as LibriSpeech/dev-clean, not LibriSpeech/ itself")
+        raise CorpusError(
+            root,
+            "no <speaker>/<chapter>/*.trans.txt files found",
+            "pass one subset folder such as LibriSpeech/dev-clean, not LibriSpeech/ itself",
+        )
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
     for transcript_file in transcript_files:
         try:
             lines = transcript_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            bad.skip(CorpusError(transcript_file, f"cannot read the transcript file ({error})", "re-extract the subset"))
+            bad.skip(
+                CorpusError(
+                    transcript_file, f"cannot read the transcript file ({error})", "re-extract the subset"
+                )
+            )
             continue
         for number, line in enumerate(lines, start=1):
             if limit and len(examples) >= limit:
@@ -93,8 +115,12 @@ def read_librispeech(
             try:
                 parts = line.split(maxsplit=1)
                 if len(parts) != 2:
-                    raise CorpusError(transcript_file, "expected '<utterance id> <transcript>'",
-                                      "repair the line or pass skip_bad=True", line=number)
+                    raise CorpusError(
+                        transcript_file,
+                        "expected '<utterance id> <transcript>'",
+                        "repair the line or pass skip_bad=True",
+                        line=number,
+                    )
                 utterance_id, text = parts
                 audio_path = transcript_file.parent / f"{utterance_id}.flac"
                 waveform = read_audio(audio_path, sample_rate)
@@ -102,6 +128,12 @@ def read_librispeech(
                 bad.skip(error)
                 continue
             target = normalise_transcript(text)
-            examples.append(Example(inputs=waveform, target=target, references=[target],
-                                    meta={"sample_rate": sample_rate, "id": utterance_id, "path": str(audio_path)}))
+            examples.append(
+                Example(
+                    inputs=waveform,
+                    target=target,
+                    references=[target],
+                    meta={"sample_rate": sample_rate, "id": utterance_id, "path": str(audio_path)},
+                )
+            )
     return bad.split(examples, source=root)

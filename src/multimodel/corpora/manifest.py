@@ -56,21 +56,36 @@ def read_manifest(
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise CorpusError(path, f"not valid JSON ({error.msg})", "repair the line or pass skip_bad=True", line=number) from error
+                raise CorpusError(
+                    path,
+                    f"not valid JSON ({error.msg})",
+                    "repair the line or pass skip_bad=True",
+                    line=number,
+                ) from error
             if not isinstance(record, dict):
-                raise CorpusError(path, "a line must be a JSON object", 'write {"audio": ..., "text": ...}', line=number)
+                raise CorpusError(
+                    path, "a line must be a JSON object", 'write {"audio": ..., "text": ...}', line=number
+                )
             missing = [key for key in REQUIRED_KEYS if key not in record]
             if missing:
-                raise CorpusError(path, f"missing key(s) {', '.join(repr(k) for k in missing)}",
-                                  'every line needs "audio" (path relative to the manifest) and "text"', line=number)
+                raise CorpusError(
+                    path,
+                    f"missing key(s) {', '.join(repr(k) for k in missing)}",
+                    'every line needs "audio" (path relative to the manifest) and "text"',
+                    line=number,
+                )
             target = normalise_transcript(str(record["text"]))
             if not target:
-                raise CorpusError(path, "empty transcript", "repair the line or pass skip_bad=True", line=number)
+                raise CorpusError(
+                    path, "empty transcript", "repair the line or pass skip_bad=True", line=number
+                )
             audio_path = path.parent / str(record["audio"])
             try:
                 waveform = read_audio(audio_path, sample_rate)
             except CorpusError as error:  # name the manifest line as well as the audio file
-                raise CorpusError(error.path, f"{error.problem} (from {path.name} line {number})", error.fix) from error
+                raise CorpusError(
+                    error.path, f"{error.problem} (from {path.name} line {number})", error.fix
+                ) from error
         except CorpusError as error:
             bad.skip(error)
             continue

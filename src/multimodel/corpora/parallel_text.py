@@ -82,7 +82,7 @@ def read_parallel(
             tgt_total = pairs + (tgt_line is not None) + sum(1 for _ in tgt_lines)
             raise CorpusError(
                 src,
-                f"has {src_total} lines but {tgt} has {tgt_total}; parallel files need one line per sentence pair",
+                f"has {src_total} lines but {tgt} has {tgt_total}; parallel files need one line a pair",
                 "use the matching pair of files (same corpus, split and version)",
             )
         pairs += 1
@@ -91,13 +91,25 @@ def read_parallel(
         try:
             for path, text in ((src, src_text), (tgt, tgt_text)):
                 if text is None:
-                    raise CorpusError(path, "line is not valid UTF-8", "re-encode the file as UTF-8 or pass skip_bad=True", line=number)
+                    raise CorpusError(
+                        path,
+                        "line is not valid UTF-8",
+                        "re-encode the file as UTF-8 or pass skip_bad=True",
+                        line=number,
+                    )
                 if not text:
-                    raise CorpusError(path, "empty line (nothing to translate)", "remove the line from both files or pass skip_bad=True", line=number)
+                    raise CorpusError(
+                        path,
+                        "empty line (nothing to translate)",
+                        "remove the line from both files or pass skip_bad=True",
+                        line=number,
+                    )
         except CorpusError as error:
             bad.skip(error)
             continue
-        examples.append(Example(inputs=src_text, target=tgt_text, references=[tgt_text], meta={"line": number}))
+        examples.append(
+            Example(inputs=src_text, target=tgt_text, references=[tgt_text], meta={"line": number})
+        )
         if limit and len(examples) >= limit:
             break
     return bad.split(examples, source=f"{src} / {tgt}")
@@ -119,14 +131,21 @@ def multi30k_split(
     """
     if split not in MULTI30K_PREFIXES:
         raise ValueError(f"unknown Multi30k split {split!r}; choose one of {sorted(MULTI30K_PREFIXES)}")
-    root = require_exists(root, "Multi30k folder", "run `multimodel data download multi30k` or pass the folder holding train.en.gz etc.")
+    root = require_exists(
+        root,
+        "Multi30k folder",
+        "run `multimodel data download multi30k` or pass the folder holding train.en.gz etc.",
+    )
     prefix = MULTI30K_PREFIXES[split]
 
     def find(lang: str) -> Path:
         for name in (f"{prefix}.{lang}.gz", f"{prefix}.{lang}"):
             if (root / name).exists():
                 return root / name
-        raise CorpusError(root / f"{prefix}.{lang}.gz", f"Multi30k {split} file for language {lang!r} not found",
-                          "run `multimodel data download multi30k` or check the language code (en, de, fr)")
+        raise CorpusError(
+            root / f"{prefix}.{lang}.gz",
+            f"Multi30k {split} file for language {lang!r} not found",
+            "run `multimodel data download multi30k` or check the language code (en, de, fr)",
+        )
 
     return read_parallel(find(src_lang), find(tgt_lang), limit=limit, skip_bad=skip_bad)

@@ -21,24 +21,20 @@ from torch import nn
 
 from multimodel.config import ModelConfig
 from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
-from multimodel.modalities.base import Modality, ModalityError, check_mask
+from multimodel.modalities.base import Modality, ModalityError, check_mask, random_lengths_mask
 
 LOG_FLOOR = 1e-6  # keeps log() finite on silent frames
 
 
-def _hz_to_mel(hz: torch.Tensor | float) -> torch.Tensor:
-    return 2595.0 * torch.log10(1.0 + torch.as_tensor(hz, dtype=torch.float64) / 700.0)  # HTK scale
-
-
-def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+def _hz_to_mel(hz: float) -> float:
+    return 2595.0 * math.log10(1.0 + hz / 700.0)  # HTK mel scale
 
 
 def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     """Triangular filters on the HTK mel scale from 0 Hz to Nyquist: (n_freqs, n_mels)."""
     bin_hz = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)  # (n_freqs,)
-    mel_edges = torch.linspace(float(_hz_to_mel(0.0)), float(_hz_to_mel(sample_rate / 2)), n_mels + 2)
-    hz_edges = _mel_to_hz(mel_edges.double())  # (n_mels + 2,) left, centre, right of each filter
+    mel_edges = torch.linspace(0.0, _hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
+    hz_edges = 700.0 * (10.0 ** (mel_edges / 2595.0) - 1.0)  # (n_mels + 2,) left, centre, right
     left, centre, right = hz_edges[:-2], hz_edges[1:-1], hz_edges[2:]  # each (n_mels,)
     rising = (bin_hz[:, None] - left) / (centre - left)  # (n_freqs, n_mels)
     falling = (right - bin_hz[:, None]) / (right - centre)  # (n_freqs, n_mels)
@@ -108,6 +104,11 @@ class AudioModality(Modality):
         )
         channels = f2 if config.audio_time_strides else f1
         self.project = nn.Linear(channels * config.audio_mels, config.hidden_size)
+
+    def example_inputs(self, batch, length, generator=None):
+        """Random log-mel features (B, length, F) with a right-padding mask."""
+        mask = random_lengths_mask(batch, length, generator)
+        return torch.randn(batch, length, self.n_mels, generator=generator), mask
 
     def bottom(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F) or waveform (B, N); mask (B, T) / (B, N) or None -> ((B, T', D), (B, T'))."""

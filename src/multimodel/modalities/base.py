@@ -60,6 +60,31 @@ class Modality(nn.Module):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> LossOutput:
         raise ModalityError(f"{type(self).__name__} cannot be used as an output modality")
 
+    # Small random batches of valid data, so that tests and smoke checks parametrised over
+    # the catalogue cover a new modality without knowing its data format.
+
+    def example_inputs(
+        self, batch: int, length: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random valid ``(inputs, mask)`` of about ``length`` positions, with right padding."""
+        raise ModalityError(f"{type(self).__name__} cannot be used as an input modality")
+
+    def example_targets(
+        self, batch: int, length: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random valid ``(targets, mask)`` for ``loss`` (mask None for per-example targets)."""
+        raise ModalityError(f"{type(self).__name__} cannot be used as an output modality")
+
+    @property
+    def is_input(self) -> bool:
+        """Whether this modality can encode inputs (implements ``bottom``)."""
+        return type(self).bottom is not Modality.bottom
+
+    @property
+    def is_output(self) -> bool:
+        """Whether this modality can produce outputs (implements ``top``)."""
+        return type(self).top is not Modality.top
+
 
 # ----------------------------------------------------------------------------------------
 # Helpers shared by the modality nets.
@@ -93,6 +118,13 @@ def label_smoothed_loss(
         correct=correct,
         count=count,
     )
+
+
+def random_lengths_mask(batch: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, T) right-padding mask with random lengths in [1, T]; the first example is full."""
+    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+    lengths[0] = length
+    return torch.arange(length)[None, :] < lengths[:, None]
 
 
 def check_mask(mask: torch.Tensor | None, batch: int, length: int, what: str) -> torch.Tensor | None:

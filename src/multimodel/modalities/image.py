@@ -66,6 +66,11 @@ class ImageModality(Modality):
             images = images.expand(B, self.channels, H, W)  # grayscale -> (B, C, H, W)
         return images
 
+    def example_inputs(self, batch, length, generator=None):
+        """Random images of side ``max(length, MIN_IMAGE_SIZE)``; images have no mask."""
+        side = max(length, MIN_IMAGE_SIZE)
+        return torch.rand(batch, self.channels, side, side, generator=generator), None
+
     def bottom(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, C, H, W) -> (x (B, H'·W', D), mask (B, H'·W') all True); ``mask`` is ignored."""
         x = self._check(inputs)

@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.modalities.base import LossOutput, Modality, ModalityError, check_mask, label_smoothed_loss
+from multimodel.modalities.base import (
+    LossOutput,
+    Modality,
+    ModalityError,
+    check_mask,
+    label_smoothed_loss,
+    random_lengths_mask,
+)
 
 PAD_ID = 0
 
@@ -75,6 +82,14 @@ class TextModality(Modality):
     def top(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, D) -> logits (B, T, V)."""
         return self.output(h)
+
+    def example_inputs(self, batch, length, generator=None):
+        mask = random_lengths_mask(batch, length, generator)
+        ids = torch.randint(3, self.vocab_size, (batch, length), generator=generator)  # no PAD/EOS/UNK
+        return ids.masked_fill(~mask, PAD_ID), mask
+
+    def example_targets(self, batch, length, generator=None):
+        return self.example_inputs(batch, length, generator)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> LossOutput:
         """Label-smoothed cross-entropy over real target positions."""

@@ -32,6 +32,8 @@ class Task:
             {"train", "test"}; generates (and caches) or reads the data.
         available: ``available(data_dir) -> str | None``: None when the data can be had,
             else a message saying what is missing and how to get it.
+        labels: class names of a classification task (index → name).
+        input_shape: the fixed (C, H, W) of image inputs, so `predict` can resize user images.
     """
 
     name: str
@@ -43,6 +45,8 @@ class Task:
     metrics: tuple[str, ...]
     load: Callable[..., Split]
     available: Callable[[Path], str | None]
+    labels: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def is_classification(self) -> bool:

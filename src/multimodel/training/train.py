@@ -373,7 +373,7 @@ def train(
             scheduler.step()
             step += 1
 
-            meters[name].add(out.loss.loss.item(), float(out.aux_loss), float(out.loss.correct),
+            meters[name].add(out.loss.loss.item(), float(out.aux_loss.detach()), float(out.loss.correct),
                              float(out.loss.count), local.num_target_tokens())
             routing.add(name, out.routing)
             if bar is not None:

@@ -1,0 +1,79 @@
+"""The encoder (MultiModel §2.5): non-causal conv blocks with a MoE layer in the middle.
+
+    x -> ConvBlock × ceil(n/2) -> MoE sublayer -> ConvBlock × floor(n/2) -> memory
+
+with n = ``encoder_blocks`` (paper: 6, so 3 + MoE + 3). The MoE sublayer adds the experts'
+output (after dropout) to its input and layer-normalises the sum, as the released code did.
+
+Dimensions: B batch, T input length, D hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multimodel.config import ModelConfig
+from multimodel.layers.moe import MixtureOfExperts, RoutingStats
+from multimodel.layers.separable_conv import ConvBlock
+
+
+def moe_position(num_blocks: int) -> int:
+    """Index of the block after which the MoE layer sits ("in the middle")."""
+    return (num_blocks - 1) // 2
+
+
+class MoESublayer(nn.Module):
+    """``LayerNorm(x + Dropout(experts(x)))`` around a mixture-of-experts layer.
+
+    Args:
+        config: model config (``hidden_size``, ``moe``, ``dropout``).
+        experts: the expert layer; defaults to ``MixtureOfExperts(hidden_size, config.moe)``.
+            Anything with the same interface fits, e.g. a dense ``FeedForward``.
+    """
+
+    def __init__(self, config: ModelConfig, experts: nn.Module | None = None) -> None:
+        super().__init__()
+        self.experts = experts if experts is not None else MixtureOfExperts(config.hidden_size, config.moe)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, RoutingStats | None]:
+        """(B, T, D), mask (B, T) -> ((B, T, D), aux loss, routing statistics)."""
+        out, aux_loss, stats = self.experts(x, mask)
+        return self.norm(x + self.dropout(out)), aux_loss, stats
+
+
+class Encoder(nn.Module):
+    """Non-causal conv blocks over the input sequence, MoE after the middle block.
+
+    Args:
+        config: model config (``encoder_blocks``, ``conv_kernel_sizes``, ``conv_dilations``,
+            ``dropout``, ``use_moe``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConvBlock(config.hidden_size, config.conv_kernel_sizes, config.conv_dilations, False, config.dropout)
+            for _ in range(config.encoder_blocks)
+        )
+        self.moe_after = moe_position(config.encoder_blocks)
+        self.moe = MoESublayer(config) if config.use_moe else None
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, RoutingStats]]:
+        """x (B, T, D), mask (B, T) -> (memory (B, T, D), aux loss, {"encoder.moe": stats})."""
+        aux_loss = x.new_zeros(())
+        routing: dict[str, RoutingStats] = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask)
+            if i == self.moe_after and self.moe is not None:
+                x, aux, stats = self.moe(x, mask)
+                aux_loss = aux_loss + aux
+                if stats is not None:
+                    routing["encoder.moe"] = stats
+        return x, aux_loss, routing

@@ -1,0 +1,54 @@
+"""The I/O mixer (MultiModel §2.5): where the decoder side first meets the encoder.
+
+    shifted targets -> attention block to the memory -> causal ConvBlock × mixer_blocks
+
+Everything here is causal over target positions, so it can run incrementally (``cache``).
+
+Dimensions: B batch, T target length, S memory length, D hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multimodel.config import ModelConfig
+from multimodel.layers.attention import AttentionBlock
+from multimodel.layers.separable_conv import Cache, ConvBlock
+
+
+class IOMixer(nn.Module):
+    """Attention block from the shifted targets to the memory, then causal conv blocks.
+
+    Args:
+        config: model config (``mixer_blocks``, ``use_attention``, conv and attention sizes).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.attention = (
+            AttentionBlock(D, config.num_heads, config.attention_kernel_size, config.dropout, causal=True)
+            if config.use_attention
+            else None
+        )
+        self.blocks = nn.ModuleList(
+            ConvBlock(D, config.conv_kernel_sizes, config.conv_dilations, True, config.dropout)
+            for _ in range(config.mixer_blocks)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        cache: Cache | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, D) at positions offset.., memory (B, S, D) -> (B, T, D)."""
+        if self.attention is not None:
+            x = self.attention(x, mask, memory, memory_mask, cache, offset)
+        for block in self.blocks:
+            x = block(x, mask, cache)
+        return x

@@ -1,0 +1,176 @@
+"""Use a trained model on one input: an image, an audio file or a sentence.
+
+The checkpoint knows its tasks; each input is sent to every task that accepts its modality
+(an image gets a class from the classification task and a caption from the captioning
+task). Text goes to the task whose token matches ``--to`` ("german" → "To-German").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from multimodel.corpora.trees import delinearize, pretty
+from multimodel.data.batching import Collator
+from multimodel.data.tokenizer import Tokenizer
+from multimodel.model.multimodel import MultiModel
+from multimodel.tasks import Task, get_task
+from multimodel.training.train import load_trained
+
+TARGETS = {"english": "To-English", "german": "To-German", "french": "To-French", "parse-tree": "To-Parse-Tree"}
+
+
+class PredictError(ValueError):
+    """An input the model cannot take (wrong kind of file, no task for it, empty text)."""
+
+
+@dataclass
+class Prediction:
+    """One answer: which task and token produced it, the output, and how long it took."""
+
+    task: str
+    task_token: str | None
+    output: Any
+    seconds: float
+    extra: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "task_token": self.task_token, "output": self.output,
+                "seconds": self.seconds, **(self.extra or {})}
+
+
+class Predictor:
+    """A loaded checkpoint ready to answer single inputs.
+
+    Args:
+        model: the trained network (eval mode).
+        tokenizer: its vocabulary.
+        tasks: the tasks it was trained on.
+    """
+
+    def __init__(self, model: MultiModel, tokenizer: Tokenizer, tasks: list[Task]):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "Predictor":
+        model, tokenizer, meta = load_trained(Path(path))
+        return cls(model, tokenizer, [get_task(n) for n in meta["tasks"]])
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _tasks_for(self, modality: str) -> list[Task]:
+        found = [t for t in self.tasks if t.input_modality == modality]
+        if not found:
+            raise PredictError(f"this checkpoint has no task that reads {modality}; its tasks:"
+                               f" {', '.join(t.name for t in self.tasks)}")
+        return found
+
+    @torch.no_grad()
+    def _run(self, task: Task, raw_input: Any, beam_size: int, top: int = 5) -> Prediction:
+        start = time.time()
+        collate = Collator(task.name, task.is_classification, self.tokenizer, self.model.config.max_target_length)
+        from multimodel.data.example import Example
+
+        dummy_target = 0 if task.is_classification else ""
+        batch = collate([Example(raw_input, dummy_target)])
+        device = next(self.model.parameters()).device
+        batch = batch.to(device)
+        kwargs = {"input_modality": task.input_modality, "target_modality": task.target_modality,
+                  "task_token": task.task_token}
+        if task.is_classification:
+            logits = self.model.classify(batch.inputs, batch.input_mask, **kwargs)[0]
+            probs = torch.softmax(logits.float(), dim=-1)
+            values, indices = probs.topk(min(top, probs.numel()))
+            names = [task.labels[i] if task.labels else str(i) for i in indices.tolist()]
+            output = names[0]
+            extra = {"top": [{"label": n, "probability": float(p)} for n, p in zip(names, values.tolist())]}
+        else:
+            ids = self.model.generate(batch.inputs, batch.input_mask, max_length=self.model.config.max_target_length,
+                                      beam_size=beam_size, **kwargs)[0]
+            output = self.tokenizer.decode(ids)
+            extra = None
+        return Prediction(task.name, task.task_token, output, time.time() - start, extra)
+
+    # -- public API -------------------------------------------------------------------------
+
+    def image(self, pixels_or_path: Any, beam_size: int = 4) -> list[Prediction]:
+        """Every image task's answer (class with top-5, caption) for one image."""
+        from multimodel.corpora.image_folder import load_image
+
+        out = []
+        for task in self._tasks_for("image"):
+            shape = task.input_shape or (3, 64, 64)
+            if isinstance(pixels_or_path, (str, Path)):
+                pixels = load_image(pixels_or_path, (shape[1], shape[2]))  # (3, H, W)
+            else:
+                pixels = np.asarray(pixels_or_path, dtype=np.float32)
+            if shape[0] == 1 and pixels.shape[0] == 3:
+                pixels = pixels.mean(axis=0, keepdims=True)  # (1, H, W) grayscale like the task's data
+            out.append(self._run(task, pixels, beam_size))
+        return out
+
+    def describe_image(self, path: str | Path, beam_size: int = 4) -> list[str]:
+        lines = []
+        for p in self.image(path, beam_size):
+            if p.extra and "top" in p.extra:
+                top = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in p.extra["top"])
+                lines.append(f"[{p.task}] class: {p.output}   (top-5: {top})")
+            else:
+                lines.append(f"[{p.task}, {p.task_token}] caption: {p.output}")
+        return lines
+
+    def audio(self, path_or_wave: Any, sample_rate: int | None = None, beam_size: int = 4) -> Prediction:
+        """Transcript of one audio file (any sample rate; resampled) or waveform."""
+        from multimodel.corpora.speech import audio_features, read_audio_any_rate
+
+        if isinstance(path_or_wave, (str, Path)):
+            wave, rate = read_audio_any_rate(Path(path_or_wave))
+        else:
+            if sample_rate is None:
+                raise PredictError("a raw waveform needs its sample_rate")
+            wave, rate = np.asarray(path_or_wave, dtype=np.float32), sample_rate
+        if wave.size == 0:
+            raise PredictError("the audio has no samples")
+        features = audio_features(wave, rate)  # (T_frames, n_mels), as the speech task's data
+        task = self._tasks_for("audio")[0]
+        return self._run(task, features, beam_size)
+
+    def transcribe(self, path: str | Path, beam_size: int = 4) -> str:
+        p = self.audio(path, beam_size=beam_size)
+        return f"[{p.task}, {p.task_token}] {p.output}"
+
+    def text(self, sentence: str, to: str, beam_size: int = 4) -> Prediction:
+        """Translate ``sentence`` (to='english'|'german'|'french') or parse it (to='parse-tree')."""
+        sentence = sentence.strip()
+        if not sentence:
+            raise PredictError("the sentence is empty")
+        token = TARGETS.get(to, to)
+        candidates = [t for t in self._tasks_for("text") if t.task_token == token]
+        if not candidates:
+            have = sorted({t.task_token for t in self.tasks if t.input_modality == "text" and t.task_token})
+            raise PredictError(f"this checkpoint has no text task with token {token}; it has {have}")
+        ids = self.tokenizer.encode(sentence)
+        if len(ids) > self.model.config.max_target_length * 4:
+            raise PredictError(f"the sentence is too long ({len(ids)} subwords; at most"
+                               f" {self.model.config.max_target_length * 4})")
+        p = self._run(candidates[0], sentence, beam_size)
+        if token == "To-Parse-Tree":
+            try:
+                tree = delinearize(p.output)
+                p.extra = {"tree": pretty(tree, sentence.split())}
+            except ValueError as err:
+                p.extra = {"tree": None, "tree_error": str(err)}
+        return p
+
+    def from_text(self, sentence: str, to: str, beam_size: int = 4) -> str:
+        p = self.text(sentence, to, beam_size)
+        if p.extra and p.extra.get("tree"):
+            return f"[{p.task}, {p.task_token}]\n{p.extra['tree']}"
+        return f"[{p.task}, {p.task_token}] {p.output}"

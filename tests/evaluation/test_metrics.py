@@ -1,0 +1,192 @@
+"""Metrics on hand-computed cases: top-k, BLEU, WER, EVALB-style bracket F1, per-token scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multimodel.evaluation.metrics import (
+    bracket_f1,
+    corpus_bleu,
+    log_perplexity,
+    token_accuracy,
+    topk_accuracy,
+    word_error_rate,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
+
+# ----------------------------------------------------------------------------------------
+# top-k
+
+LOGITS = np.array(
+    [
+        [0.1, 0.9, 0.0, 0.3, 0.2, 0.5, 0.4],  # ranking 1 5 6 3 4 0 2
+        [0.7, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # ranking 0 6 5 4 3 2 1
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # ranking 6 5 4 3 2 1 0
+    ],
+    dtype=np.float32,
+)
+TARGETS = np.array([1, 3, 0])  # ranks 1, 5, 7
+
+
+def test_topk_accuracy_hand_computed():
+    assert topk_accuracy(LOGITS, TARGETS, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(LOGITS, TARGETS, 5) == pytest.approx(2 / 3)
+    assert topk_accuracy(LOGITS, TARGETS, 7) == 1.0
+    assert topk_accuracy(LOGITS, TARGETS, 50) == 1.0  # k past the classes counts them all
+
+
+def test_topk_accuracy_takes_tensors_and_ranked_ids():
+    logits = torch.tensor(LOGITS, dtype=torch.bfloat16, requires_grad=True)
+    assert topk_accuracy(logits, torch.tensor(TARGETS), 5) == pytest.approx(2 / 3)
+    ranked = np.argsort(-LOGITS, axis=1)[:, :5]  # integer ids, best first
+    assert topk_accuracy(ranked, TARGETS.tolist(), 5) == pytest.approx(2 / 3)
+    assert topk_accuracy(ranked, TARGETS, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(np.zeros((0, 4)), np.zeros(0, dtype=int), 1) == 0.0
+    with pytest.raises(ValueError):
+        topk_accuracy(LOGITS, TARGETS[:2], 1)
+
+
+# ----------------------------------------------------------------------------------------
+# BLEU
+
+
+def test_bleu_identical_is_100_and_takes_any_reference():
+    hyps = ["a man rides a horse on the beach .", "two dogs play in the snow ."]
+    assert corpus_bleu(hyps, [[h] for h in hyps]) == pytest.approx(100.0)
+    refs = [
+        ["a woman walks .", hyps[0], "someone rides ."],
+        ["two dogs play in the snow ."],
+    ]  # 3 and 1 references
+    assert corpus_bleu(hyps, refs) == pytest.approx(100.0)
+
+
+def test_bleu_hand_computed():
+    # n-gram precisions 5/6, 3/5, 2/4, 1/3; equal lengths so no brevity penalty.
+    expected = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    assert corpus_bleu(["the cat sat on the mat"], [["the cat sat on a mat"]]) == pytest.approx(
+        expected, abs=1e-6
+    )
+    assert corpus_bleu(["x y z w"], [["a b c d"]]) == 0.0
+    assert corpus_bleu([], []) == 0.0
+
+
+def test_bleu_rejects_flat_references():
+    with pytest.raises(ValueError, match="wrap a single reference"):
+        corpus_bleu(["a b"], ["a b"])
+    with pytest.raises(ValueError, match="1 hypotheses but 2"):
+        corpus_bleu(["a b"], [["a b"], ["c"]])
+
+
+# ----------------------------------------------------------------------------------------
+# WER
+
+
+def test_wer_hand_computed():
+    assert word_error_rate(["the bat sat"], ["the cat sat"]) == pytest.approx(1 / 3)  # one substitution
+    assert word_error_rate(["a b c"], ["a b"]) == pytest.approx(1 / 2)  # one insertion
+    assert word_error_rate([""], ["a b c"]) == 1.0  # empty hypothesis: all deletions
+    # corpus level: (1 substitution + 2 deletions) / 6 reference words
+    assert word_error_rate(["a x c d", "  "], ["a b c d", "e f"]) == pytest.approx(3 / 6)
+    assert word_error_rate(["a b", "z"], ["a b", ""]) == pytest.approx(1 / 2)  # empty reference: insertions
+
+
+def test_wer_undefined_cases():
+    with pytest.raises(ValueError, match="no words"):
+        word_error_rate(["a"], [""])
+    with pytest.raises(ValueError):
+        word_error_rate(["a"], ["a", "b"])
+
+
+# ----------------------------------------------------------------------------------------
+# bracket F1
+
+# positions (punctuation deleted): DT0 NN1 VBD2 IN3 DT4 NN5 (.)
+# brackets: S(0,6) NP(0,2) VP(2,6) PP(3,6) NP(4,6)
+GOLD = "(S (NP DT NN ) (VP VBD (PP IN (NP DT NN ) ) ) . )"
+
+
+def test_bracket_f1_identical():
+    assert bracket_f1([GOLD], [GOLD]) == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "exact_match": 1.0,
+        "valid_fraction": 1.0,
+    }
+
+
+def test_bracket_f1_one_missing_and_one_wrong_bracket():
+    missing = "(S (NP DT NN ) (VP VBD (PP IN DT NN ) ) . )"  # lacks NP(4,6): 4 predicted, 4 matched, 5 gold
+    scores = bracket_f1([missing], [GOLD])
+    assert scores["precision"] == 1.0 and scores["recall"] == pytest.approx(4 / 5)
+    assert scores["f1"] == pytest.approx(2 * 1 * 0.8 / 1.8) and scores["exact_match"] == 0.0
+    wrong = "(S (NP DT NN ) (VP VBD ) (PP IN (NP DT NN ) ) . )"  # VP(2,3) instead of VP(2,6)
+    scores = bracket_f1([wrong], [GOLD])
+    assert scores["precision"] == pytest.approx(4 / 5) and scores["recall"] == pytest.approx(4 / 5)
+    assert scores["f1"] == pytest.approx(4 / 5)
+
+
+def test_bracket_f1_malformed_prediction_counts_zero_not_crash():
+    missing = "(S (NP DT NN ) (VP VBD (PP IN DT NN ) ) . )"
+    for malformed in ("(S (NP DT NN ) (VP", "(S NN )VP", "NN )", "", "(S (NP ) )"):
+        scores = bracket_f1([missing, malformed], [GOLD, GOLD])
+        # matched 4, predicted 4, gold 10
+        assert scores["precision"] == 1.0 and scores["recall"] == pytest.approx(0.4), malformed
+        assert scores["f1"] == pytest.approx(2 * 0.4 / 1.4) and scores["valid_fraction"] == 0.5
+
+
+def test_bracket_f1_evalb_conventions():
+    # punctuation positions are deleted: attaching the comma inside or outside NP is the same span
+    assert bracket_f1(["(S (NP NNP , ) (VP VBD ) . )"], ["(S (NP NNP ) , (VP VBD ) . )"])["f1"] == 1.0
+    # punctuation is read from the gold tags when the lengths agree (the '.' mis-tagged NN inside VP)
+    assert bracket_f1(["(S (NP NN ) (VP VBD NN ) )"], ["(S (NP NN ) (VP VBD ) . )"])["f1"] == 1.0
+    # PRT and ADVP are one label; closing labels are accepted
+    assert bracket_f1(["(S (VP VB (ADVP RP )ADVP )VP )S"], ["(S (VP VB (PRT RP ) ) )"])["f1"] == 1.0
+    # brackets are a multiset: the unary NP -> NP chain is two brackets
+    scores = bracket_f1(["(S (NP NN ) )"], ["(S (NP (NP NN ) ) )"])
+    assert scores["precision"] == 1.0 and scores["recall"] == pytest.approx(2 / 3)
+    # a bracket over punctuation only is not a bracket; the root S counts
+    assert bracket_f1(["(S NN (X . ) )"], ["(S NN . )"])["precision"] == 1.0
+    # a wrong-length prediction is scored by positions, not skipped: S(0,3) matches, NP(0,3) does not
+    scores = bracket_f1(["(S (NP DT NN NN ) )"], ["(S (NP DT NN ) VBD )"])
+    assert scores["precision"] == 0.5 and scores["recall"] == 0.5 and scores["valid_fraction"] == 1.0
+
+
+def test_bracket_f1_errors_and_empty():
+    with pytest.raises(ValueError, match="gold tree 0 is malformed"):
+        bracket_f1([GOLD], ["(S NN"])
+    with pytest.raises(ValueError):
+        bracket_f1([GOLD], [])
+    assert bracket_f1([], [])["f1"] == 0.0
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"real corpora not found at {SHARED}")
+def test_bracket_f1_real_trees_against_themselves():
+    from multimodel.corpora.ptb import read_ptb
+
+    targets = [e.target for e in read_ptb(SHARED / "ptb_sample" / "treebank.zip", limit=400).examples]
+    assert bracket_f1(targets, targets)["f1"] == 1.0
+    shifted = bracket_f1(targets[1:] + targets[:1], targets)
+    assert 0.0 < shifted["f1"] < 0.5 and shifted["valid_fraction"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------
+# per-token scores
+
+
+def test_token_accuracy_and_log_perplexity():
+    assert token_accuracy(3, 4) == 0.75 and token_accuracy(0, 0) == 0.0
+    with pytest.raises(ValueError):
+        token_accuracy(5, 4)
+    assert log_perplexity(6.0, 3) == 2.0
+    assert math.exp(log_perplexity(3 * math.log(10.0), 3)) == pytest.approx(
+        10.0
+    )  # uniform over 10 = perplexity 10
+    with pytest.raises(ValueError, match="at least one token"):
+        log_perplexity(1.0, 0)

@@ -1,0 +1,98 @@
+"""Separable conv, ConvStep, conv block: parity with a naive reference, causality, masking."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimodel.layers.separable_conv import ConvBlock, ConvStep, DownsampleBlock2d, SeparableConv1d
+
+D = 8
+
+
+def reference_sepconv(conv: SeparableConv1d, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """nn.Conv1d(groups=C) then a 1×1 nn.Conv1d, with explicit padding."""
+    C = x.shape[-1]
+    k, d = conv.depthwise.kernel_size[0], conv.depthwise.dilation[0]
+    depthwise = nn.Conv1d(C, C, k, dilation=d, groups=C, bias=False)
+    pointwise = nn.Conv1d(C, conv.pointwise.out_features, 1)
+    with torch.no_grad():
+        depthwise.weight.copy_(conv.depthwise.weight)
+        pointwise.weight.copy_(conv.pointwise.weight[:, :, None])
+        pointwise.bias.copy_(conv.pointwise.bias)
+    total = (k - 1) * d
+    pad = (total, 0) if causal else (total // 2, total - total // 2)
+    y = pointwise(depthwise(F.pad(x.transpose(1, 2), pad)))
+    return y.transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel,dilation", [(1, 1), (3, 1), (5, 2), (4, 3), (15, 8)])
+def test_separable_conv_matches_depthwise_plus_pointwise(causal, kernel, dilation):
+    torch.manual_seed(0)
+    conv = SeparableConv1d(D, 6, kernel, dilation, causal)
+    x = torch.randn(3, 11, D)
+    torch.testing.assert_close(conv(x), reference_sepconv(conv, x, causal), atol=1e-5, rtol=1e-5)
+
+
+def test_causal_conv_block_ignores_the_future():
+    torch.manual_seed(0)
+    block = ConvBlock(D, (3, 3, 5, 5), (1, 1, 1, 4), causal=True).eval()
+    x = torch.randn(2, 13, D)
+    y = x.clone()
+    y[:, 7:] = torch.randn(2, 6, D)
+    torch.testing.assert_close(block(x)[:, :7], block(y)[:, :7])
+    assert not torch.allclose(block(x)[:, 7:], block(y)[:, 7:])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_never_reaches_real_positions(causal):
+    torch.manual_seed(0)
+    block = ConvBlock(D, (3, 3, 5, 5), (1, 1, 1, 2), causal=causal).eval()
+    x = torch.randn(2, 9, D)
+    mask = torch.arange(9)[None, :] < torch.tensor([[9], [5]])
+    garbage = torch.where(mask[..., None], x, torch.randn_like(x) * 100)
+    torch.testing.assert_close(block(x, mask)[mask], block(garbage, mask)[mask])
+    # The short example alone, without any padding, gives the same real outputs.
+    torch.testing.assert_close(block(x[1:, :5])[0], block(garbage, mask)[1, :5])
+
+
+def test_incremental_chunks_equal_full_sequence():
+    torch.manual_seed(0)
+    step = ConvStep(D, D, 5, dilation=3, causal=True)
+    x = torch.randn(2, 12, D)
+    cache: dict = {}
+    pieces = [step(chunk, None, cache) for chunk in x.split([1, 4, 1, 6], dim=1)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), step(x), atol=1e-6, rtol=1e-5)
+    assert cache[step.conv].shape == (2, 12, D)  # (k - 1) · dilation past inputs
+
+
+def test_non_causal_conv_refuses_a_cache():
+    with pytest.raises(ValueError, match="non-causal"):
+        SeparableConv1d(D, D, 3)(torch.randn(1, 4, D), cache={})
+
+
+def test_conv_block_needs_four_steps():
+    with pytest.raises(ValueError, match="4 kernel sizes"):
+        ConvBlock(D, (3, 3, 3), (1, 1, 1))
+
+
+def test_conv_block_dropout_only_in_training():
+    torch.manual_seed(0)
+    block = ConvBlock(D, (3, 3, 3, 3), (1, 1, 1, 1), dropout=0.5)
+    x = torch.randn(2, 7, D)
+    block.train()
+    assert not torch.equal(block(x), block(x))
+    block.eval()
+    assert torch.equal(block(x), block(x))
+
+
+def test_downsample_block_2d_halves_time_and_ignores_padding():
+    torch.manual_seed(0)
+    block = DownsampleBlock2d(3, 5, stride=(2, 1)).eval()
+    x = torch.randn(2, 3, 11, 6)  # (B, C, T, F)
+    mask = torch.arange(11)[None, :] < torch.tensor([[11], [7]])
+    y, out_mask = block(x, mask)
+    assert y.shape == (2, 5, 6, 6) and out_mask.tolist()[1] == [True] * 4 + [False] * 2
+    alone, _ = block(x[1:, :, :7], None)
+    torch.testing.assert_close(y[1:, :, :4], alone, atol=1e-5, rtol=1e-5)

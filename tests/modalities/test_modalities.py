@@ -1,0 +1,195 @@
+"""Modality nets, parametrised over the whole catalogue: a new entry gets these tests for free."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimodel.config import load_config
+from multimodel.modalities import EXAMPLE_SPECS, MODALITIES, ModalityError, build_modality, label_smoothed_loss
+from multimodel.modalities.audio import mel_filterbank
+
+CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.py").model
+VOCAB = 100
+SPECS = list(EXAMPLE_SPECS.values())
+
+
+def build(spec, **overrides):
+    torch.manual_seed(0)
+    return build_modality(spec, replace(CONFIG, **overrides), VOCAB).eval()
+
+
+def test_every_catalogue_entry_has_an_example_spec():
+    assert set(EXAMPLE_SPECS) == set(MODALITIES)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_builds_and_has_a_role(spec):
+    modality = build(spec)
+    assert modality.is_input or modality.is_output
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("length", [1, 7, 12])
+def test_bottom_shapes_with_odd_lengths_and_padding(spec, length):
+    modality = build(spec)
+    if not modality.is_input:
+        pytest.skip(f"{spec} is output-only")
+    inputs, mask = modality.example_inputs(3, length, torch.Generator().manual_seed(length))
+    x, out_mask = modality.bottom(inputs, mask)
+    assert x.dim() == 3 and x.shape[0] == 3 and x.shape[2] == CONFIG.hidden_size
+    assert out_mask.shape == x.shape[:2] and out_mask.dtype == torch.bool
+    assert out_mask.any(dim=1).all() and torch.isfinite(x[out_mask]).all()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_extra_padding_leaves_real_positions_unchanged(spec):
+    modality = build(spec)
+    if not modality.is_input:
+        pytest.skip(f"{spec} is output-only")
+    inputs, mask = modality.example_inputs(2, 9, torch.Generator().manual_seed(0))
+    if mask is None:
+        pytest.skip(f"{spec} inputs have no padding")
+    pad = torch.zeros((2, 7) + inputs.shape[2:], dtype=inputs.dtype)
+    longer, longer_mask = torch.cat([inputs, pad], 1), torch.cat([mask, torch.zeros(2, 7, dtype=torch.bool)], 1)
+    x, m = modality.bottom(inputs, mask)
+    y, n = modality.bottom(longer, longer_mask)
+    assert torch.equal(n[:, : m.shape[1]], m) and not n[:, m.shape[1] :].any()
+    torch.testing.assert_close(y[:, : x.shape[1]][m], x[m], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_top_and_loss(spec):
+    modality = build(spec)
+    if not modality.is_output:
+        pytest.skip(f"{spec} is input-only")
+    h = torch.randn(3, 5, CONFIG.hidden_size, requires_grad=True)
+    h_mask = torch.arange(5)[None, :] < torch.tensor([[5], [2], [4]])
+    targets, target_mask = modality.example_targets(3, 5, torch.Generator().manual_seed(0))
+    logits = modality.top(h, h_mask)
+    out = modality.loss(logits, targets, target_mask)
+    expected_count = 3 if target_mask is None else int(target_mask.sum())
+    assert int(out.count) == expected_count and 0 <= int(out.correct) <= expected_count
+    assert torch.isfinite(out.loss) and out.nll_sum > 0
+    out.loss.backward()
+    assert h.grad is not None and torch.isfinite(h.grad).all()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_wrong_rank_raises_a_clear_error(spec):
+    modality = build(spec)
+    if modality.is_input:
+        with pytest.raises(ModalityError, match="shape|must be"):
+            modality.bottom(torch.zeros(2, 3, 4, 5, 6), None)
+    else:
+        with pytest.raises(ModalityError, match="input modality"):
+            modality.bottom(torch.zeros(2, 3), None)
+
+
+def test_unknown_spec_lists_the_valid_ones():
+    with pytest.raises(ModalityError, match="valid modalities: text, image, audio, class_label:10"):
+        build_modality("video", CONFIG, VOCAB)
+    with pytest.raises(ModalityError, match="number of classes"):
+        build_modality("class_label", CONFIG, VOCAB)
+    with pytest.raises(ModalityError, match="takes no argument"):
+        build_modality("text:5", CONFIG, VOCAB)
+
+
+def test_label_smoothed_loss_by_hand():
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 0.0, 3.0]]])
+    targets = torch.tensor([[0, 1]])
+    mask = torch.tensor([[True, False]])
+    out = label_smoothed_loss(logits, targets, mask, smoothing=0.1)
+    logp = torch.log_softmax(logits[0, 0], -1)
+    expected = -(0.9 * logp[0] + 0.1 * logp.mean())
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.nll_sum, -logp[0])
+    assert int(out.correct) == 1 and int(out.count) == 1
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+def test_text_rejects_bad_ids_and_empty_examples():
+    text = build("text")
+    with pytest.raises(ModalityError, match=r"\[0, 100\)"):
+        text.bottom(torch.tensor([[5, 100]]), None)
+    with pytest.raises(ModalityError, match="integer"):
+        text.bottom(torch.zeros(1, 3), None)
+    with pytest.raises(ModalityError, match="empty"):
+        text.bottom(torch.tensor([[4, 5], [0, 0]]), None)
+    with pytest.raises(ModalityError, match="empty"):
+        text.bottom(torch.zeros(2, 0, dtype=torch.long), None)
+
+
+def test_text_tied_embeddings_share_one_table():
+    text = build("text", tie_text_embeddings=True)
+    assert text.output.weight is text.embedding.weight
+
+
+# -- image --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,positions", [(28, 4), (8, 1), (32, 4), (9, 1)])
+def test_image_sizes(size, positions):
+    image = build("image")
+    x, mask = image.bottom(torch.rand(2, 1, size, size), None)  # grayscale repeated to 3 channels
+    assert x.shape == (2, positions, CONFIG.hidden_size) and mask.all()
+
+
+def test_image_rejects_what_it_cannot_stride_down():
+    image = build("image")
+    with pytest.raises(ModalityError, match="at least 8×8"):
+        image.bottom(torch.rand(1, 3, 7, 28), None)
+    with pytest.raises(ModalityError, match="channels"):
+        image.bottom(torch.rand(1, 2, 28, 28), None)
+    with pytest.raises(ModalityError, match="floating point"):
+        image.bottom(torch.zeros(1, 3, 28, 28, dtype=torch.uint8), None)
+
+
+# -- audio --------------------------------------------------------------------------------
+
+
+def test_audio_waveform_front_end_and_mask():
+    audio = build("audio")
+    wave = torch.randn(2, 4000)
+    mask = torch.arange(4000)[None, :] < torch.tensor([[4000], [1000]])
+    x, out_mask = audio.bottom(wave, mask)
+    frames = (4000 - 400) // 160 + 1  # 25 ms windows every 10 ms at 16 kHz
+    assert x.shape == (2, -(-frames // 4), CONFIG.hidden_size)
+    assert int(out_mask[1].sum()) == -(-((1000 - 400) // 160 + 1) // 4)
+    alone, _ = audio.bottom(wave[1:, :1000], None)
+    torch.testing.assert_close(x[1, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_audio_rejects_bad_inputs():
+    audio = build("audio")
+    with pytest.raises(ModalityError, match="16 mel bands"):
+        audio.bottom(torch.randn(1, 10, 80), None)
+    with pytest.raises(ModalityError, match="frame"):
+        audio.bottom(torch.randn(1, 100), None)
+    with pytest.raises(ModalityError, match="mask must have shape"):
+        audio.bottom(torch.randn(2, 10, 16), torch.ones(2, 9, dtype=torch.bool))
+
+
+def test_mel_filterbank_triangles():
+    bank = mel_filterbank(201, 16, 16000)
+    assert bank.shape == (201, 16) and (bank >= 0).all() and (bank <= 1).all()
+    assert (bank.max(dim=0).values > 0.5).all()  # every band covers some bins
+    assert torch.equal(bank.argmax(dim=0), bank.argmax(dim=0).sort().values)  # centres ascend
+
+
+# -- class label --------------------------------------------------------------------------
+
+
+def test_class_label_pooling_ignores_padding_and_checks_targets():
+    labels = build("class_label:10")
+    assert labels.skips_decoder
+    h = torch.randn(2, 7, CONFIG.hidden_size)
+    mask = torch.arange(7)[None, :] < torch.tensor([[7], [3]])
+    garbage = torch.where(mask[..., None], h, torch.randn_like(h) * 50)
+    torch.testing.assert_close(labels.top(h, mask), labels.top(garbage, mask))
+    torch.testing.assert_close(labels.top(h, mask)[1], labels.top(h[1:, :3], None)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ModalityError, match=r"\[0, 10\)"):
+        labels.loss(torch.randn(2, 10), torch.tensor([3, 10]), None)

@@ -1,0 +1,25 @@
+"""Shared tiny model for the body and decoding tests."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimodel.config import ModelConfig, load_config
+from multimodel.modalities import EXAMPLE_SPECS
+from multimodel.model.multimodel import MultiModel
+
+TINY: ModelConfig = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.py").model
+VOCAB = 100
+SPECS = list(EXAMPLE_SPECS.values())
+
+
+def make_model(**overrides) -> MultiModel:
+    torch.manual_seed(0)
+    return MultiModel(replace(TINY, **overrides), VOCAB, SPECS)
+
+
+@pytest.fixture(scope="module")
+def model() -> MultiModel:
+    return make_model().eval()

@@ -1,0 +1,174 @@
+"""The assembled MultiModel: every modality pair, causality, padding, train/eval, gradients,
+ablations, save/load and bad-input errors."""
+
+import pytest
+import torch
+
+from multimodel.layers.feed_forward import FeedForward
+from multimodel.modalities import ModalityError
+from multimodel.model.encoder import MoESublayer
+from multimodel.model.multimodel import MultiModel
+
+from .conftest import SPECS, TINY, make_model
+
+INPUT_SPECS = [s for s in SPECS if make_model().modality(s).is_input]
+OUTPUT_SPECS = [s for s in SPECS if make_model().modality(s).is_output]
+
+
+def batch(model, input_spec, target_spec, B=3, T_in=7, T_out=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs, input_mask = model.modality(input_spec).example_inputs(B, T_in, g)
+    targets, target_mask = model.modality(target_spec).example_targets(B, T_out, g)
+    return inputs, input_mask, targets, target_mask
+
+
+def run(model, input_spec, target_spec, inputs, input_mask, targets, target_mask):
+    return model(
+        inputs, input_mask, targets, target_mask,
+        input_modality=input_spec, target_modality=target_spec, task_token="To-English",
+    )
+
+
+@pytest.mark.parametrize("target_spec", OUTPUT_SPECS)
+@pytest.mark.parametrize("input_spec", INPUT_SPECS)
+def test_every_modality_pair_runs(model, input_spec, target_spec):
+    data = batch(model, input_spec, target_spec)
+    out = run(model, input_spec, target_spec, *data)
+    targets, target_mask = data[2], data[3]
+    if model.modality(target_spec).skips_decoder:
+        assert out.logits.shape == (3, 10) and set(out.routing) == {"encoder.moe"}
+    else:
+        assert out.logits.shape == (3, 5, 100) and set(out.routing) == {"encoder.moe", "decoder.moe"}
+        assert int(out.loss.count) == int(target_mask.sum())
+    assert torch.isfinite(out.loss.loss) and torch.isfinite(out.aux_loss)
+
+
+def test_decoder_and_mixer_are_causal(model):
+    inputs, input_mask, targets, _ = batch(model, "text", "text", T_out=9)
+    full = torch.ones_like(targets, dtype=torch.bool)
+    reference = run(model, "text", "text", inputs, input_mask, targets, full).logits
+    for t in (0, 4, 7):
+        changed = targets.clone()
+        changed[:, t + 1 :] = torch.randint(3, 100, changed[:, t + 1 :].shape)
+        logits = run(model, "text", "text", inputs, input_mask, changed, full).logits
+        torch.testing.assert_close(logits[:, : t + 1], reference[:, : t + 1])
+        if t + 2 <= 8:
+            assert not torch.allclose(logits[:, t + 2 :], reference[:, t + 2 :])
+
+
+@pytest.mark.parametrize("input_spec", [s for s in INPUT_SPECS if s != "image"])
+def test_extra_padding_does_not_change_real_outputs(model, input_spec):
+    inputs, input_mask, targets, target_mask = batch(model, input_spec, "text")
+    out = run(model, input_spec, "text", inputs, input_mask, targets, target_mask)
+    pad_in = torch.zeros((3, 6) + inputs.shape[2:], dtype=inputs.dtype)
+    no = torch.zeros(3, 6, dtype=torch.bool)
+    padded = run(
+        model, input_spec, "text",
+        torch.cat([inputs, pad_in], 1), torch.cat([input_mask, no], 1),
+        torch.cat([targets, torch.zeros(3, 6, dtype=torch.long)], 1), torch.cat([target_mask, no], 1),
+    )
+    torch.testing.assert_close(padded.logits[:, :5][target_mask], out.logits[target_mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded.loss.loss, out.loss.loss, atol=1e-5, rtol=1e-5)
+    # An example alone equals the same example inside a padded batch.
+    n_in, n_out = int(input_mask[1].sum()), int(target_mask[1].sum())
+    alone = run(model, input_spec, "text", inputs[1:2, :n_in], None, targets[1:2, :n_out], None)
+    torch.testing.assert_close(alone.logits[0], out.logits[1, :n_out], atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_only_in_training():
+    model = make_model()
+    data = batch(model, "text", "text")
+    model.train()
+    assert not torch.equal(run(model, "text", "text", *data).logits, run(model, "text", "text", *data).logits)
+    model.eval()
+    assert torch.equal(run(model, "text", "text", *data).logits, run(model, "text", "text", *data).logits)
+
+
+def test_gradients_reach_every_parameter():
+    model = make_model().train()
+    total = 0.0
+    for input_spec in INPUT_SPECS:
+        for target_spec in OUTPUT_SPECS:
+            out = run(model, input_spec, target_spec, *batch(model, input_spec, target_spec))
+            total = total + out.loss.loss + out.aux_loss
+    total.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+    # Rows of unused task tokens get zero gradient; everything else must move.
+    dead = [n for n, p in model.named_parameters() if n != "task_embedding.weight" and not p.grad.abs().sum() > 0]
+    assert not dead, dead
+
+
+@pytest.mark.parametrize("ablation", [{"use_moe": False}, {"use_attention": False}])
+def test_ablations_remove_their_layers(ablation):
+    model = make_model(**ablation).eval()
+    names = [n for n, _ in model.named_modules()]
+    if "use_moe" in ablation:
+        assert not any(n.endswith(".moe") for n in names)
+    else:
+        assert not any(n.endswith(".attention") for n in names)
+    out = run(model, "text", "text", *batch(model, "text", "text"))
+    assert torch.isfinite(out.loss.loss)
+    assert out.routing == {} if "use_moe" in ablation else set(out.routing) == {"encoder.moe", "decoder.moe"}
+
+
+def test_dense_feed_forward_stands_in_for_the_moe():
+    sublayer = MoESublayer(TINY, FeedForward(TINY.hidden_size, TINY.moe)).eval()
+    x = torch.randn(2, 5, TINY.hidden_size)
+    mask = torch.arange(5)[None, :] < torch.tensor([[5], [3]])
+    out, aux, stats = sublayer(x, mask)
+    assert out.shape == x.shape and float(aux) == 0.0 and stats is None
+    raw, _, _ = sublayer.experts(x, mask)
+    assert not raw[~mask].any()
+
+
+def test_save_load_reproduces_outputs(tmp_path):
+    model = make_model(tie_text_embeddings=True).eval()
+    data = batch(model, "audio", "text")
+    model.save(tmp_path / "m")
+    loaded = MultiModel.load(tmp_path / "m").eval()
+    assert loaded.config == model.config and loaded.modality_specs == model.modality_specs
+    assert loaded.modality("text").output.weight is loaded.modality("text").embedding.weight
+    assert torch.equal(run(model, "audio", "text", *data).logits, run(loaded, "audio", "text", *data).logits)
+
+
+def test_load_refuses_an_unknown_format(tmp_path):
+    model = make_model()
+    model.save(tmp_path)
+    meta = (tmp_path / "model.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    (tmp_path / "model.json").write_text(meta)
+    with pytest.raises(ValueError, match="format_version 99"):
+        MultiModel.load(tmp_path)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    inputs, input_mask, targets, target_mask = batch(model, "text", "text")
+    kw = dict(input_modality="text", target_modality="text", task_token="To-English")
+    with pytest.raises(ModalityError, match="no modality 'video'"):
+        model(inputs, input_mask, targets, target_mask, input_modality="video", target_modality="text")
+    with pytest.raises(ValueError, match="unknown task token 'To-Klingon'"):
+        model(inputs, input_mask, targets, target_mask, **{**kw, "task_token": "To-Klingon"})
+    with pytest.raises(ValueError, match="unknown task token None"):
+        model(inputs, input_mask, targets, target_mask, **{**kw, "task_token": None})
+    with pytest.raises(ModalityError, match=r"shape \(B, T\), got \(3,\)"):
+        model(inputs, input_mask, targets[:, 0], None, **kw)
+    with pytest.raises(ModalityError, match="batch size 3 but targets have 2"):
+        model(inputs, input_mask, targets[:2], target_mask[:2], **kw)
+    with pytest.raises(ModalityError, match="empty"):
+        model(inputs, input_mask, targets[:, :0], None, **kw)
+    with pytest.raises(ModalityError, match="max_target_length"):
+        model(inputs, input_mask, torch.full((3, TINY.max_target_length + 1), 5), None, **kw)
+    with pytest.raises(ModalityError, match="at least 8×8"):
+        model(torch.rand(3, 3, 4, 4), None, targets, target_mask, **{**kw, "input_modality": "image"})
+    with pytest.raises(ModalityError, match="cannot be used as an input modality"):
+        model(torch.rand(3, 5), None, targets, target_mask, **{**kw, "input_modality": "class_label:10"})
+    with pytest.raises(ModalityError, match="unknown modality 'video'"):
+        MultiModel(TINY, 100, ["text", "video"])
+
+
+def test_classify_returns_class_logits(model):
+    images, _ = model.modality("image").example_inputs(2, 28)
+    logits = model.classify(images, None, input_modality="image", target_modality="class_label:10")
+    assert logits.shape == (2, 10)
+    with pytest.raises(ModalityError, match="use generate"):
+        model.classify(images, None, input_modality="image", target_modality="text")

@@ -1,0 +1,72 @@
+"""Checkpoints: atomic write, keep-last-N, exact round trip, clear errors on damage."""
+
+import json
+
+import pytest
+import torch
+
+from multimodel.training import checkpoint as ckpt
+from multimodel.training.optim import noam_factor
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def test_round_trip_and_keep_last(tmp_path):
+    model = _model()
+    for step in (10, 20, 30):
+        ckpt.save_checkpoint(tmp_path, step, model=model, meta={"x": step}, tokenizer_bytes=b"tok",
+                             training_state={"rng": ckpt.rng_state()}, keep=2)
+    found = ckpt.list_checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step-0000020", "step-0000030"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    latest = ckpt.resolve_checkpoint(tmp_path)
+    assert ckpt.read_meta(latest)["x"] == 30
+    other = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    ckpt.load_weights(latest, other)
+    x = torch.randn(3, 4)
+    assert torch.equal(model(x), other(x))
+
+
+def test_rng_state_round_trip():
+    state = ckpt.rng_state()
+    a = torch.rand(3)
+    ckpt.set_rng_state(state)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_damaged_checkpoints_give_clear_errors(tmp_path):
+    model = _model()
+    path = ckpt.save_checkpoint(tmp_path, 1, model=model, meta={}, tokenizer_bytes=b"", training_state={})
+    (path / "model.safetensors").write_bytes(b"garbage" * 10)
+    with pytest.raises(ckpt.CheckpointError, match="model.safetensors.*corrupt"):
+        ckpt.load_weights(path, model)
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 999}))
+    with pytest.raises(ckpt.CheckpointError, match="format version 999"):
+        ckpt.read_meta(path)
+    (path / "meta.json").write_text("{not json")
+    with pytest.raises(ckpt.CheckpointError, match="corrupt JSON"):
+        ckpt.read_meta(path)
+    (path / "training.pt").write_bytes(b"\x00\x01")
+    with pytest.raises(ckpt.CheckpointError, match="training.pt"):
+        ckpt.load_training_state(path)
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path / "empty")
+
+
+def test_weights_that_do_not_fit_the_model(tmp_path):
+    path = ckpt.save_checkpoint(tmp_path, 1, model=_model(), meta={}, tokenizer_bytes=b"")
+    with pytest.raises(ckpt.CheckpointError, match="does not fit"):
+        ckpt.load_weights(path, torch.nn.Sequential(torch.nn.Linear(4, 9)))
+
+
+def test_noam_schedule_peaks_at_warmup():
+    w = 100
+    values = [noam_factor(s, w) for s in range(1000)]
+    assert max(values) == pytest.approx(1.0)
+    assert values.index(max(values)) == w - 1
+    assert values[0] == pytest.approx(1 / w)
+    assert values[399] == pytest.approx(0.5)  # sqrt(100/400)

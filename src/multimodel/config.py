@@ -221,6 +221,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"{key}: {value!r} does not fit {annotation}")
     if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis and not isinstance(value, (list, tuple, dict)):
+            value = [value]  # `data.tasks=digits` means a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:

@@ -160,7 +160,7 @@ def test_download_corpus_layout_and_unknown_name(server, tmp_path, monkeypatch):
     lines = []
     assert dl.download_corpus("toy", tmp_path, log_fn=lines.append) == [tmp_path / "toy" / "a.bin"]
     assert sha256_of(tmp_path / "toy" / "a.bin") == PAYLOAD_SHA and "public domain" in lines[0]
-    with pytest.raises(KeyError, match="multi30k"):
+    with pytest.raises(ValueError, match="choose one of multi30k"):
         dl.download_corpus("imagenet", tmp_path)
 
 

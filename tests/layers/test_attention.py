@@ -11,6 +11,15 @@ from multimodel.layers.timing import timing_signal
 D, H = 16, 4
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread is faster and does not oversubscribe a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def naive_attention(layer: MultiHeadAttention, x, memory, memory_mask):
     """softmax(Q Kᵀ / sqrt(hd) + mask) V per head, written out."""
     B, T, _ = x.shape
@@ -29,7 +38,8 @@ def test_attention_matches_naive_reference_with_padding():
     layer = MultiHeadAttention(D, H)
     x, memory = torch.randn(3, 5, D), torch.randn(3, 7, D)
     memory_mask = torch.arange(7)[None, :] < torch.tensor([[7], [3], [1]])
-    torch.testing.assert_close(layer(x, memory, memory_mask), naive_attention(layer, x, memory, memory_mask), atol=1e-5, rtol=1e-5)
+    expected = naive_attention(layer, x, memory, memory_mask)
+    torch.testing.assert_close(layer(x, memory, memory_mask), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_padded_memory_is_ignored():

@@ -10,6 +10,15 @@ from multimodel.layers.separable_conv import ConvBlock, ConvStep, DownsampleBloc
 D = 8
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread is faster and does not oversubscribe a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def reference_sepconv(conv: SeparableConv1d, x: torch.Tensor, causal: bool) -> torch.Tensor:
     """nn.Conv1d(groups=C) then a 1×1 nn.Conv1d, with explicit padding."""
     C = x.shape[-1]

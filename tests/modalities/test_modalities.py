@@ -156,27 +156,37 @@ def test_audio_waveform_front_end_and_mask():
     wave = torch.randn(2, 4000)
     mask = torch.arange(4000)[None, :] < torch.tensor([[4000], [1000]])
     x, out_mask = audio.bottom(wave, mask)
-    frames = (4000 - 400) // 160 + 1  # 25 ms windows every 10 ms at 16 kHz
-    assert x.shape == (2, -(-frames // 4), CONFIG.hidden_size)
-    assert int(out_mask[1].sum()) == -(-((1000 - 400) // 160 + 1) // 4)
+    frames = 1 + 4000 // 160  # frames centred every 10 ms at 16 kHz
+    assert x.shape == (2, -(-frames // 4), CONFIG.hidden_size)  # two stride-2 blocks over time
+    assert int(out_mask[1].sum()) == -(-(1 + 1000 // 160) // 4)
     alone, _ = audio.bottom(wave[1:, :1000], None)
     torch.testing.assert_close(x[1, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
 
 
+def test_front_end_matches_the_corpora_features():
+    from multimodel.corpora.audio_features import log_mel_spectrogram
+
+    wave = torch.sin(torch.arange(3217) * 0.05) * 0.3 + 0.01 * torch.randn(3217)
+    front_end = build("audio").front_end
+    features, _ = front_end(wave[None], None)
+    expected = torch.from_numpy(log_mel_spectrogram(wave.numpy(), CONFIG.audio_sample_rate, CONFIG.audio_mels))
+    torch.testing.assert_close(features[0], expected, atol=1e-3, rtol=1e-4)
+
+
 def test_audio_rejects_bad_inputs():
     audio = build("audio")
-    with pytest.raises(ModalityError, match="16 mel bands"):
-        audio.bottom(torch.randn(1, 10, 80), None)
-    with pytest.raises(ModalityError, match="frame"):
-        audio.bottom(torch.randn(1, 100), None)
+    with pytest.raises(ModalityError, match="80 mel bands"):
+        audio.bottom(torch.randn(1, 10, 16), None)
+    with pytest.raises(ModalityError, match="empty"):
+        audio.bottom(torch.randn(2, 100), torch.arange(100)[None, :] < torch.tensor([[5], [0]]))
     with pytest.raises(ModalityError, match="mask must have shape"):
-        audio.bottom(torch.randn(2, 10, 16), torch.ones(2, 9, dtype=torch.bool))
+        audio.bottom(torch.randn(2, 10, 80), torch.ones(2, 9, dtype=torch.bool))
 
 
 def test_mel_filterbank_triangles():
-    bank = mel_filterbank(201, 16, 16000)
-    assert bank.shape == (201, 16) and (bank >= 0).all() and (bank <= 1).all()
-    assert (bank.max(dim=0).values > 0.5).all()  # every band covers some bins
+    bank = mel_filterbank(257, 40, 16000)
+    assert bank.shape == (257, 40) and (bank >= 0).all()
+    assert ((bank > 0).sum(dim=0) > 0).all()  # every band covers some bins
     assert torch.equal(bank.argmax(dim=0), bank.argmax(dim=0).sort().values)  # centres ascend
 
 

@@ -20,6 +20,16 @@ def make_model(**overrides) -> MultiModel:
     return MultiModel(replace(TINY, **overrides), VOCAB, SPECS)
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors run faster on one thread, and two pytest-xdist workers on a 2-core machine
+    then do not oversubscribe it (which slowed these tests down ~8×)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def model() -> MultiModel:
     return make_model().eval()

@@ -78,7 +78,7 @@ def resample(waveform: np.ndarray, orig_rate: int, new_rate: int, half_width: in
         )  # (blocks, span): block k starts at input sample k·down - (W - 1)
         # torch's matmul honours torch.set_num_threads (numpy's BLAS pool would oversubscribe
         # the cores when the speech corpus runs several of these in threads).
-        out = torch.from_numpy(np.ascontiguousarray(windows)) @ torch.from_numpy(matrix)  # (blocks, up)
+        out = torch.from_numpy(windows.copy()) @ torch.from_numpy(matrix)  # (blocks, up)
         return out.reshape(-1)[:n_out].numpy().copy()
     taps = _polyphase_taps(up, down, half_width, rolloff, beta)  # unusual rates: gather per output
     n = np.arange(n_out, dtype=np.int64)
@@ -105,7 +105,9 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    n_fft: int, sample_rate: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
+) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) float32 triangular filters, Slaney mel scale and area norm."""
     f_max = sample_rate / 2 if f_max is None else f_max
     bin_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)

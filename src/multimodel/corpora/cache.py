@@ -2,10 +2,13 @@
 
 Every built-in corpus is a pure function of ``(split, size, seed, generator version)``. The
 first call generates the split and writes it under ``DATA_DIR/builtin/<corpus>/``; later calls
-read the file back. File names spell the key out, e.g.::
+read the file back. File names spell the key out (the version may name the versions of
+libraries or generators the output depends on), e.g.::
 
-    data/builtin/speech/train-n2000-s1234-v1.npz
-    data/builtin/grammar/test-n300-s1234-v1.jsonl
+    data/builtin/grammar/test-n300-s1234-v2.jsonl
+    data/builtin/captions/train-n4000-s1234-v1.npz
+    data/builtin/numbers/train-n5000-s1234-v1-num2words0.5.14.jsonl
+    data/builtin/speech/train-n2000-s1234-v2-grammar2-numbers1-num2words0.5.14.npz
 
 Bumping a corpus's ``VERSION`` (whenever its output would change) makes old files unused.
 Writes are atomic (temporary file, then rename), so two processes generating the same split
@@ -13,8 +16,9 @@ at once both end up with one complete file.
 
 Array-valued examples (images, audio features) are stored as one ``.npz``: a flat ``data``
 array holding every example's inputs back to back (``uint8`` pixels or ``float16`` features)
-and a JSON ``records`` string with each example's shape, target, references and meta.
-Text-only corpora use JSON lines, one example per line.
+and a JSON ``header`` string (the codec, and each example's shape, target, references and
+meta). Text-only corpora use JSON lines, one example per line. When generation skipped
+examples (``skip_bad``), ``<file>.skipped.json`` keeps the count and reasons.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ def make_rng(corpus: str, split: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(corpus.encode()), SPLITS.index(split)])
 
 
-def cache_path(data_dir: Path | str, corpus: str, split: str, size: int, seed: int, version: int | str, ext: str) -> Path:
+def cache_path(
+    data_dir: Path | str, corpus: str, split: str, size: int, seed: int, version: int | str, ext: str
+) -> Path:
     """``DATA_DIR/builtin/<corpus>/<split>-n<size>-s<seed>-v<version>.<ext>``."""
     return Path(data_dir) / "builtin" / corpus / f"{split}-n{size}-s{seed}-v{version}.{ext}"
 
@@ -84,6 +90,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a shared data dir wants them readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -199,14 +206,8 @@ def cached_split(path: Path, generate, save, load) -> Split:
     return Split(examples=load(path), skipped=split.skipped, skipped_reasons=split.skipped_reasons)
 
 
-def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """``k`` distinct indices of ``range(n)`` in random order (all of them if k == 0 or k >= n)."""
-    if k == 0 or k >= n:
-        return rng.permutation(n)
-    return rng.choice(n, size=k, replace=False)
-
-
 def dedupe_keep_order(items: Iterable[Any]) -> list[Any]:
+    """``items`` without repeats, first occurrences in order."""
     seen, out = set(), []
     for item in items:
         if item not in seen:

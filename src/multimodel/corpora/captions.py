@@ -41,7 +41,6 @@ NATURAL_SIZES = {"train": 4000, "test": 400}
 CANVAS = 64
 CELL = 32
 ITEM = 28
-GRID = 2
 MIN_ITEMS, MAX_ITEMS = 2, 4
 
 NOUNS = (  # (singular, plural), in Fashion-MNIST label order

@@ -230,9 +230,13 @@ def download_corpus(
     """Download every file of corpus ``name`` into ``<data_dir>/<name>/``; returns their paths.
 
     Files already present and verified are not fetched again.
+
+    Raises:
+        ValueError: ``name`` is not in :data:`CORPORA` (the message lists the names).
+        DownloadError: a file could not be fetched or verified (see :func:`download`).
     """
     if name not in CORPORA:
-        raise KeyError(
+        raise ValueError(
             f"no downloadable corpus {name!r}; choose one of {', '.join(sorted(CORPORA))} "
             "(other corpora need a licence: fetch them yourself and pass their path)"
         )

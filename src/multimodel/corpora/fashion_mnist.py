@@ -66,7 +66,8 @@ def find_files(data_dir: Path | None, split: str) -> tuple[Path, Path]:
     missing = [name for name, path in zip(FILES[split], found) if path is None]
     if missing:
         where = f"{Path(data_dir) / 'fashion-mnist'} or {SYSTEM_DIR}" if data_dir is not None else str(SYSTEM_DIR)
-        raise CorpusUnavailable(f"Fashion-MNIST file(s) {', '.join(missing)}[.gz] not found in {where}: {INSTALL_HINT}")
+        names = ", ".join(missing)
+        raise CorpusUnavailable(f"Fashion-MNIST file(s) {names}[.gz] not found in {where}: {INSTALL_HINT}")
     return found[0], found[1]
 
 
@@ -158,7 +159,7 @@ def _read_split_cached(images_path: Path, labels_path: Path, skip_bad: bool, sta
                               REFETCH + ", or pass skip_bad=True")
         reasons.append(f"{labels_path}: {int((~keep).sum())} label(s) outside 0-9")
     index = np.flatnonzero(keep)
-    skipped = (max(len(images), len(labels)) - n) + dropped_images + dropped_labels + int((~keep).sum())
+    skipped = max(len(images) + dropped_images, len(labels) + dropped_labels) - len(index)  # examples lost
     return images[index], labels[index], skipped, tuple(reasons), index
 
 
@@ -176,7 +177,9 @@ def load(data_dir: Path, split: str, size: int, seed: int, skip_bad: bool = Fals
     check_split(split)
     check_size(size)
     images, labels, skipped, reasons, index = _read_split(*find_files(data_dir, split), skip_bad)
-    order = np.arange(len(labels)) if size == 0 else make_rng("fashion_mnist", split, seed).permutation(len(labels))[:size]
+    order = np.arange(len(labels))
+    if size:
+        order = make_rng("fashion_mnist", split, seed).permutation(len(labels))[:size]
     pixels = images[order].astype(np.float32)[:, None] / np.float32(255.0)  # (N, 1, 28, 28)
     examples = [Example(pixels[i], int(labels[j]), None, {"index": int(index[j])}) for i, j in enumerate(order)]
     return Split(examples=examples, skipped=skipped, skipped_reasons=reasons)
@@ -214,4 +217,5 @@ def load_digits_split(data_dir: Path, split: str, size: int, seed: int, skip_bad
     if size:
         index = make_rng("digits", split, seed).permutation(index)[:size]
     images = (digits.images[index] / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8), raw values 0-16
-    return Split(examples=[Example(images[i], int(digits.target[j]), None, {"index": int(j)}) for i, j in enumerate(index)])
+    examples = [Example(images[i], int(digits.target[j]), None, {"index": int(j)}) for i, j in enumerate(index)]
+    return Split(examples=examples)

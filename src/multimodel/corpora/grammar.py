@@ -39,7 +39,7 @@ from multimodel.corpora.trees import Tree, leaves, linearize, to_bracketed
 from multimodel.data.example import Example, Split
 
 CORPUS = "grammar"
-VERSION = 1
+VERSION = 2
 TEST_PERCENT = 10
 NATURAL_SIZES = {"train": 3000, "test": 300}
 MAX_WORDS = 30
@@ -115,7 +115,9 @@ POSSESSIVES = ["his", "her", "their", "its", "our", "my", "your"]
 # ----------------------------------------------------------------------------------------
 # Rule weights (the "P" of the PCFG); each table sums to 1 after normalisation.
 
-S_RULES = {"plain": 0.68, "fronted_pp": 0.1, "fronted_adverb": 0.07, "coordination": 0.1, "adverbial_clause": 0.05}
+S_RULES = {
+    "plain": 0.68, "fronted_pp": 0.1, "fronted_adverb": 0.07, "coordination": 0.1, "adverbial_clause": 0.05,
+}
 NP_RULES = {
     "det_noun": 0.4, "pronoun": 0.1, "name": 0.08, "possessive": 0.06, "number": 0.08, "det_number": 0.03,
     "ordinal": 0.03, "bare_plural": 0.05, "np_pp": 0.1, "relative": 0.05, "coordination": 0.02,
@@ -226,7 +228,8 @@ class _Generator:
     def pp(self, depth: int) -> Tree:
         prep = _pick(self.rng, PREPOSITIONS)
         role = "place" if prep in ("in", "near", "from", "at") else "object"
-        obj, _, _ = self.np(depth + 1, role, allow={"det_noun", "name", "possessive", "number", "bare_plural", "pronoun"})
+        allow = {"det_noun", "name", "possessive", "number", "bare_plural", "pronoun"}
+        obj, _, _ = self.np(depth + 1, role, allow=allow)
         return Tree("PP", (_leaf("IN", prep), obj))
 
     def relative(self, depth: int, plural: bool, person: bool) -> Tree:
@@ -265,7 +268,10 @@ class _Generator:
             kind = rng.random()
             if kind < 0.6:
                 adj = _leaf("JJ", _pick(rng, ADJECTIVES))
-                comp = Tree("ADJP", (_leaf("RB", _pick(rng, DEGREE_ADVERBS)), adj)) if rng.random() < 0.4 else Tree("ADJP", (adj,))
+                if rng.random() < 0.4:
+                    comp = Tree("ADJP", (_leaf("RB", _pick(rng, DEGREE_ADVERBS)), adj))
+                else:
+                    comp = Tree("ADJP", (adj,))
             elif kind < 0.8:
                 comp = self.pp(depth)
             else:
@@ -322,7 +328,8 @@ class _Generator:
         if rule == "fronted_pp":
             return Tree("S", (self.pp(1), comma, subject, vp, period))
         if rule == "fronted_adverb":
-            return Tree("S", (Tree("ADVP", (_leaf("RB", _pick(rng, SENTENCE_ADVERBS)),)), comma, subject, vp, period))
+            adverb = Tree("ADVP", (_leaf("RB", _pick(rng, SENTENCE_ADVERBS)),))
+            return Tree("S", (adverb, comma, subject, vp, period))
         if rule == "adverbial_clause":
             return Tree("S", (self.adverbial_clause(1), comma, subject, vp, period))
         return Tree("S", (subject, vp, period))
@@ -355,7 +362,10 @@ def sample_trees(
     rng: np.random.Generator, split: str, count: int, min_words: int = 1, max_words: int = MAX_WORDS,
     exclude: set[str] | None = None,
 ) -> list[Tree]:
-    """``count`` trees of distinct sentences of ``split`` with ``min_words..max_words`` tokens."""
+    """``count`` trees of distinct sentences of ``split`` with ``min_words..max_words`` words.
+
+    Words are counted without punctuation tokens.
+    """
     cache.check_split(split)
     seen = set(exclude or ())
     trees: list[Tree] = []
@@ -366,7 +376,7 @@ def sample_trees(
             raise ValueError(f"{CORPUS}: could not draw {count} distinct {split} sentences; ask for fewer")
         tree = generate_tree(rng)
         text = sentence_text(tree)
-        n = len(text.split())
+        n = sum(1 for token in text.split() if any(ch.isalnum() for ch in token))  # words, not punctuation
         if not min_words <= n <= max_words or text.lower() in seen or in_test_split(text) != (split == "test"):
             continue
         seen.add(text.lower())

@@ -21,7 +21,7 @@ items as EN→DE, reversed. Whether an item is held out depends only on its (kin
 (:func:`in_test_split`, 10 %), so no test expression ever appears in any training split.
 Cardinals are drawn with a uniform number of digits (1-4), so small numbers are common.
 
-Sizes: 0 means the natural size, 5,000 train / 500 test. About 70,000 train items exist.
+Sizes: 0 means the natural size, 5,000 train / 500 test; about 76,000 train items exist.
 Cache: ``DATA_DIR/builtin/numbers/<split>-n<size>-s<seed>-v<version>.jsonl`` holds each item in
 all three languages.
 """
@@ -62,7 +62,8 @@ DATE_YEAR_RANGE = (1900, 2099)
 ORDINAL_RANGE = (1, 1000)
 
 
-def _version() -> str:
+def cache_version() -> str:
+    """The version in cache file names: this generator's and num2words' (its wording may change)."""
     try:
         n2w = importlib.metadata.version("num2words")
     except importlib.metadata.PackageNotFoundError:
@@ -199,7 +200,7 @@ def load_expressions(data_dir: Path, split: str, size: int, seed: int) -> list[E
     cache.check_split(split)
     cache.check_size(size)
     size = size or NATURAL_SIZES[split]
-    path = cache.cache_path(data_dir, CORPUS, split, size, seed, _version(), "jsonl")
+    path = cache.cache_path(data_dir, CORPUS, split, size, seed, cache_version(), "jsonl")
     stored = cache.cached_split(path, lambda: _generate(split, size, seed), cache.save_jsonl, cache.load_jsonl)
     out = []
     for ex in stored.examples:

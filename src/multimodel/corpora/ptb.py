@@ -20,10 +20,10 @@ Choices (the usual clean-up for parsing, as in Vinyals et al. and most WSJ parse
   (or whatever the sentence's top constituent is).
 * Target: ``linearize`` of :mod:`~multimodel.corpora.trees` — constituents as ``(LABEL ... )``,
   POS tags as the leaves, the words removed (they are in the input already). Punctuation POS
-  tags (``,`` ``.`` ``:`` ``\\`\\``` ``''``) are kept as leaves, so the target has exactly one
-  leaf per input word. ``label_closing=True`` gives Vinyals et al.'s ``)NP`` closing tokens.
-* Input: the remaining words joined by single spaces, in PTB tokenisation (``-LRB-``,
-  ``\\`\\```, ``n't`` as the treebank writes them).
+  tags (comma, period, colon, opening and closing quotes) are kept as leaves, so the target has
+  exactly one leaf per input word. ``label_closing=True`` gives Vinyals et al.'s ``)NP`` closing tokens.
+* Input: the remaining words joined by single spaces, in PTB tokenisation (``-LRB-`` for a
+  parenthesis, two backquotes for an opening quote, ``n't`` split off, as the treebank has them).
 
 Splits (:func:`ptb_split_of`), by file so that sentences of one article never straddle train
 and test: for the NLTK 10% sample (every file number below 0200) ``wsj_0001``–``wsj_0169`` are
@@ -34,11 +34,12 @@ standard sections: 02–21 train, 22 valid, 23 test (00, 01, 24 unused). Files n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
 from multimodel.corpora.trees import Tree, delinearize, leaves, linearize, normalize_ptb, parse_bracketed
@@ -72,15 +73,33 @@ def ptb_split_of(file_name: str, sample: bool) -> str | None:
     return {22: "valid", 23: "test"}.get(section)
 
 
-def _mrg_sources(path: Path) -> list[tuple[Path, str | None, zipfile.ZipFile | None]]:
-    """(display path, member name or None, zip or None) of every .mrg file under ``path``."""
+def _mrg_names(path: Path) -> list[str]:
+    """Names (not paths) of the .mrg files under ``path``: a directory, a zip, or one file."""
     if path.is_dir():
-        return [(p, None, None) for p in sorted(path.rglob("*.mrg"))]
+        return [p.name for p in path.rglob("*.mrg")]
     if zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
-        members = sorted(n for n in archive.namelist() if n.endswith(".mrg"))
-        return [(path / member, member, archive) for member in members]
-    return [(path, None, None)]
+        with zipfile.ZipFile(path) as archive:
+            return [Path(n).name for n in archive.namelist() if n.endswith(".mrg")]
+    return [path.name]
+
+
+def _mrg_files(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[Path, bytes | Exception]]:
+    """(display path, contents or the read error) of each wanted .mrg file, in sorted order."""
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        for file in sorted(path.rglob("*.mrg")) if path.is_dir() else [path]:
+            if wanted(file.name):
+                try:
+                    yield file, file.read_bytes()
+                except OSError as error:
+                    yield file, error
+        return
+    with zipfile.ZipFile(path) as archive:
+        for member in sorted(n for n in archive.namelist() if n.endswith(".mrg")):
+            if wanted(Path(member).name):
+                try:
+                    yield path / member, archive.read(member)
+                except (OSError, zipfile.BadZipFile) as error:
+                    yield path / member, error
 
 
 _TOKEN = re.compile(r"[()]|[^\s()]+")
@@ -186,44 +205,45 @@ def read_ptb(
     path = require_exists(
         path, "Penn Treebank path", "pass treebank.zip, a directory of .mrg files or one .mrg file"
     )
-    sources = _mrg_sources(path)
-    if not sources:
+    names = _mrg_names(path)
+    if not names:
         raise CorpusError(path, "no .mrg files found", "pass the folder (or zip) holding wsj_*.mrg files")
-    numbers = [int(m.group(1)) for source, _, _ in sources if (m := _WSJ_FILE.search(source.name))]
+    numbers = [int(m.group(1)) for name in names if (m := _WSJ_FILE.search(name))]
     sample = bool(numbers) and max(numbers) < 200
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
-    for source, member, archive in sources:
-        if split is not None and ptb_split_of(source.name, sample) != split:
-            continue
-        try:
-            data = archive.read(member) if archive is not None else source.read_bytes()
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:
-            bad.skip(CorpusError(source, f"cannot read the file ({error})", "re-extract the treebank"))
-            continue
-        for line, tree_text in iter_mrg_trees(text, source):
-            if limit and len(examples) >= limit:
-                return bad.split(examples, source=path)
+    files = _mrg_files(path, lambda name: split is None or ptb_split_of(name, sample) == split)
+    with contextlib.closing(files):  # closes the zip even when ``limit`` stops early
+        for source, data in files:
             try:
-                if isinstance(tree_text, CorpusError):
-                    raise tree_text
-                try:
-                    tree = clean_tree(tree_text)
-                except ValueError as error:
-                    raise CorpusError(
-                        source, f"malformed tree ({error})", "repair it or pass skip_bad=True", line=line
-                    ) from error
-            except CorpusError as error:
-                bad.skip(error)
+                if isinstance(data, Exception):
+                    raise data
+                text = data.decode("utf-8")
+            except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+                bad.skip(CorpusError(source, f"cannot read the file ({error})", "re-extract the treebank"))
                 continue
-            target = linearize(tree, label_closing=label_closing)
-            examples.append(
-                Example(
-                    inputs=" ".join(leaves(tree)),
-                    target=target,
-                    references=[target],
-                    meta={"file": source.name, "line": line, "tree": str(tree)},
+            for line, tree_text in iter_mrg_trees(text, source):
+                if limit and len(examples) >= limit:
+                    return bad.split(examples, source=path)
+                try:
+                    if isinstance(tree_text, CorpusError):
+                        raise tree_text
+                    try:
+                        tree = clean_tree(tree_text)
+                    except ValueError as error:
+                        raise CorpusError(
+                            source, f"malformed tree ({error})", "repair it or pass skip_bad=True", line=line
+                        ) from error
+                except CorpusError as error:
+                    bad.skip(error)
+                    continue
+                target = linearize(tree, label_closing=label_closing)
+                examples.append(
+                    Example(
+                        inputs=" ".join(leaves(tree)),
+                        target=target,
+                        references=[target],
+                        meta={"file": source.name, "line": line, "tree": str(tree)},
+                    )
                 )
-            )
     return bad.split(examples, source=path)

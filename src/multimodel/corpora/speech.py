@@ -8,7 +8,8 @@ numbers are held out exactly as in those corpora, so no test transcript is a tra
 
 Audio is synthesised with ``espeak-ng --stdout`` (22,050 Hz), trimmed of leading and
 trailing silence (0.1 s kept), resampled to 16 kHz (windowed-sinc, ``audio_features.py``) and
-turned into 80 log-mel features per 10 ms frame (25 ms windows). Utterances last about 1-4 s.
+turned into 80 log-mel features per 10 ms frame (25 ms windows). Utterances last 0.4-4 s
+(mean 2 s; the shortest say one number word), so at most about 400 frames.
 
 Speakers and speaking rates are held out: the test split uses only voices and speeds that
 training never uses.
@@ -26,8 +27,11 @@ words keep num2words' hyphens: "twenty-one"); ``meta``: voice, speed, pitch, kin
 ("sentence", "cardinal", "ordinal", "year", "date"), duration_s.
 
 Sizes: 0 means the natural size, 2,000 train / 200 test. Generation runs espeak-ng in a pool
-of threads (one per core, at most 4); on 2 cores 2,000 utterances take about 30 s.
-Cache (features as float16, no audio): ``DATA_DIR/builtin/speech/<split>-n<size>-s<seed>-v<version>.npz``.
+of threads (one per core, at most 4): 2,000 utterances cost about 30 s of CPU and took
+63 s on a busy 2-core machine; reloading them takes half a second.
+Cache (features as float16, no audio): ``DATA_DIR/builtin/speech/<split>-n<size>-s<seed>-v<version>.npz``,
+the version naming those of the grammar and number generators too (not espeak-ng's: a cache made
+with another espeak-ng release is reused).
 Needs the ``espeak-ng`` program (``apt-get install espeak-ng``) to generate, not to reload.
 """
 
@@ -50,7 +54,7 @@ from multimodel.corpora.audio_features import TARGET_SAMPLE_RATE, log_mel_spectr
 from multimodel.data.example import Example, Split
 
 CORPUS = "speech"
-VERSION = 1
+VERSION = 2
 NATURAL_SIZES = {"train": 2000, "test": 200}
 N_MELS = 80
 TRAIN_VOICES = (
@@ -68,6 +72,11 @@ SENTENCE_WORDS = (3, 8)
 SILENCE_THRESHOLD = 1e-3
 SILENCE_KEEP_S = 0.1
 INSTALL_HINT = "apt-get install espeak-ng"
+
+
+def _version() -> str:
+    """This generator's version and those of the two text generators it draws from."""
+    return f"{VERSION}-grammar{grammar.VERSION}-numbers{numbers.cache_version()}"
 
 
 def voices(split: str) -> tuple[str, ...]:
@@ -147,7 +156,9 @@ def synthesize(utt: Utterance, espeak: str | None = None) -> tuple[np.ndarray, i
         raise cache.GenerationError(f"espeak-ng failed on {utt.text!r} ({utt.voice}): {err}") from err
     if proc.returncode != 0 or len(proc.stdout) <= 44:
         message = proc.stderr.decode(errors="replace").strip()
-        raise cache.GenerationError(f"espeak-ng produced no audio for {utt.text!r} with voice {utt.voice}: {message}")
+        raise cache.GenerationError(
+            f"espeak-ng produced no audio for {utt.text!r} with voice {utt.voice}: {message}"
+        )
     try:
         audio, rate = soundfile.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=False)
     except RuntimeError as err:  # soundfile.LibsndfileError derives from RuntimeError
@@ -204,7 +215,9 @@ def _generate(split: str, size: int, seed: int, skip_bad: bool) -> Split:
     examples = [r for r in results if isinstance(r, Example)]
     errors = [r for r in results if isinstance(r, str)]
     if errors and not skip_bad:
-        raise cache.GenerationError(f"{len(errors)} of {size} utterances failed; first: {errors[0]} (skip_bad=True skips them)")
+        raise cache.GenerationError(
+            f"{len(errors)} of {size} utterances failed; first: {errors[0]} (skip_bad=True skips them)"
+        )
     return Split(examples=examples, skipped=len(errors), skipped_reasons=tuple(errors[:20]))
 
 
@@ -213,7 +226,7 @@ def load(data_dir: Path, split: str, size: int, seed: int, skip_bad: bool = Fals
     cache.check_split(split)
     cache.check_size(size)
     size = size or NATURAL_SIZES[split]
-    path = cache.cache_path(data_dir, CORPUS, split, size, seed, VERSION, "npz")
+    path = cache.cache_path(data_dir, CORPUS, split, size, seed, _version(), "npz")
     return cache.cached_split(
         path,
         lambda: _generate(split, size, seed, skip_bad),

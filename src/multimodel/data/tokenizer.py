@@ -8,18 +8,21 @@ input is the task token). :meth:`Tokenizer.encode` returns ids without EOS; call
 :data:`EOS`.
 
 Exact round trips: training uses the ``identity`` normaliser (no NFKC folding, no whitespace
-clean-up) and ``character_coverage=1.0``, so ``decode(encode(t)) == t`` for every text made of
-characters seen in training and without leading, trailing or repeated spaces (our corpora
-have none). With ``byte_fallback=True`` unseen characters round-trip too, via 256 byte pieces
-that then take up part of the vocabulary. ``hard_vocab_limit=False`` lets a small corpus yield
+clean-up, so leading, trailing and repeated spaces survive) and ``character_coverage=1.0``, so
+``decode(encode(t)) == t`` for every text made of characters seen in training. With
+``byte_fallback=True`` unseen characters round-trip too, via 256 byte pieces that then take
+up part of the vocabulary. ``hard_vocab_limit=False`` lets a small corpus yield
 fewer pieces than asked, so :attr:`Tokenizer.vocab_size` may be below the requested size.
-Brackets of linearised parse trees need no special treatment: sentencepiece splits ``(`` from
-letters (different Unicode scripts), and the tests check that trees round-trip.
+
+Brackets of linearised parse trees need no special symbols. Training turns off
+sentencepiece's split at Unicode-script changes, so ``(NP`` can be learned as one piece
+(``▁(NP``) rather than two: trees get a quarter shorter, and French/English number words too
+(``▁quatre-vingt-``).
 
 The default model type is BPE: on our corpora sentencepiece's unigram trainer leaves the
 parse-tree labels in single letters (``(NP`` → ``▁( N P``: trees 45 % longer) because it seeds
 its pieces from distinct words and trees have only a few dozen distinct ones; BPE counts
-every occurrence and learns ``▁DT``, ``NP``, ``▁NNS``. Unigram stays available.
+every occurrence and learns ``▁DT``, ``▁(NP``, ``▁NNS``. Unigram stays available.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class Tokenizer:
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
             split_digits=True,
+            split_by_unicode_script=False,
             input_sentence_size=max_sentences,
             shuffle_input_sentence=True,
             max_sentence_length=1 << 16,

@@ -92,6 +92,17 @@ class AttentionBlock(nn.Module):
         self.attention = MultiHeadAttention(hidden_size, num_heads)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
+        self._timing: torch.Tensor | None = None  # cached signal; derived, so not a buffer
+
+    def timing(self, length: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+        """Timing signal (T, D) of positions offset.., reused across decoding steps."""
+        cached = self._timing
+        stale = cached is None or cached.device != like.device or cached.dtype != like.dtype
+        if stale or cached.shape[0] < offset + length:
+            size = max(2 * (offset + length), 64)
+            cached = timing_signal(size, like.shape[-1], device=like.device, dtype=like.dtype)  # (T_max, D)
+            self._timing = cached
+        return cached[offset : offset + length]
 
     def forward(
         self,
@@ -104,7 +115,7 @@ class AttentionBlock(nn.Module):
     ) -> torch.Tensor:
         """x (B, T, D) at positions offset.., memory (B, S, D) -> (B, T, D)."""
         B, T, D = x.shape
-        y = x + timing_signal(T, D, offset=offset, device=x.device, dtype=x.dtype)  # (B, T, D)
+        y = x + self.timing(T, offset, x)  # (B, T, D)
         y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
         attended = self.attention(y, memory, memory_mask, cache)
         return self.norm(x + self.dropout(attended))

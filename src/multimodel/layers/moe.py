@@ -1,6 +1,28 @@
-"""Sparsely-gated mixture of experts (Shazeer et al. 2017 §2.1, §4; MultiModel §2.3).
+"""Sparsely-gated mixture of experts (Shazeer et al. 2017 §2.1 and §4; MultiModel §2.3).
 
-Work in progress: a simple correct version; a faster dispatch follows.
+Each real token is sent to the ``K`` experts with the largest noisy gate logits and the
+layer returns the gate-weighted sum of their outputs:
+
+    H(x) = x W_g + ε · softplus(x W_noise),  ε ~ N(0, 1) in training only
+    G(x) = softmax over the top-K entries of H(x), 0 elsewhere
+    y    = Σ_i G(x)_i · E_i(x),  E_i(x) = ReLU(x W1_i + b1_i) W2_i + b2_i
+
+The auxiliary loss is ``aux_loss_coef · (CV²(importance) + CV²(load))`` (Shazeer §4,
+appendix A): importance is the sum of gates per expert; load is the expected number of
+tokens per expert under fresh noise, which is differentiable through the normal CDF.
+
+Dispatch is "dropless" by default: padding is removed first, the remaining N·K token-slots
+are sorted by expert, every expert runs once on its contiguous slice of the sorted slots and
+the results are gathered back and mixed with the gates. Empty experts cost nothing, so the
+cost grows with N·K, not with E (apart from the E-wide gate and the expert weights it must
+read). A GShard-style ``capacity_factor`` can bound the slots per expert instead.
+
+Differences from the original (tensor2tensor ``expert_utils.py``): the gate noise is off at
+evaluation (a tuple-instead-of-bool bug left it on there), gate math always runs in at least
+float32, and padding never reaches an expert nor counts in the balancing loss.
+
+Dimensions: B batch, T time, D hidden size (model width), E experts, K experts per token
+(top-k), H expert hidden size, N real (non-padding) tokens, S = N·K token-slots.
 """
 
 from __future__ import annotations
@@ -11,52 +33,236 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from multimodel.config import MoEConfig
 
 NOISE_EPSILON = 1e-2
+"""Added to softplus(x W_noise) so the noise scale (a divisor in the load) is never 0."""
+
 CV_EPSILON = 1e-10
+"""Added to mean² in CV² so an all-zero vector gives 0, not NaN."""
 
 
 @dataclass
 class RoutingStats:
-    """Routing statistics of one or more forward passes (detached tensors)."""
+    """Where the tokens of one or more forward passes went (detached tensors).
+
+    All fields are tensors on the layer's device, so a trainer can sum them over steps and
+    ``all_reduce`` them across processes without any conversion.
+
+    Args:
+        tokens_per_expert: (E,) float, token-slots the gate routed to each expert
+            (real tokens only; includes slots later dropped by a capacity limit).
+        gate_sum_per_expert: (E,) float, sum of gate values per expert ("importance").
+        num_tokens: () float, real (non-padding) tokens seen.
+        dropped_slots: () float, token-slots dropped by the capacity limit (0 when dropless).
+    """
 
     tokens_per_expert: Tensor
     gate_sum_per_expert: Tensor
     num_tokens: Tensor
+    dropped_slots: Tensor
+
+    @classmethod
+    def zeros(cls, num_experts: int, device: torch.device | str | None = None) -> RoutingStats:
+        """Empty statistics, a start value for summing."""
+        return cls(
+            tokens_per_expert=torch.zeros(num_experts, device=device),
+            gate_sum_per_expert=torch.zeros(num_experts, device=device),
+            num_tokens=torch.zeros((), device=device),
+            dropped_slots=torch.zeros((), device=device),
+        )
 
     def merge(self, other: RoutingStats) -> RoutingStats:
+        """Field-wise sum: the statistics of both sets of batches together."""
         return RoutingStats(
             tokens_per_expert=self.tokens_per_expert + other.tokens_per_expert,
             gate_sum_per_expert=self.gate_sum_per_expert + other.gate_sum_per_expert,
             num_tokens=self.num_tokens + other.num_tokens,
+            dropped_slots=self.dropped_slots + other.dropped_slots,
         )
 
-    __add__ = merge
+    def __add__(self, other: RoutingStats) -> RoutingStats:
+        return self.merge(other)
+
+    def __radd__(self, other: object) -> RoutingStats:
+        # Lets the builtin sum() start from 0.
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
 
     def detach(self) -> RoutingStats:
+        """The same statistics cut from any autograd graph."""
         return RoutingStats(
-            self.tokens_per_expert.detach(),
-            self.gate_sum_per_expert.detach(),
-            self.num_tokens.detach(),
+            tokens_per_expert=self.tokens_per_expert.detach(),
+            gate_sum_per_expert=self.gate_sum_per_expert.detach(),
+            num_tokens=self.num_tokens.detach(),
+            dropped_slots=self.dropped_slots.detach(),
+        )
+
+    def to(self, device: torch.device | str) -> RoutingStats:
+        """The same statistics on another device."""
+        return RoutingStats(
+            tokens_per_expert=self.tokens_per_expert.to(device),
+            gate_sum_per_expert=self.gate_sum_per_expert.to(device),
+            num_tokens=self.num_tokens.to(device),
+            dropped_slots=self.dropped_slots.to(device),
         )
 
 
-def _cv_squared(x: Tensor) -> Tensor:
-    if x.numel() <= 1:
-        return x.new_zeros(())
+def cv_squared(x: Tensor) -> Tensor:
+    """Squared coefficient of variation, var(x) / (mean(x)² + ε).
+
+    Uses the population variance (divide by the number of experts, as Shazeer et al.'s
+    code does), so perfectly uniform values give 0 and all mass on one of E experts gives
+    E - 1. Never divides by zero: an all-zero or one-element ``x`` gives 0.
+    """
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     return x.var(unbiased=False) / (x.mean() ** 2 + CV_EPSILON)
 
 
+def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: Tensor) -> Tensor:
+    """Expected tokens per expert under fresh gate noise (Shazeer et al. 2017, appendix A).
+
+    For token n and expert i, P(n, i) is the probability that i is still among the top K
+    when only its own noise is drawn again, the other experts' noisy logits held fixed:
+    Φ((clean_i − threshold) / noise_std_i), where the threshold is the K-th largest noisy
+    logit among the *other* experts — the (K+1)-th overall if i is in the top K, the K-th
+    overall if it is not. Differentiable in the clean logits and the noise scale.
+
+    Args:
+        clean: (N, E) logits x W_g without noise.
+        noise_std: (N, E) softplus(x W_noise) + ε.
+        top_logits: (N, K+1) the K+1 largest noisy logits, descending.
+        experts: (N, K) indices of the top K experts.
+
+    Returns:
+        (E,) the load, Σ_n P(n, i).
+    """
+    K = experts.shape[1]
+    in_top = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, experts, True)  # (N, E)
+    threshold = torch.where(in_top, top_logits[:, K : K + 1], top_logits[:, K - 1 : K])
+    return torch.special.ndtr((clean - threshold) / noise_std).sum(0)
+
+
+class _ExpertFFN(torch.autograd.Function):
+    """All experts' ReLU feed-forward nets over token-slots already sorted by expert.
+
+    Expert ``e`` reads rows ``[offset_e, offset_e + counts[e])`` of ``xs``. Forward and
+    backward write each expert's result straight into preallocated outputs, so there is no
+    per-expert autograd node, no concatenation and no E-sized zero gradient per expert (what
+    makes the plain Python loop slow when E is large); empty experts are skipped.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        xs: Tensor,  # (S, D) sorted by expert
+        w1: Tensor,  # (E, D, H)
+        b1: Tensor,  # (E, H)
+        w2: Tensor,  # (E, H, D)
+        b2: Tensor,  # (E, D)
+        counts: list[int],
+    ) -> Tensor:
+        xs = xs.contiguous()
+        hidden = xs.new_empty(xs.shape[0], w1.shape[2])  # (S, H), kept post-ReLU for backward
+        out = xs.new_empty(xs.shape[0], w2.shape[2])  # (S, D)
+        start = 0
+        for e, count in enumerate(counts):
+            if count == 0:
+                continue
+            rows = slice(start, start + count)
+            start += count
+            h = hidden[rows]
+            torch.addmm(b1[e], xs[rows], w1[e], out=h)
+            h.relu_()
+            torch.addmm(b2[e], h, w2[e], out=out[rows])
+        ctx.save_for_backward(xs, w1, w2, hidden)
+        ctx.counts = counts
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        xs, w1, w2, hidden = ctx.saved_tensors
+        counts: list[int] = ctx.counts
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        grad_out = grad_out.contiguous()
+        num_experts = w1.shape[0]
+        # torch.empty, not zeros: every non-empty expert's slice is overwritten below, and
+        # writing E·D·H zeros first would double the memory traffic when E is large.
+        grad_x = torch.empty_like(xs) if need_x else None
+        grad_w1 = torch.empty_like(w1) if need_w1 else None
+        grad_b1 = torch.empty_like(w1[:, 0, :]) if need_b1 else None  # (E, H)
+        grad_w2 = torch.empty_like(w2) if need_w2 else None
+        grad_b2 = torch.empty_like(w2[:, 0, :]) if need_b2 else None  # (E, D)
+        grad_hidden = torch.empty_like(hidden)  # (S, H)
+        start = 0
+        for e in range(num_experts):
+            count = counts[e]
+            if count == 0:
+                for grad in (grad_w1, grad_b1, grad_w2, grad_b2):
+                    if grad is not None:
+                        grad[e].zero_()
+                continue
+            rows = slice(start, start + count)
+            start += count
+            g_out, h, gh = grad_out[rows], hidden[rows], grad_hidden[rows]
+            if grad_w2 is not None:
+                torch.mm(h.t(), g_out, out=grad_w2[e])
+            if grad_b2 is not None:
+                torch.sum(g_out, dim=0, out=grad_b2[e])
+            torch.mm(g_out, w2[e].t(), out=gh)
+            gh.masked_fill_(h <= 0, 0.0)  # ReLU'
+            if grad_w1 is not None:
+                torch.mm(xs[rows].t(), gh, out=grad_w1[e])
+            if grad_b1 is not None:
+                torch.sum(gh, dim=0, out=grad_b1[e])
+            if grad_x is not None:
+                torch.mm(gh, w1[e].t(), out=grad_x[rows])
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
+
+
 class MixtureOfExperts(nn.Module):
+    """Noisy top-k gated mixture of feed-forward experts, applied per token.
+
+    Args:
+        hidden_size: width D of the tokens going in and out.
+        config: number of experts E, top-k K, expert hidden size H, noise, loss weight and
+            optional capacity factor (see :class:`multimodel.config.MoEConfig`).
+
+    ``forward(x (B, T, D), mask (B, T) bool | None)`` returns ``(out (B, T, D), aux_loss,
+    stats)``: ``out`` is zero at padding (``mask`` False); ``aux_loss`` is the scalar
+    balancing loss, already multiplied by ``aux_loss_coef``; ``stats`` is a detached
+    :class:`RoutingStats` of this call. The gate runs in float32 (float64 for float64 input);
+    the experts run in the dtype of ``x``. The gate noise is drawn only when
+    ``self.training`` and ``config.noisy_gating``; evaluation is deterministic.
+
+    The load term of the loss is the smooth estimator of Shazeer et al. when noise is on and
+    K < E; otherwise (evaluation, ``noisy_gating=False``, or K = E) it is the count of slots
+    per expert, which carries no gradient — the importance term still does.
+    """
+
     def __init__(self, hidden_size: int, config: MoEConfig) -> None:
         super().__init__()
+        if config.num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {config.num_experts}")
+        if not 1 <= config.top_k <= config.num_experts:
+            raise ValueError(
+                f"top_k must be in [1, num_experts={config.num_experts}], got {config.top_k}"
+            )
+        if config.capacity_factor is not None and config.capacity_factor <= 0:
+            raise ValueError(f"capacity_factor must be > 0, got {config.capacity_factor}")
         self.config = config
-        E, D, H = config.num_experts, hidden_size, config.expert_hidden_size
-        self.num_experts, self.top_k = E, config.top_k
-        self.w_gate = nn.Parameter(torch.zeros(D, E))
-        self.w_noise = nn.Parameter(torch.zeros(D, E))
+        self.hidden_size = hidden_size
+        self.num_experts = E = config.num_experts
+        self.top_k = config.top_k
+        D, H = hidden_size, config.expert_hidden_size
+        self.w_gate = nn.Parameter(torch.empty(D, E))
+        self.w_noise = nn.Parameter(torch.empty(D, E))
         self.w1 = nn.Parameter(torch.empty(E, D, H))
         self.b1 = nn.Parameter(torch.empty(E, H))
         self.w2 = nn.Parameter(torch.empty(E, H, D))
@@ -64,57 +270,123 @@ class MixtureOfExperts(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        D, H = self.w1.shape[1], self.w1.shape[2]
-        for w, b, fan_in in ((self.w1, self.b1, D), (self.w2, self.b2, H)):
-            bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(w, -bound, bound)
-            nn.init.uniform_(b, -bound, bound)
+        """Gate weights zero (paper); each expert like two ``nn.Linear`` layers."""
         nn.init.zeros_(self.w_gate)
         nn.init.zeros_(self.w_noise)
+        for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1.0 / math.sqrt(weight.shape[1])  # fan-in: D for w1, H for w2
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, RoutingStats]:
-        B, T, D = x.shape
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"hidden_size={self.hidden_size}, num_experts={c.num_experts}, top_k={c.top_k}, "
+            f"expert_hidden_size={c.expert_hidden_size}, noisy_gating={c.noisy_gating}, "
+            f"capacity_factor={c.capacity_factor}"
+        )
+
+    # ------------------------------------------------------------------------------------
+    # Gating (Shazeer et al. §2.1) and balancing loss (§4).
+
+    def gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Route real tokens ``x`` (N, D).
+
+        Returns ``(gates (N, K), experts (N, K) int64, aux_loss ())``; gates are the
+        softmax of the kept logits, in descending order, in float32 (float64 for float64).
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._gate(x)
+
+    def _gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         E, K = self.num_experts, self.top_k
-        if mask is None:
-            mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
-        flat_mask = mask.reshape(B * T)
-        xs = x.reshape(B * T, D)[flat_mask]  # (N, D)
-        x32 = xs.float()
-        clean = x32 @ self.w_gate.float()
-        noisy_on = self.training and self.config.noisy_gating
-        if noisy_on:
-            std = F.softplus(x32 @ self.w_noise.float()) + NOISE_EPSILON
-            logits = clean + torch.randn_like(clean) * std
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
+        clean = x @ self.w_gate.to(dtype)  # (N, E)
+        noisy = self.training and self.config.noisy_gating
+        if noisy:
+            noise_std = F.softplus(x @ self.w_noise.to(dtype)) + NOISE_EPSILON  # (N, E)
+            logits = clean + torch.randn_like(clean) * noise_std
         else:
             logits = clean
-        top_vals, top_idx = logits.topk(min(K + 1, E), dim=-1)
-        gates_k = torch.softmax(top_vals[:, :K], dim=-1)
-        idx_k = top_idx[:, :K]
-        gates = torch.zeros_like(clean).scatter(1, idx_k, gates_k)  # (N, E)
-        importance = gates.sum(0)
-        if noisy_on and K < E:
-            normal = torch.distributions.Normal(0.0, 1.0)
-            in_top = gates > 0
-            thr_in = top_vals[:, K : K + 1]
-            thr_out = top_vals[:, K - 1 : K]
-            p = torch.where(in_top, normal.cdf((clean - thr_in) / std), normal.cdf((clean - thr_out) / std))
-            load = p.sum(0)
+        # Keep the (K+1)-th largest too: it is a threshold of the load estimator.
+        top_logits, top_experts = logits.topk(min(K + 1, E), dim=-1)  # (N, K or K+1)
+        experts = top_experts[:, :K]  # (N, K)
+        gates = torch.softmax(top_logits[:, :K], dim=-1)  # (N, K)
+
+        importance = clean.new_zeros(E).index_add(0, experts.reshape(-1), gates.reshape(-1))
+        if noisy and K < E:
+            load = smooth_load(clean, noise_std, top_logits, experts)
         else:
-            load = (gates > 0).float().sum(0)
-        aux = self.config.aux_loss_coef * (_cv_squared(importance) + _cv_squared(load))
-        out = xs.new_zeros(xs.shape)
-        for e in range(E):
-            tok, slot = (idx_k == e).nonzero(as_tuple=True)
-            if tok.numel() == 0:
-                continue
-            h = F.relu(xs[tok] @ self.w1[e] + self.b1[e])
-            y = h @ self.w2[e] + self.b2[e]
-            out = out.index_add(0, tok, y * gates_k[tok, slot, None].to(y.dtype))
-        full = x.new_zeros(B * T, D)
-        full = full.masked_scatter(flat_mask[:, None], out)
-        stats = RoutingStats(
-            tokens_per_expert=(gates > 0).float().sum(0).detach(),
-            gate_sum_per_expert=importance.detach(),
-            num_tokens=flat_mask.sum().float(),
-        )
-        return full.reshape(B, T, D), aux, stats
+            load = torch.bincount(experts.reshape(-1), minlength=E).to(dtype)
+        aux_loss = self.config.aux_loss_coef * (cv_squared(importance) + cv_squared(load))
+        return gates, experts, aux_loss
+
+    # ------------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, RoutingStats]:
+        """Route, run and mix the experts; see the class docstring."""
+        B, T, D = x.shape
+        E, K = self.num_experts, self.top_k
+        flat = x.reshape(B * T, D)  # (B·T, D)
+        if mask is None:
+            real_positions = None
+            tokens = flat  # (N, D), N = B·T
+        else:
+            real_positions = mask.reshape(B * T).nonzero().squeeze(1)  # (N,)
+            tokens = flat.index_select(0, real_positions)  # (N, D)
+        N = tokens.shape[0]
+
+        gates, experts, aux_loss = self.gate(tokens)  # (N, K), (N, K), ()
+
+        # Slot s = k·N + n is token n's k-th choice: k-major order, so that a stable sort
+        # by expert puts every token's first choice ahead of its second choices, which is
+        # the priority a capacity limit keeps (GShard).
+        slot_expert = experts.t().reshape(-1)  # (S,)
+        order = torch.argsort(slot_expert, stable=True)  # (S,) sorted position -> slot
+        counts_t = torch.bincount(slot_expert, minlength=E)  # (E,)
+        counts = counts_t.tolist()
+        dropped = 0
+        if self.config.capacity_factor is None:
+            kept_slots = order
+        else:
+            capacity = max(1, math.ceil(self.config.capacity_factor * N * K / E))
+            starts = torch.cumsum(counts_t, 0) - counts_t  # (E,)
+            rank = torch.arange(order.numel(), device=x.device) - starts.repeat_interleave(
+                counts_t, output_size=order.numel()
+            )  # (S,) position of each sorted slot within its expert
+            kept_slots = order[rank < capacity]
+            dropped = sum(max(0, c - capacity) for c in counts)
+            counts = [min(c, capacity) for c in counts]
+
+        # Gather → experts → un-sort. The un-sort writes each slot's row once (no index_add
+        # over tokens), so the mix below adds each token's K outputs in a fixed order:
+        # results are deterministic on every device and do not depend on the other tokens.
+        xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
+        ys = _ExpertFFN.apply(
+            xs,
+            self.w1.to(x.dtype),
+            self.b1.to(x.dtype),
+            self.w2.to(x.dtype),
+            self.b2.to(x.dtype),
+            counts,
+        )  # (S_kept, D)
+        per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # (S, D), dropped → 0
+        per_slot = per_slot.view(K, N, D)
+        mixed = (per_slot * gates.t().unsqueeze(-1).to(x.dtype)).sum(0)  # (N, D)
+
+        if real_positions is None:
+            out = mixed.view(B, T, D)
+        else:
+            out = x.new_zeros(B * T, D).index_copy(0, real_positions, mixed).view(B, T, D)
+
+        with torch.no_grad():
+            stats = RoutingStats(
+                tokens_per_expert=counts_t.to(torch.float32),
+                gate_sum_per_expert=x.new_zeros(E, dtype=torch.float32).index_add_(
+                    0, experts.reshape(-1), gates.reshape(-1).float()
+                ),
+                num_tokens=torch.tensor(float(N), device=x.device),
+                dropped_slots=torch.tensor(float(dropped), device=x.device),
+            )
+        return out, aux_loss, stats

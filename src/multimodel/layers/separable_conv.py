@@ -56,22 +56,33 @@ class SeparableConv1d(nn.Module):
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         """(B, T, C_in) -> (B, T, C_out). With ``cache``, x holds only the new positions."""
         B, T, C = x.shape
+        if cache is not None:
+            return self.pointwise(self._step(x, cache))
         if self.causal:
-            # The window of past inputs is zeros at the start (= left padding), or what the
-            # previous incremental call left behind.
-            past = cache.get(self) if cache is not None else None
-            if past is None:
-                past = x.new_zeros(B, self.context, C)
-            x = torch.cat([past, x], dim=1)  # (B, context + T, C)
-            if cache is not None:
-                cache[self] = x[:, x.shape[1] - self.context :]  # (B, context, C)
+            x = F.pad(x, (0, 0, self.context, 0))  # (B, context + T, C)
         else:
-            if cache is not None:
-                raise ValueError("a non-causal convolution cannot be run incrementally")
             left = self.context // 2
             x = F.pad(x, (0, 0, left, self.context - left))  # (B, T + context, C)
         y = self.depthwise(x.transpose(1, 2))  # (B, C_in, T)
         return self.pointwise(y.transpose(1, 2))  # (B, T, C_out)
+
+    def _step(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Depthwise conv of a few new positions (B, T, C) continuing the cached window.
+
+        Written as a sum over the k taps: for one new position this is ~10× cheaper than a
+        conv1d call, whose fixed cost would dominate incremental decoding.
+        """
+        if not self.causal:
+            raise ValueError("a non-causal convolution cannot be run incrementally")
+        B, T, C = x.shape
+        past = cache.get(self)
+        if past is None:
+            past = x.new_zeros(B, self.context, C)  # the left padding of the full computation
+        x = torch.cat([past, x], dim=1)  # (B, context + T, C)
+        cache[self] = x[:, T:]  # (B, context, C): the window the next call continues from
+        d = self.depthwise.dilation[0]
+        taps = x.unfold(1, self.context + 1, 1)[..., ::d]  # (B, T, C, k): the inputs of each output
+        return (taps * self.depthwise.weight[:, 0]).sum(-1)  # (B, T, C); weight (C, 1, k) -> (C, k)
 
 
 class ConvStep(nn.Module):

@@ -56,7 +56,9 @@ class ImageModality(Modality):
         if B == 0:
             raise ModalityError("images: empty batch")
         if C not in (1, self.channels):
-            raise ModalityError(f"images must have 1 or {self.channels} channels, got {C} (shape {tuple(images.shape)})")
+            raise ModalityError(
+                f"images must have 1 or {self.channels} channels, got {C} (shape {tuple(images.shape)})"
+            )
         if H < MIN_IMAGE_SIZE or W < MIN_IMAGE_SIZE:
             raise ModalityError(
                 f"images must be at least {MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} for the entry flow to"

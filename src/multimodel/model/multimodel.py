@@ -153,7 +153,9 @@ class MultiModel(nn.Module):
         if T == 0:
             raise ModalityError(f"targets are empty: shape {tuple(targets.shape)}")
         if T > self.config.max_target_length:
-            raise ModalityError(f"targets have length {T}, longer than max_target_length {self.config.max_target_length}")
+            raise ModalityError(
+                f"targets have length {T}, longer than max_target_length {self.config.max_target_length}"
+            )
         if target_mask is None:
             target_mask = targets != PAD_ID
         check_mask(target_mask, B, T, "targets")
@@ -288,7 +290,9 @@ class MultiModel(nn.Module):
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         encoded = self.encode(inputs, input_mask, input_modality=input_modality)
-        kwargs = dict(target_modality=target_modality, task_token=task_token, max_length=max_length, incremental=incremental)
+        kwargs = dict(
+            target_modality=target_modality, task_token=task_token, max_length=max_length, incremental=incremental
+        )
         if beam_size == 1:
             return greedy_search(self, encoded, **kwargs)
         return beam_search(self, encoded, beam_size=beam_size, length_penalty=length_penalty, **kwargs)

@@ -1,0 +1,185 @@
+"""Mixture-of-experts layer speed: sparse dispatch vs. a dense reference vs. the compute floor.
+
+Times one forward + backward pass (training mode, gate noise on, gradients for the input and
+every parameter) of:
+
+* ``ours``  — :class:`multimodel.layers.moe.MixtureOfExperts` (sort by expert, one fused
+  autograd function over the non-empty experts, gather back);
+* ``loop``  — the same routing, but a plain autograd Python loop over the non-empty experts
+  (``split`` of the sorted slots, ``unbind`` of the stacked weights): the obvious baseline;
+* ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix;
+* ``floor`` — the compute floor: one expert-sized MLP (two ``nn.Linear``) run once over all
+  N·K token-slots, i.e. the same arithmetic as the experts with no routing at all.
+
+Reports the median over repetitions with the min–max spread, and the ratios ours/floor,
+loop/floor and dense/ours. The repetitions of the variants are interleaved, so a change in
+background load hits all of them alike.
+
+    python benchmarks/moe.py                    # d=512, H=1024, 4096 tokens, k=4, E=16,64,256
+    python benchmarks/moe.py --skip-dense-above 256   # dense at E=256 too (slow, ~6 GB)
+    python benchmarks/moe.py --quick            # a few seconds: smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multimodel.config import MoEConfig
+from multimodel.layers.moe import MixtureOfExperts
+
+
+def loop_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Baseline: ``moe``'s routing, then a plain autograd loop over the non-empty experts."""
+    N, D = x.shape
+    K = moe.top_k
+    gates, experts, aux_loss = moe.gate(x)  # (N, K), (N, K), ()
+    slot_expert = experts.t().reshape(-1)  # (S,)
+    order = torch.argsort(slot_expert, stable=True)  # (S,)
+    counts = torch.bincount(slot_expert, minlength=moe.num_experts).tolist()
+    xs = x.index_select(0, order % N).split(counts)  # E chunks of (count_e, D)
+    w1, b1, w2, b2 = (p.unbind(0) for p in (moe.w1, moe.b1, moe.w2, moe.b2))
+    ys = [
+        torch.addmm(b2[e], F.relu(torch.addmm(b1[e], xs[e], w1[e])), w2[e])
+        for e in range(moe.num_experts)
+        if counts[e] > 0
+    ]
+    per_slot = torch.cat(ys).new_zeros(N * K, D).index_copy(0, order, torch.cat(ys))  # (S, D)
+    out = (per_slot.view(K, N, D) * gates.t().unsqueeze(-1)).sum(0)  # (N, D)
+    return out, aux_loss
+
+
+def dense_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Reference: every expert on every token, weighted by the dense (N, E) gate matrix."""
+    gates, experts, aux_loss = moe.gate(x)  # (N, K), (N, K), ()
+    dense_gates = torch.zeros(x.shape[0], moe.num_experts).scatter(1, experts, gates)  # (N, E)
+    out = torch.zeros_like(x)
+    w1, b1, w2, b2 = (p.unbind(0) for p in (moe.w1, moe.b1, moe.w2, moe.b2))
+    for e in range(moe.num_experts):
+        y = torch.addmm(b2[e], F.relu(torch.addmm(b1[e], x, w1[e])), w2[e])  # (N, D)
+        out = out + dense_gates[:, e : e + 1] * y
+    return out, aux_loss
+
+
+def median_spread(times: list[float]) -> str:
+    med, low, high = (1e3 * v for v in (statistics.median(times), min(times), max(times)))
+    digits = 0 if low >= 100 else 1
+    return f"{med:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
+    parser.add_argument("--experts", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--d-model", type=int, default=512)
+    parser.add_argument("--expert-hidden", type=int, default=1024)
+    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
+    parser.add_argument("--threads", type=int, default=None, help="default 2 (--quick: 1)")
+    parser.add_argument(
+        "--skip-dense-above",
+        type=int,
+        default=64,
+        help="skip the dense reference for more experts than this (it costs E/k× the floor)",
+    )
+    parser.add_argument("--no-loop", action="store_true", help="skip the plain-loop baseline")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.experts, args.tokens, args.d_model, args.expert_hidden = [4, 8], 64, 32, 64
+        args.top_k, args.reps = 2, 1
+    if args.threads is None:
+        # Tiny ops on two OpenMP threads can stall for ms when the machine is busy.
+        args.threads = 1 if args.quick else 2
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    N, D, H, K = args.tokens, args.d_model, args.expert_hidden, args.top_k
+    print(
+        f"MoE fwd+bwd, float32, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+        f"{N} tokens, d={D}, expert hidden={H}, k={K}; time in ms, median [min–max] of "
+        f"{args.reps} reps"
+    )
+    header = (
+        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'loop':>20} | {'dense':>22} | "
+        f"{'ours/floor':>10} | {'loop/floor':>10} | {'dense/ours':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    x = torch.randn(N, D, requires_grad=True)
+    grad_out = torch.randn(N, D)
+    floor = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, D))
+    x_slots = torch.randn(N * K, D, requires_grad=True)
+    grad_slots = torch.randn(N * K, D)
+
+    for E in args.experts:
+        moe = MixtureOfExperts(D, MoEConfig(num_experts=E, top_k=K, expert_hidden_size=H))
+        moe.train()  # noise on; with the zero-initialised gate, routing is near uniform
+
+        def step(module: nn.Module, fn: Callable[[], tuple[Tensor, Tensor]]) -> float:
+            x.grad = x_slots.grad = None
+            module.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            out, aux = fn()
+            grad = grad_out if out.shape[0] == N else grad_slots
+            torch.autograd.backward([out, aux], [grad, torch.ones_like(aux)])
+            return time.perf_counter() - start
+
+        def run_ours() -> tuple[Tensor, Tensor]:
+            out, aux, _ = moe(x.unsqueeze(0))  # (1, N, D)
+            return out.squeeze(0), aux
+
+        def run_floor() -> tuple[Tensor, Tensor]:
+            return floor(x_slots), x_slots.new_zeros((), requires_grad=True)
+
+        variants: dict[str, Callable[[], float]] = {
+            "floor": lambda: step(floor, run_floor),
+            "ours": lambda: step(moe, run_ours),
+        }
+        if not args.no_loop:
+            variants["loop"] = lambda: step(moe, lambda: loop_experts(moe, x))
+        dense_on = E <= args.skip_dense_above
+        dense_reps = max(1, round(args.reps * 16 / E)) if dense_on else 0
+        if dense_on:
+            variants["dense"] = lambda: step(moe, lambda: dense_experts(moe, x))
+
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for name, run in variants.items():  # warm-up (allocator, MKL packing buffers)
+            if name != "dense" or E <= 16:
+                run()
+        for rep in range(args.reps):
+            names = list(variants)
+            names = names[rep % len(names) :] + names[: rep % len(names)]  # rotate the order
+            for name in names:
+                if name == "dense" and rep >= dense_reps:
+                    continue
+                times[name].append(variants[name]())
+
+        med = {name: statistics.median(t) for name, t in times.items()}
+        cell = {name: median_spread(t) for name, t in times.items()}
+        loop_cell = cell.get("loop", "—")
+        dense_cell = f"{cell['dense']} ({dense_reps}×)" if dense_on else "skipped"
+        loop_ratio = f"{med['loop'] / med['floor']:.2f}×" if "loop" in med else "—"
+        dense_ratio = f"{med['dense'] / med['ours']:.1f}×" if dense_on else "—"
+        print(
+            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {loop_cell:>20} | "
+            f"{dense_cell:>22} | {med['ours'] / med['floor']:>9.2f}× | {loop_ratio:>10} | "
+            f"{dense_ratio:>10}",
+            flush=True,
+        )
+        del moe
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

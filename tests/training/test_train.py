@@ -1,0 +1,189 @@
+"""The trainer: loss drops on every task, a batch can be overfit, resume-after-kill is exact,
+evaluation is deterministic, errors are clear."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from multimodel.config import apply_overrides, load_config
+from multimodel.data.batching import TaskStream
+from multimodel.model.multimodel import MultiModel
+from multimodel.tasks import BUILTIN_TASKS, TASKS
+from multimodel.training import checkpoint as ckpt
+from multimodel.training.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.training.train import TrainingError, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny.py"
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    return load_config(TINY, [f"data.data_dir={str(tmp_path / 'data')!r}", *overrides])
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(ckpt.resolve_checkpoint(run_dir) / "model.safetensors"))
+
+
+def _available(name: str, data_dir: Path) -> bool:
+    return TASKS[name].available(data_dir) is None
+
+
+@torch.no_grad()
+def _fixed_batch_losses(model, task_data, n_batches=2):
+    model.eval()
+    losses = {}
+    for name, td in task_data.items():
+        stream = TaskStream(name, td.train, td.collate, 8, seed=99)
+        total = 0.0
+        for _ in range(n_batches):
+            b = stream.next_batch()
+            out = model(b.inputs, b.input_mask, b.targets, b.target_mask, input_modality=td.task.input_modality,
+                        target_modality=td.task.target_modality, task_token=td.task.task_token)
+            total += float(out.loss.nll_sum) / float(out.loss.count)
+        losses[name] = total / n_batches
+    model.train()
+    return losses
+
+
+@pytest.mark.slow
+def test_joint_run_over_all_builtin_tasks_lowers_every_loss(tmp_path):
+    tasks = [t for t in BUILTIN_TASKS if _available(t, tmp_path / "data")]
+    if len(tasks) < len(BUILTIN_TASKS):
+        pytest.skip(f"built-in data missing for {sorted(set(BUILTIN_TASKS) - set(tasks))}")
+    cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=160",
+               "train.learning_rate=3e-3", "train.warmup_steps=20", "model.dropout=0.0",
+               "train.mixing='uniform'", "train.checkpoint_every=1000")
+    task_data = load_task_data(cfg, log=lambda _m: None)
+    tokenizer = build_tokenizer(cfg, task_data)
+    attach_collators(cfg, task_data, tokenizer)
+    torch.manual_seed(cfg.train.seed)
+    model = MultiModel(cfg.model, tokenizer.vocab_size, modality_specs([td.task for td in task_data.values()]))
+    before = _fixed_batch_losses(model, task_data)
+    result = train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    after = _fixed_batch_losses(result.model, result.task_data)
+    for name in tasks:
+        assert after[name] < before[name] - 0.3, f"{name}: loss {before[name]:.3f} -> {after[name]:.3f}"
+
+
+def test_single_batch_can_be_overfit(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=8", "data.batch_size=8",
+               "model.dropout=0.0", "model.label_smoothing=0.0", "train.learning_rate=1e-2",
+               "train.warmup_steps=10", "train.steps=150")
+    task_data = load_task_data(cfg, log=lambda _m: None)
+    tokenizer = build_tokenizer(cfg, task_data)
+    attach_collators(cfg, task_data, tokenizer)
+    td = task_data["numbers_en_de"]
+    batch = td.collate(list(td.train))
+    torch.manual_seed(0)
+    model = MultiModel(cfg.model, tokenizer.vocab_size, ["text"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    kwargs = dict(input_modality="text", target_modality="text", task_token="To-German")
+    first = None
+    for _ in range(cfg.train.steps):
+        out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+        first = first if first is not None else float(out.loss.loss)
+        opt.zero_grad()
+        (out.loss.loss + out.aux_loss).backward()
+        opt.step()
+    model.eval()
+    out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    assert float(out.loss.loss) < 0.05 * first
+    assert int(out.loss.correct) == int(out.loss.count)
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "multimodel", *args], cwd=tmp_cwd(), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def tmp_cwd() -> str:
+    return str(REPO)
+
+
+RESUME_ARGS = ["data.tasks=digits,numbers_en_fr", "data.train_size=64", "train.steps=40",
+               "train.checkpoint_every=4", "train.keep_checkpoints=3", "train.warmup_steps=5"]
+
+
+def test_resume_after_sigkill_ends_with_identical_weights(tmp_path):
+    data = f"data.data_dir={str(tmp_path / 'data')!r}"
+    base = ["train", "--config", str(TINY), "--no-eval", "--no-progress"]
+    ref = _run_cli(base + ["--run-dir", str(tmp_path / "ref"), data, *RESUME_ARGS])
+    victim = _run_cli(base + ["--run-dir", str(tmp_path / "victim"), data, *RESUME_ARGS])
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline:
+        found = ckpt.list_checkpoints(tmp_path / "victim" / "checkpoints")
+        if found and int(found[-1].name.split("-")[1]) >= 8:
+            victim.send_signal(signal.SIGKILL)
+            killed_at = int(found[-1].name.split("-")[1])
+            break
+        if victim.poll() is not None:
+            break
+        time.sleep(0.02)
+    victim.wait()
+    assert killed_at is not None and killed_at < 40, "the run ended before it could be killed"
+    assert victim.returncode == -signal.SIGKILL
+    resumed = subprocess.run([sys.executable, "-m", "multimodel", "train", "--run-dir", str(tmp_path / "victim"),
+                              "--resume", "--no-eval", "--no-progress"], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout
+    assert ref.wait(timeout=240) == 0, ref.stdout.read()
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "victim")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_with_a_different_model_config_is_refused(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=4", "train.checkpoint_every=2")
+    train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    other = apply_overrides(cfg, ["model.hidden_size=48"])
+    with pytest.raises(TrainingError, match="model.hidden_size"):
+        train(other, tmp_path / "run", resume=True, log=lambda _m: None, progress=False)
+    # Extending the number of steps is allowed and continues from step 4.
+    longer = apply_overrides(cfg, ["train.steps=6"])
+    result = train(longer, tmp_path / "run", resume=True, log=lambda _m: None, progress=False)
+    assert result.step == 6
+
+
+def test_nonfinite_losses_are_skipped_then_abort(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=20", "train.max_bad_steps=3")
+    original = MultiModel.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        out.loss.loss = out.loss.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MultiModel, "forward", poisoned)
+    messages = []
+    with pytest.raises(TrainingError, match="3 consecutive non-finite"):
+        train(cfg, tmp_path / "run", log=messages.append, progress=False)
+    assert sum("non-finite loss" in m for m in messages) == 3
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad_key = subprocess.run([sys.executable, "-m", "multimodel", "train", "--config", str(TINY), "--run-dir",
+                              str(tmp_path / "r"), "model.hiden_size=3"], cwd=REPO, capture_output=True, text=True)
+    assert bad_key.returncode == 2
+    assert "hiden_size" in bad_key.stderr and "Traceback" not in bad_key.stderr
+    bad_task = subprocess.run([sys.executable, "-m", "multimodel", "train", "--config", str(TINY), "--run-dir",
+                               str(tmp_path / "r"), "data.tasks=imagenet_full"], cwd=REPO, capture_output=True,
+                              text=True)
+    assert bad_task.returncode == 2
+    assert "imagenet_full" in bad_task.stderr and "known tasks" in bad_task.stderr
+    assert "Traceback" not in bad_task.stderr
+    no_ckpt = subprocess.run([sys.executable, "-m", "multimodel", "eval", str(tmp_path / "nothing")], cwd=REPO,
+                             capture_output=True, text=True)
+    assert no_ckpt.returncode == 2 and "no checkpoint" in no_ckpt.stderr

@@ -1,4 +1,4 @@
-"""The paper's sizes (Kaiser et al. 2017, §2–4): the joint 8-task MultiModel.
+"""The paper's sizes (Kaiser et al. 2017): the joint 8-task MultiModel.
 
 Command:   multimodel train --config configs/paper.py --run-dir runs/paper
 Run time:  the paper trained on many GPUs for days; this is for reference and for large

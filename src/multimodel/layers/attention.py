@@ -1,4 +1,4 @@
-"""Multi-head dot-product attention and the attention block (MultiModel §2.2, eq. 4–5).
+"""Multi-head dot-product attention and the attention block (MultiModel §2.2).
 
 The attention block lets the decoder side (the shifted targets) look at the encoder's
 memory. The timing signal is added to the query side only; two ConvSteps (kernel 5 by

@@ -1,4 +1,4 @@
-"""Depthwise-separable convolutions, ConvSteps and conv blocks (MultiModel §2.1, eq. 1–3).
+"""Depthwise-separable convolutions, ConvSteps and conv blocks (MultiModel §2.1).
 
 The paper's convolutional unit is the ConvStep, ``LayerNorm(SepConv(ReLU(x)))``: a depthwise
 convolution over time (one filter per channel, with a kernel size and dilation) followed by a
@@ -14,7 +14,7 @@ incremental decoding a causal SeparableConv1d can keep those past inputs in a ``
 stopped, so one new token costs one output position per layer.
 
 The 2-D variants (``SeparableConv2d``, ``ConvStep2d``, ``DownsampleBlock2d``) serve the image
-and audio modality nets (the Xception-like entry flow of §2.4).
+and audio modality nets (the Xception-like entry flow of §2.5).
 
 Dimensions: B batch, T time, C channels, D hidden size, H × W spatial size, k kernel size.
 """
@@ -55,7 +55,6 @@ class SeparableConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         """(B, T, C_in) -> (B, T, C_out). With ``cache``, x holds only the new positions."""
-        B, T, C = x.shape
         if cache is not None:
             return self.pointwise(self._step(x, cache))
         if self.causal:
@@ -69,8 +68,8 @@ class SeparableConv1d(nn.Module):
     def _step(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
         """Depthwise conv of a few new positions (B, T, C) continuing the cached window.
 
-        Written as a sum over the k taps: for one new position this is ~10× cheaper than a
-        conv1d call, whose fixed cost would dominate incremental decoding.
+        Written as a sum over the k taps: for one new position this is several times cheaper
+        than a conv1d call, whose fixed cost would dominate incremental decoding.
         """
         if not self.causal:
             raise ValueError("a non-causal convolution cannot be run incrementally")
@@ -86,7 +85,7 @@ class SeparableConv1d(nn.Module):
 
 
 class ConvStep(nn.Module):
-    """``LayerNorm(SepConv(ReLU(x)))`` over time (paper eq. 1).
+    """``LayerNorm(SepConv(ReLU(x)))`` over time (§2.1).
 
     Args:
         in_channels: channels of the input.
@@ -112,7 +111,7 @@ class ConvStep(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Four ConvSteps with residual connections after the 2nd and 4th, then dropout (eq. 2).
+    """Four ConvSteps with residual connections after the 2nd and 4th, then dropout (§2.1).
 
     Args:
         hidden_size: channels D of input and output.
@@ -234,7 +233,7 @@ class ConvStep2d(nn.Module):
 
 class DownsampleBlock2d(nn.Module):
     """Xception-style residual block: 2 separable 3×3 ConvSteps + 3×3 max-pool with a stride,
-    plus a strided 1×1 ConvStep on the residual path (MultiModel §2.4, image entry flow).
+    plus a strided 1×1 ConvStep on the residual path (MultiModel §2.5, image entry flow).
 
     Args:
         in_channels: channels of the input.

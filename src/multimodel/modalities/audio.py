@@ -1,4 +1,4 @@
-"""Audio modality net (MultiModel §2.4, "audio modality net").
+"""Audio modality net (MultiModel §2.5, "audio modality net").
 
 Input: log-mel spectrogram frames (B, T, n_mels), or a raw waveform (B, T_samples) that a
 front end turns into the same log-mel frames the corpora produce (corpora/audio_features.py:

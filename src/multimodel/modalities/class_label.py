@@ -1,4 +1,4 @@
-"""Categorical output modality net (MultiModel §2.4, "categorical modality net").
+"""Categorical output modality net (MultiModel §2.5, "categorical modality net").
 
 Classification tasks skip the decoder: this net reads the encoder memory directly.
 ``class_label_blocks`` downsampling blocks (a ConvStep over the sequence, then every second

@@ -1,4 +1,4 @@
-"""Image modality net: the Xception-like entry flow (MultiModel §2.4, "image modality net").
+"""Image modality net: the Xception-like entry flow (MultiModel §2.5, "image modality net").
 
     ConvStep 3×3, ``image_entry_filters[0]`` filters, stride 2 (no ReLU on raw pixels)
     ConvStep 3×3, ``image_entry_filters[1]`` filters

@@ -1,4 +1,4 @@
-"""Text modality net (MultiModel §2.4, "language modality nets").
+"""Text modality net (MultiModel §2.5, "language modality nets").
 
 Input: subword ids (B, T), int64, PAD = 0. They are embedded by a learned table and scaled by
 sqrt(D) (so the embedding's scale matches the unit-variance timing signal and conv outputs).

@@ -1,4 +1,5 @@
-"""The shared body and its assembly with modality nets (MultiModel §2.5) and decoding (§3).
+"""The shared body and its assembly with modality nets (MultiModel §2.4–2.5) and
+autoregressive decoding.
 
 ``encoder.py``, ``mixer.py`` and ``decoder.py`` hold the three parts of the body;
 ``multimodel.py`` assembles them with the modality nets and task tokens; ``decoding.py`` and

@@ -1,4 +1,4 @@
-"""The decoder (MultiModel §2.5): causal conv blocks interleaved with attention to the memory.
+"""The decoder (MultiModel §2.4): causal conv blocks interleaved with attention to the memory.
 
     x -> [causal ConvBlock -> attention block to the memory] × n, MoE after the middle block
 

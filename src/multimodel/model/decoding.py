@@ -1,4 +1,5 @@
-"""Autoregressive decoding: greedy and beam search (MultiModel §3; GNMT length penalty).
+"""Autoregressive decoding: greedy and beam search (released code: beam 4, α = 0.6;
+GNMT length penalty, Wu et al. 2016).
 
 Both searches ask a *scorer* for the next-token logits of every row given the tokens so far:
 

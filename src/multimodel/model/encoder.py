@@ -1,4 +1,4 @@
-"""The encoder (MultiModel §2.5): non-causal conv blocks with a MoE layer in the middle.
+"""The encoder (MultiModel §2.4): non-causal conv blocks with a MoE layer in the middle.
 
     x -> ConvBlock × ceil(n/2) -> MoE sublayer -> ConvBlock × floor(n/2) -> memory
 

@@ -1,4 +1,4 @@
-"""Incremental decoding state (MultiModel §2.5 decoder, run one position at a time).
+"""Incremental decoding state (MultiModel §2.4 decoder, run one position at a time).
 
 The decoder side of MultiModel is causal: causal ConvSteps and attention to a fixed memory.
 So to extend a decoded prefix by one token, each causal ConvStep needs only its last

@@ -1,4 +1,4 @@
-"""The I/O mixer (MultiModel §2.5): where the decoder side first meets the encoder.
+"""The I/O mixer (MultiModel §2.4): where the decoder side first meets the encoder.
 
     shifted targets -> attention block to the memory -> causal ConvBlock × mixer_blocks
 

@@ -86,6 +86,15 @@ class RoutingTotals:
                 self.tokens[task][layer] = t.clone()
                 self.gates[task][layer] = g.clone()
 
+    def reduced(self, info: DistInfo) -> "RoutingTotals":
+        """A copy summed over ranks (every rank trained the same tasks in the same order)."""
+        out = RoutingTotals()
+        for task in sorted(self.tokens):
+            for layer in sorted(self.tokens[task]):
+                out.tokens[task][layer] = all_reduce_sum(self.tokens[task][layer], info)
+                out.gates[task][layer] = all_reduce_sum(self.gates[task][layer], info)
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         return {"tokens": {k: dict(v) for k, v in self.tokens.items()},
                 "gates": {k: dict(v) for k, v in self.gates.items()}}
@@ -265,7 +274,8 @@ def train(
         for name, s in meta["streams"].items():
             if name in streams:
                 streams[name].load_state_dict(s)
-        routing.load_state_dict(state["routing"])
+        if main:  # rank 0 saved the totals reduced over ranks; the others start from zero
+            routing.load_state_dict(state["routing"])
         skipped_steps = int(state.get("skipped_steps", 0))
         step = int(meta["step"])
         ckpt.set_rng_state(state["rng"])
@@ -291,6 +301,8 @@ def train(
     last_log_time = time.time()
 
     def save(at_step: int) -> Path | None:
+        # Routing totals are saved summed over ranks (a collective: every rank calls save).
+        routing_state = routing.reduced(dist_info).state_dict() if dist_info.enabled else routing.state_dict()
         if not main:
             return None
         meta = {
@@ -305,7 +317,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": ckpt.rng_state(),
-            "routing": routing.state_dict(),
+            "routing": routing_state,
             "skipped_steps": skipped_steps,
         }
         return ckpt.save_checkpoint(run_dir / "checkpoints", at_step, model=model, meta=meta,
@@ -339,7 +351,13 @@ def train(
             local = local.to(device)
             args, kwargs = model_inputs(local, task)
             out = ddp_model(*args, **kwargs)
-            loss = out.loss.loss + out.aux_loss
+            task_loss = out.loss.loss
+            if dist_info.enabled:
+                # DDP averages gradients over ranks; weighting each rank's per-token mean by its
+                # share of the global token count makes that average the global per-token mean.
+                global_count = all_reduce_sum(out.loss.count.detach().float(), dist_info)
+                task_loss = task_loss * (out.loss.count * dist_info.world_size / global_count)
+            loss = task_loss + out.aux_loss
             finite = torch.isfinite(loss.detach()).float()
             finite = all_reduce_sum(finite, dist_info)
             if finite.item() < dist_info.world_size:
@@ -406,6 +424,8 @@ def train(
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         barrier(dist_info)
+    if dist_info.enabled:
+        routing = routing.reduced(dist_info)
     if main:
         (run_dir / "routing.json").write_text(json.dumps(routing.to_json(), indent=1))
     if skipped_steps:

@@ -85,7 +85,8 @@ class Predictor:
         kwargs = {"input_modality": task.input_modality, "target_modality": task.target_modality,
                   "task_token": task.task_token}
         if task.is_classification:
-            logits = self.model.classify(batch.inputs, batch.input_mask, **kwargs)[0]
+            logits = self.model.classify(batch.inputs, batch.input_mask, input_modality=task.input_modality,
+                                         target_modality=task.target_modality)[0]
             probs = torch.softmax(logits.float(), dim=-1)
             values, indices = probs.topk(min(top, probs.numel()))
             names = [task.labels[i] if task.labels else str(i) for i in indices.tolist()]
@@ -128,10 +129,11 @@ class Predictor:
 
     def audio(self, path_or_wave: Any, sample_rate: int | None = None, beam_size: int = 4) -> Prediction:
         """Transcript of one audio file (any sample rate; resampled) or waveform."""
-        from multimodel.corpora.speech import audio_features, read_audio_any_rate
+        from multimodel.corpora.speech import features as audio_features
+        from multimodel.corpora.speech import read_audio_file
 
         if isinstance(path_or_wave, (str, Path)):
-            wave, rate = read_audio_any_rate(Path(path_or_wave))
+            wave, rate = read_audio_file(Path(path_or_wave))
         else:
             if sample_rate is None:
                 raise PredictError("a raw waveform needs its sample_rate")

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from multimodel.corpora import cache, grammar, numbers
+from multimodel.corpora.errors import CorpusError
 from multimodel.corpora.audio_features import TARGET_SAMPLE_RATE, log_mel_spectrogram, resample
 from multimodel.data.example import Example, Split
 
@@ -233,3 +234,23 @@ def load(data_dir: Path, split: str, size: int, seed: int, skip_bad: bool = Fals
         lambda p, ex: cache.save_arrays(p, ex, "float16", compress=False),
         cache.load_arrays,
     )
+
+
+def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
+    """A mono float32 waveform and its sample rate from any file soundfile reads (WAV, FLAC, ...).
+
+    Raises:
+        CorpusError: the file is missing, unreadable or empty.
+    """
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(path, "audio file not found", "check the path")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (T, channels)
+    except (RuntimeError, OSError, ValueError, TypeError) as error:
+        raise CorpusError(path, f"corrupt or unreadable audio ({error})", "give a WAV or FLAC file") from error
+    if samples.shape[0] == 0:
+        raise CorpusError(path, "audio has no samples", "give a non-empty recording")
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), int(rate)

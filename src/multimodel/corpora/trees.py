@@ -257,3 +257,32 @@ def delinearize(text: str) -> Tree:
     if root is None:
         raise ValueError(f"unbalanced brackets: {len(stack)} constituent(s) never closed")
     return root
+
+
+def pretty(tree: Tree, words: list[str] | None = None, indent: str = "  ") -> str:
+    """An indented, one-constituent-per-line drawing of ``tree``.
+
+    When ``words`` are given and their number equals the number of preterminals, they are
+    shown next to their tags (``NN cat``); otherwise the tags alone are shown.
+    """
+    if words is not None:
+        try:
+            tree = attach_words(tree, words)
+        except ValueError:
+            pass
+    lines: list[str] = []
+
+    def walk(node: Tree, depth: int) -> None:
+        if node.is_preterminal:
+            word = f" {node.children[0]}" if node.children else ""
+            lines.append(f"{indent * depth}{node.label}{word}")
+            return
+        lines.append(f"{indent * depth}{node.label}")
+        for child in node.children:
+            if isinstance(child, Tree):
+                walk(child, depth + 1)
+            else:
+                lines.append(f"{indent * (depth + 1)}{child}")
+
+    walk(tree, 0)
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""`predict` from a saved checkpoint, for every input modality; bad files give one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multimodel.config import load_config
+from multimodel.predict import PredictError, Predictor
+from multimodel.tasks import TASKS
+from multimodel.training.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("predict")
+    data = tmp / "data"
+    tasks = ["digits", "numbers_en_de", "grammar_parsing"]
+    if TASKS["speech_numbers"].available(data) is None:
+        tasks.append("speech_numbers")
+    cfg = load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(data)!r}", f"data.tasks={','.join(tasks)}",
+                                                     "data.train_size=16", "data.eval_size=4", "train.steps=3"])
+    train(cfg, tmp / "run", progress=False, log=lambda _m: None)
+    return tmp / "run"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "multimodel", "predict", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_predict_image_text_and_parse(run_dir, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8)).save(png)
+    out = _cli(str(run_dir), "--image", str(png), "--beam-size", "1")
+    assert out.returncode == 0, out.stderr
+    assert "[digits] class:" in out.stdout and "top-5" in out.stdout
+    label = out.stdout.split("class:")[1].split()[0]
+    assert label in TASKS["digits"].labels
+
+    predictor = Predictor.from_checkpoint(run_dir)
+    p = predictor.text("twenty-one", "german", beam_size=2)
+    assert p.task == "numbers_en_de" and p.task_token == "To-German" and isinstance(p.output, str)
+    tree = predictor.text("the cat saw a dog .", "parse-tree", beam_size=1)
+    assert tree.task == "grammar_parsing" and tree.task_token == "To-Parse-Tree"
+    with pytest.raises(PredictError, match="empty"):
+        predictor.text("   ", "german")
+    with pytest.raises(PredictError, match="To-French"):
+        predictor.text("one", "french")
+
+
+def test_predict_audio(run_dir, tmp_path):
+    import soundfile
+
+    predictor = Predictor.from_checkpoint(run_dir)
+    if not any(t.input_modality == "audio" for t in predictor.tasks):
+        pytest.skip("espeak-ng missing: no speech task in the checkpoint")
+    wav = tmp_path / "tone.wav"
+    t = np.arange(22050) / 22050
+    soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
+    out = _cli(str(run_dir), "--audio", str(wav), "--beam-size", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("[speech_numbers, To-English]")
+
+
+def test_unreadable_inputs_give_one_line_errors(run_dir, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    out = _cli(str(run_dir), "--image", str(bad))
+    assert out.returncode == 2 and "broken.png" in out.stderr and "Traceback" not in out.stderr
+    missing = _cli(str(run_dir), "--audio", str(tmp_path / "nope.wav"))
+    assert missing.returncode == 2 and "nope.wav" in missing.stderr
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF0000WAVEjunk")
+    out = _cli(str(run_dir), "--audio", str(corrupt))
+    assert out.returncode == 2 and "corrupt.wav" in out.stderr

@@ -23,6 +23,7 @@ examples:
   multimodel predict runs/demo --text "twenty-one" --to german
   multimodel predict runs/demo --image shoe.png
   multimodel predict runs/demo --audio hello.wav
+  multimodel serve runs/demo --port 8000
   multimodel tasks
   multimodel info --config configs/paper.py
 """
@@ -77,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to produce from --text (default: german)")
     p.add_argument("--beam-size", type=int, default=4, help="beam size (default 4, as in the paper's code)")
 
+    p = sub.add_parser("serve", help="a local web page and JSON API for a checkpoint (image, speech, text)",
+                       epilog="example: multimodel serve runs/demo   (then open http://127.0.0.1:8000/;"
+                       " API docs at /docs)")
+    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; others are warned about)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0,
+                   help="largest image or audio upload in megabytes (default 10)")
+
     p = sub.add_parser("tasks", help="list the task catalogue with sizes and whether data is present")
     p.add_argument("--data-dir", default="data", help="data directory to check (default: data)")
 
@@ -128,6 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_tasks(args)
     if args.command == "info":
         return cmd_info(args)
+    if args.command == "serve":
+        return cmd_serve(args)
     if args.command == "data":
         return cmd_data(args)
     raise AssertionError(args.command)
@@ -169,6 +182,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         out = predictor.from_text(args.text, args.to, beam_size=args.beam_size)
         print(out)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from multimodel.serve import serve
+    except ImportError as err:
+        raise ValueError(f"the web demo needs FastAPI and uvicorn ({err}); pip install fastapi uvicorn"
+                         " python-multipart") from None
+
+    serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
     return 0
 
 

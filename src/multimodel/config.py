@@ -109,6 +109,9 @@ class DataConfig:
     """Task names from the catalogue (``multimodel tasks`` lists them)."""
     data_dir: str = "data"
     """Where built-in corpora are cached and real corpora are looked for."""
+    corpora_dir: str = ""
+    """A second, possibly read-only, place for real corpora (e.g. ``../shared/corpora``): a task
+    whose data is not under ``data_dir`` is looked for here. Empty = ``data_dir`` only."""
     seed: int = 1234
     """Seed of corpus generation and of the data order."""
     vocab_size: int = 1000

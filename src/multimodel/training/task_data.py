@@ -34,6 +34,20 @@ def task_train_size(cfg: Config, name: str) -> int:
     return int(cfg.data.task_sizes.get(name, cfg.data.train_size))
 
 
+def task_data_dir(cfg: Config, task: Task) -> Path:
+    """Where ``task``'s data is: ``data.data_dir``, else ``data.corpora_dir`` (real corpora kept
+    read-only elsewhere); raise FileNotFoundError saying what is missing when neither has it."""
+    data_dir = Path(cfg.data.data_dir)
+    missing = task.available(data_dir)
+    if not missing:
+        return data_dir
+    if cfg.data.corpora_dir:
+        if not task.available(Path(cfg.data.corpora_dir)):
+            return Path(cfg.data.corpora_dir)
+        missing += f" (also not in data.corpora_dir={cfg.data.corpora_dir!r})"
+    raise FileNotFoundError(f"task {task.name}: {missing}")
+
+
 def load_task_data(
     cfg: Config,
     names: Sequence[str] | None = None,
@@ -45,18 +59,15 @@ def load_task_data(
     unknown_sizes = sorted(set(cfg.data.task_sizes) - set(cfg.data.tasks))
     if unknown_sizes:
         raise ValueError(f"data.task_sizes names tasks not selected in data.tasks: {unknown_sizes}")
-    data_dir = Path(cfg.data.data_dir)
     out: dict[str, TaskData] = {}
     for name in names:
         task = get_task(name)
-        missing = task.available(data_dir)
-        if missing:
-            raise FileNotFoundError(f"task {name}: {missing}")
+        root = task_data_dir(cfg, task)
         loaded: dict[str, Sequence[Example]] = {"train": [], "test": []}
         td = TaskData(task=task, train=[], test=[])
         for split in splits:
             size = task_train_size(cfg, name) if split == "train" else cfg.data.eval_size
-            result = task.load(data_dir, split, size, cfg.data.seed, cfg.data.skip_bad)
+            result = task.load(root, split, size, cfg.data.seed, cfg.data.skip_bad)
             loaded[split] = result.examples
             if result.skipped:
                 td.skipped[split] = result.skipped

@@ -187,7 +187,7 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
         for key in a[section]:
             if section == "train" and key in changeable:
                 continue
-            if section == "data" and key in ("data_dir",):
+            if section == "data" and key in ("data_dir", "corpora_dir"):
                 continue
             if a[section][key] != b[section][key]:
                 diffs.append(f"{section}.{key}: checkpoint {a[section][key]!r} vs given {b[section][key]!r}")
@@ -199,6 +199,7 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
     for key in changeable:
         merged["train"][key] = b["train"][key]
     merged["data"]["data_dir"] = b["data"]["data_dir"]
+    merged["data"]["corpora_dir"] = b["data"]["corpora_dir"]
     return config_from_dict(merged)
 
 
@@ -210,6 +211,7 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
     stop_after: int | None = None,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Train jointly on ``cfg.data.tasks``; resume from ``run_dir`` when asked.
 
@@ -220,6 +222,10 @@ def train(
         log: where human-readable messages go.
         progress: show a progress bar.
         stop_after: stop (with a checkpoint) after this global step; for tests and debugging.
+        init_from: a checkpoint (or run directory) whose weights and vocabulary a *fresh* run
+            starts from, e.g. to add a task to a trained model (``multimodel experiment
+            add-task``). Modules it lacks (the modality nets of new tasks) keep their random
+            initialisation; optimiser and schedule start anew. Ignored when resuming.
     """
     run_dir = Path(run_dir)
     latest: Path | None = None
@@ -244,8 +250,11 @@ def train(
 
     torch.manual_seed(cfg.train.seed)
     task_data = load_task_data(cfg, log=say)
+    init_ckpt = ckpt.resolve_checkpoint(Path(init_from)) if latest is None and init_from is not None else None
     if latest is not None:
         tokenizer = Tokenizer.from_bytes((latest / "tokenizer.model").read_bytes())
+    elif init_ckpt is not None:  # the vocabulary is fixed by the run we start from
+        tokenizer = Tokenizer.from_bytes((init_ckpt / "tokenizer.model").read_bytes())
     else:
         tokenizer = build_tokenizer(cfg, task_data)
     attach_collators(cfg, task_data, tokenizer)
@@ -253,6 +262,10 @@ def train(
 
     specs = modality_specs(list(tasks.values()))
     model = MultiModel(cfg.model, tokenizer.vocab_size, specs).to(device)
+    if init_ckpt is not None:
+        fresh = _init_weights_from(init_ckpt, model)
+        say(f"initialised from {init_ckpt}; fresh modules: "
+            + (", ".join(sorted({".".join(k.split(".")[:2]) for k in fresh})) or "none"))
     optimizer, scheduler = build_optimizer(model, cfg.train)
     sizes = {name: len(td.train) for name, td in task_data.items()}
     probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, cfg.train.task_weights)
@@ -433,6 +446,22 @@ def train(
     shutdown(dist_info)
     model.eval()
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
+
+
+def _init_weights_from(ckpt_dir: Path, model: MultiModel) -> list[str]:
+    """Load the weights ``model`` shares with checkpoint ``ckpt_dir``; return the names left fresh."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(ckpt_dir / "model.safetensors"))
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    bad_shapes = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if unexpected or bad_shapes:
+        raise TrainingError(
+            f"{ckpt_dir}: its weights do not fit this model (unexpected {unexpected[:3]}, shape"
+            f" mismatch {bad_shapes[:3]}); the model config must match the checkpoint's")
+    model.load_state_dict(state, strict=False)
+    return sorted(set(own) - set(state))
 
 
 def _log_record(step: int, meters: dict[str, TaskMeter], elapsed: float, lr: float,

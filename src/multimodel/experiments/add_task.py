@@ -1,0 +1,203 @@
+"""Adding a task to a trained model: how fast does it learn, and what do the old tasks forget?
+
+Users of the original asked for this and tensor2tensor never offered it. Arms, per seed:
+
+* ``before`` — the old tasks (``data.tasks`` without the new one) trained for ``train.steps``;
+* ``after`` — ``before``'s final weights and vocabulary, continued on the old tasks *plus* the
+  new one for ``add_steps`` steps (``train(..., init_from=...)``): the model is rebuilt with the
+  union of the modality nets, the new nets start random, the optimiser and schedule restart;
+* ``scratch`` — the new task alone from a random initialisation (and its own vocabulary),
+  for exactly as many steps as the new task received in ``after`` (matched compute).
+
+The vocabulary is fixed by ``before``: the new task's text is encoded with the old subwords and
+characters never seen become UNK (reported as the UNK rate; sentencepiece without byte fallback).
+Reported: the new task's metrics after vs. from scratch, the steps on the new task each needed to
+reach 90 % of the from-scratch run's final training per-token accuracy, and each old task's
+metrics before vs. after (forgetting; note ``after`` also keeps training the old tasks).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multimodel.config import Config
+from multimodel.experiments.grid import (
+    Arm,
+    Plan,
+    fmt_stat,
+    headline_metric,
+    make_spec,
+    read_eval,
+    seeded,
+    stats,
+    with_tasks,
+)
+
+QUESTION = ("Can a task be added to a trained model, and does it then learn faster than from scratch"
+            " while the old tasks keep their quality? (Asked by users of the original; not in the paper.)")
+
+ARM_LABELS = {"after": "added to the trained model", "scratch": "from scratch"}
+
+#: Fraction of the from-scratch final training accuracy used as the "learned" threshold.
+THRESHOLD = 0.9
+
+
+def split_tasks(cfg: Config, new_task: str | None) -> tuple[tuple[str, ...], str]:
+    """(old tasks, new task): the new task defaults to the last of ``data.tasks``."""
+    tasks = tuple(cfg.data.tasks)
+    new = new_task or tasks[-1]
+    old = tuple(t for t in tasks if t != new)
+    if not old:
+        raise ValueError(f"add-task needs at least one task besides {new!r} in data.tasks")
+    return old, new
+
+
+def plan(cfg: Config, seeds: int, *, new_task: str | None = None, add_steps: int | None = None,
+         vary_data_seed: bool = True) -> Plan:
+    old, new = split_tasks(cfg, new_task)
+    steps2 = add_steps or cfg.train.steps
+    specs = []
+    for i in range(seeds):
+        base = seeded(cfg, i, vary_data_seed=vary_data_seed)
+        before = make_spec(Arm("before", "before", old), i, with_tasks(base, old))
+        after = make_spec(Arm("after", "after", (*old, new)), i, with_tasks(base, (*old, new), steps=steps2),
+                          init_from="before")
+        scratch = make_spec(Arm("scratch", "scratch", (new,)), i,
+                            with_tasks(base, (new,), steps=max(1, after.task_steps[new])))
+        specs += [before, after, scratch]
+    notes = [f"before: {cfg.train.steps} steps on the {len(old)} old tasks; after: {steps2} more steps on"
+             f" all {len(old) + 1} tasks, starting from before's weights; scratch: {new} alone for exactly"
+             " the steps it received in after (at least 1)."]
+    return Plan("add-task", f"Adding {new} to a model trained on {len(old)} tasks", QUESTION, specs,
+                ["before", "after", "scratch"], [*old, new], notes)
+
+
+def steps_to_reach(x: np.ndarray, y: np.ndarray, threshold: float) -> float:
+    """First x where y ≥ threshold (NaN if never)."""
+    hits = np.nonzero(y >= threshold)[0]
+    return float(x[hits[0]]) if hits.size else math.nan
+
+
+def unk_rate(tokenizer_path: Path, cfg: Config, task: str) -> float | None:
+    """Fraction of UNK ids when the new task's training text is encoded with the old vocabulary."""
+    from multimodel.data.tokenizer import UNK, Tokenizer
+    from multimodel.training.task_data import load_task_data
+
+    tokenizer = Tokenizer.from_bytes(tokenizer_path.read_bytes())
+    data = load_task_data(with_tasks(cfg, (task,)), splits=("train",), log=lambda _m: None)[task]
+    total = unknown = 0
+    for ex in data.train:
+        for text in (ex.inputs, ex.target):
+            if isinstance(text, str):
+                ids = tokenizer.encode(text)
+                total += len(ids)
+                unknown += sum(1 for i in ids if i == UNK)
+    return unknown / total if total else None
+
+
+def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
+    """Learning speed, forgetting, vocabulary coverage; an extra figure. Returns (markdown, json, figures)."""
+    from multimodel.experiments.plots import mean_curve, plot_panels, run_curves
+
+    new = plan_.tasks[-1]
+    old = plan_.tasks[:-1]
+    by_arm: dict[str, dict[int, Any]] = {}
+    for spec in plan_.specs:
+        by_arm.setdefault(spec.arm.name, {})[spec.seed_index] = spec
+    seeds = sorted(by_arm["before"])
+
+    def done(arm: str, i: int) -> bool:
+        return (out / "runs" / by_arm[arm][i].name / "eval.json").is_file()
+
+    # Learning speed of the new task (training per-token accuracy vs. steps on the task).
+    reach: dict[str, list[float]] = {"after": [], "scratch": []}
+    curves: dict[str, dict[str, list]] = {"accuracy": {"after": [], "scratch": []}, "loss": {"after": [], "scratch": []}}
+    thresholds = []
+    for i in seeds:
+        if not (done("after", i) and done("scratch", i)):
+            continue
+        got = {arm: run_curves(by_arm[arm][i], out / "runs" / by_arm[arm][i].name).get(new, {})
+               for arm in ("after", "scratch")}
+        for key in curves:
+            for arm in ("after", "scratch"):
+                if key in got[arm]:
+                    curves[key][arm].append(got[arm][key])
+        if "accuracy" not in got["scratch"] or "accuracy" not in got["after"]:
+            continue
+        threshold = THRESHOLD * float(got["scratch"]["accuracy"][1][-1])
+        thresholds.append(threshold)
+        for arm in ("after", "scratch"):
+            reach[arm].append(steps_to_reach(*got[arm]["accuracy"], threshold))
+
+    # Forgetting: old tasks before vs. after.
+    forgetting: dict[str, dict[str, Any]] = {}
+    for task in old:
+        rows: dict[str, list[float]] = {"metric_before": [], "metric_after": [], "acc_before": [], "acc_after": [],
+                                        "ppl_before": [], "ppl_after": []}
+        for i in seeds:
+            if not (done("before", i) and done("after", i)):
+                continue
+            b = read_eval(out / "runs" / by_arm["before"][i].name)[task]
+            a = read_eval(out / "runs" / by_arm["after"][i].name)[task]
+            metric = headline_metric(task)
+            rows["metric_before"].append(b["metrics"][metric])
+            rows["metric_after"].append(a["metrics"][metric])
+            rows["acc_before"].append(b["token_accuracy"])
+            rows["acc_after"].append(a["token_accuracy"])
+            rows["ppl_before"].append(b["log_perplexity"])
+            rows["ppl_after"].append(a["log_perplexity"])
+        forgetting[task] = {k: stats(v) for k, v in rows.items()}
+        for k in ("metric", "acc", "ppl"):
+            forgetting[task][f"{k}_change"] = stats([y - x for x, y in zip(rows[f"{k}_before"], rows[f"{k}_after"])])
+
+    unk = []
+    for i in seeds:
+        if done("before", i):
+            rate = unk_rate(out / "runs" / by_arm["before"][i].name / "tokenizer.model", by_arm["after"][i].cfg, new)
+            if rate is not None:
+                unk.append(rate)
+
+    lines = [f"## The new task: {new}", ""]
+    lines.append(f"Steps on {new} needed to reach {THRESHOLD:.0%} of the from-scratch run's final training"
+                 " per-token accuracy (lower is faster; '—' = not reached):")
+    lines.append("")
+    lines.append("| arm | steps to threshold | threshold (per-token acc %) |")
+    lines.append("|---|---:|---:|")
+    for arm in ("after", "scratch"):
+        s = stats(reach[arm])
+        cell = fmt_stat(s, 0) if s["n"] else "—"
+        lines.append(f"| {arm} | {cell} | {fmt_stat(stats([100 * t for t in thresholds]))} |")
+    lines.append("")
+    if unk:
+        lines.append(f"Vocabulary: the old subword vocabulary encodes {new}'s training text with"
+                     f" {100 * float(np.mean(unk)):.1f} % UNK ids (sentencepiece, no byte fallback).")
+    else:
+        lines.append(f"Vocabulary: {new} has no text, so the old vocabulary does not limit it.")
+    lines += ["", "## Old tasks: before vs. after adding the new task", "",
+              "| task | measure | before | after | change |", "|---|---|---:|---:|---:|"]
+    for task, f in forgetting.items():
+        for key, label, digits in (("metric", "task metric", 1), ("acc", "per-token acc %", 1),
+                                   ("ppl", "log-perplexity", 3)):
+            lines.append(f"| {task} | {label} | {fmt_stat(f[f'{key}_before'], digits)} |"
+                         f" {fmt_stat(f[f'{key}_after'], digits)} | {fmt_stat(f[f'{key}_change'], digits)} |")
+
+    figures = []
+    panels = []
+    for key, ylabel, scale in (("accuracy", "training per-token acc %", 100.0), ("loss", "training loss", 1.0)):
+        drawn = {}
+        for arm in ("after", "scratch"):
+            if curves[key][arm]:
+                x, y = mean_curve(curves[key][arm])
+                drawn[ARM_LABELS[arm]] = (x, y * scale)
+        panels.append((f"{new}: added vs. from scratch", ylabel, drawn))
+    if any(p[2] for p in panels):
+        plot_panels(panels, out / "new_task.png")
+        figures.append("new_task.png")
+    extra = {"new_task": new, "old_tasks": list(old), "threshold_fraction": THRESHOLD,
+             "steps_to_threshold": {k: stats(v) for k, v in reach.items()}, "thresholds": thresholds,
+             "forgetting": forgetting, "unk_rate": unk}
+    return "\n".join(lines), extra, figures

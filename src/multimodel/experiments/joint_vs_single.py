@@ -1,0 +1,43 @@
+"""RQ1 + RQ2 (paper Table 2): one model trained jointly on all tasks vs. each task trained alone.
+
+Arms: ``joint`` trains on every task of ``data.tasks`` for ``train.steps`` steps; ``single-<task>``
+trains on that task alone. Matched compute (``compute="task"``, the default): each single-task
+run gets exactly the number of optimiser steps its task received in the joint run of the same
+seed, so both arms see the same number of batches of that task and differ only in whether the
+other tasks' steps happen in between. ``compute="total"`` instead gives every single-task run
+all ``train.steps`` steps (the single model then sees more data of its task than the joint one).
+"""
+
+from __future__ import annotations
+
+from multimodel.config import Config
+from multimodel.experiments.grid import Arm, Plan, make_spec, seeded, with_tasks
+
+QUESTION = ("Does one model trained jointly on several tasks reach the quality of a model trained on"
+            " each task alone (RQ1), and do the tasks help each other at similar compute (RQ2)?"
+            " Paper, Table 2: about equal on the large tasks, better on the small ones.")
+
+
+def plan(cfg: Config, seeds: int, *, compute: str = "task", vary_data_seed: bool = True) -> Plan:
+    tasks = tuple(cfg.data.tasks)
+    if len(tasks) < 2:
+        raise ValueError(f"joint-vs-single needs at least two tasks in data.tasks, got {list(tasks)}")
+    if compute not in ("task", "total"):
+        raise ValueError(f"compute must be 'task' or 'total', got {compute!r}")
+    specs = []
+    for i in range(seeds):
+        base = seeded(cfg, i, vary_data_seed=vary_data_seed)
+        joint = make_spec(Arm("joint", "joint", tasks), i, with_tasks(base, tasks))
+        specs.append(joint)
+        for task in tasks:
+            steps = joint.task_steps[task] if compute == "task" else base.train.steps
+            specs.append(make_spec(Arm(f"single-{task}", "single", (task,)), i,
+                                   with_tasks(base, (task,), steps=max(1, steps))))
+    if compute == "task":
+        notes = [f"joint: {cfg.train.steps} steps shared by the tasks (mixing {cfg.train.mixing!r});"
+                 " each single-task run gets exactly the steps its task received in the joint run"
+                 " of the same seed (at least 1)."]
+    else:
+        notes = [f"every run, joint or single, gets {cfg.train.steps} steps (compute='total')."]
+    return Plan("joint-vs-single", "Joint training vs. single-task training (RQ1, RQ2; paper Table 2)",
+                QUESTION, specs, ["joint", "single"], list(tasks), notes)

@@ -1,0 +1,66 @@
+"""Imports point one way (docs: README "Layout"); checked by parsing every module's imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "multimodel"
+
+# Which top-level parts of the package each part may import (itself always allowed).
+ALLOWED = {
+    "config": set(),
+    "layers": {"config"},
+    "modalities": {"config", "layers"},
+    "model": {"config", "layers", "modalities"},
+    "data": {"config"},
+    "corpora": {"config", "data"},
+    "tasks": {"config", "data", "corpora"},
+    "evaluation": {"config", "layers", "modalities", "model", "data", "corpora", "tasks"},
+    "training": {"config", "layers", "modalities", "model", "data", "corpora", "tasks", "evaluation"},
+    "predict": {"config", "layers", "modalities", "model", "data", "corpora", "tasks", "evaluation", "training"},
+    "experiments": {"config", "layers", "modalities", "model", "data", "corpora", "tasks", "evaluation", "training",
+                    "predict"},
+    "serve": {"config", "layers", "modalities", "model", "data", "corpora", "tasks", "evaluation", "training",
+              "predict"},
+    "cli": None,  # the top: may import anything
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imported_parts(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    parts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("multimodel"):
+            names = node.module.split(".")
+            if len(names) > 1:
+                parts.add(names[1])
+            else:
+                parts.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                if names[0] == "multimodel" and len(names) > 1:
+                    parts.add(names[1])
+    return parts
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(SRC)) for p in MODULES])
+def test_imports_point_one_way(path):
+    part = _part(path)
+    assert part in ALLOWED, f"{part} is not in the layout map of tests/test_layout.py"
+    allowed = ALLOWED[part]
+    if allowed is None:
+        return
+    bad = _imported_parts(path) - allowed - {part, "__version__"}
+    assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}, which sit above {part!r}"

@@ -26,6 +26,8 @@ examples:
   multimodel serve runs/demo --port 8000
   multimodel tasks
   multimodel info --config configs/paper.py
+  multimodel experiment joint-vs-single --config configs/demo.py --seeds 3
+  multimodel analyze-routing runs/demo
 """
 
 
@@ -100,6 +102,48 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("download", help="download and verify a corpus (resumable)")
     d.add_argument("name", nargs="?", help="corpus name (omit to list them)")
     d.add_argument("--data-dir", default="data", type=Path)
+    p = sub.add_parser("experiment", help="answer one of the paper's research questions: runs, tables, plots",
+                       description="Run a grid of (arm, seed) trainings with matched per-task compute and"
+                       " write OUT/results.md (mean ± std tables), OUT/results.json and learning-curve PNGs."
+                       " Re-running the same command resumes an interrupted grid.",
+                       epilog="examples:\n  multimodel experiment joint-vs-single --config configs/demo.py --seeds 3\n"
+                       "  multimodel experiment transfer --config configs/demo.py --seeds 2"
+                       " data.corpora_dir=../shared/corpora\n"
+                       "  multimodel experiment add-task --config configs/demo.py --new-task numbers_fr_en",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    esub = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    for name, text in (("joint-vs-single", "joint model vs. each task alone (RQ1, RQ2; paper Table 2)"),
+                       ("ablation", "full vs. no MoE vs. no attention (RQ3; paper Table 4)"),
+                       ("transfer", "parsing alone vs. + image task vs. + all tasks (RQ4; paper Table 3)"),
+                       ("add-task", "add a task to a trained model: learning speed and forgetting")):
+        e = esub.add_parser(name, help=text, description=text)
+        _add_config_args(e)
+        e.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+        e.add_argument("--out", type=Path, default=None, help=f"results directory (default results/{name})")
+        e.add_argument("--fixed-data-seed", action="store_true",
+                       help="vary only train.seed across seeds (data, and built-in corpora, stay the same)")
+        if name == "joint-vs-single":
+            e.add_argument("--compute", choices=["task", "total"], default=None,
+                           help="single-task runs get the steps their task had in the joint run (task,"
+                           " default) or all train.steps (total)")
+        if name == "transfer":
+            e.add_argument("--parsing-task", default=None,
+                           help="the parsing task (default ptb_parsing if its data is found, else grammar_parsing)")
+            e.add_argument("--image-task", default=None, help="the image task (default fashion_mnist)")
+        if name == "add-task":
+            e.add_argument("--new-task", default=None, help="the task added (default: the last of data.tasks)")
+            e.add_argument("--add-steps", type=int, default=None,
+                           help="steps after adding the task (default train.steps)")
+
+    p = sub.add_parser("analyze-routing", help="which experts each task uses: heatmaps and a summary",
+                       epilog="example: multimodel analyze-routing runs/demo --out runs/demo/routing")
+    p.add_argument("path", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default PATH/routing)")
+    p.add_argument("--source", choices=["auto", "heldout", "training"], default="auto",
+                   help="heldout: route held-out data through the checkpoint in eval mode; training: the"
+                   " run's routing.json; auto (default): heldout when possible")
+    p.add_argument("--data-dir", default=None, help="where the held-out data is (default: the config's)")
+    p.add_argument("--eval-size", type=int, default=None, help="held-out examples per task (default: the config's)")
     return parser
 
 
@@ -143,6 +187,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_serve(args)
     if args.command == "data":
         return cmd_data(args)
+    if args.command == "experiment":
+        return cmd_experiment(args)
+    if args.command == "analyze-routing":
+        return cmd_analyze_routing(args)
     raise AssertionError(args.command)
 
 
@@ -245,6 +293,30 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{name}: {entry.description}")
         return 0
     download.download_corpus(args.name, args.data_dir)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import shlex
+
+    from multimodel.config import load_config
+    from multimodel.experiments import run_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out if args.out is not None else Path("results") / args.experiment
+    options = {k: getattr(args, k, None) for k in ("compute", "parsing_task", "image_task", "new_task", "add_steps")}
+    words = ["multimodel", "experiment", args.experiment, "--config", str(args.config), "--seeds", str(args.seeds),
+             "--out", str(out)] + (["--fixed-data-seed"] if args.fixed_data_seed else [])
+    words += [w for k, v in options.items() if v is not None for w in (f"--{k.replace('_', '-')}", str(v))]
+    run_experiment(args.experiment, cfg, seeds=args.seeds, out=out, command=shlex.join(words + args.overrides),
+                   vary_data_seed=not args.fixed_data_seed, **options)
+    return 0
+
+
+def cmd_analyze_routing(args: argparse.Namespace) -> int:
+    from multimodel.experiments.routing_analysis import analyze_routing
+
+    analyze_routing(args.path, args.out, source=args.source, data_dir=args.data_dir, eval_size=args.eval_size)
     return 0
 
 

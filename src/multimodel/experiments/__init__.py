@@ -18,6 +18,7 @@ experts each task uses.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,12 @@ def run_experiment(name: str, cfg: Config, *, seeds: int, out: Path, command: st
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = EXPERIMENTS[name](cfg, seeds, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(EXPERIMENTS[name]).parameters
+    wrong = sorted(k for k in options if k not in accepted)
+    if wrong:
+        raise ValueError(f"experiment {name} takes no option {', '.join(wrong)}")
+    plan = EXPERIMENTS[name](cfg, seeds, **options)
     log(f"{plan.title}: {len(plan.specs)} runs into {out / 'runs'}")
     for note in plan.notes:
         log(f"  {note}")

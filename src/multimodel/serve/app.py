@@ -248,7 +248,7 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             "max_audio_seconds": max_audio_seconds,
         }
 
-    @app.post("/api/image", response_model=ImageOut, responses=_errors(400, 413, 415),
+    @app.post("/api/image", response_model=ImageOut, response_model_exclude_unset=True, responses=_errors(400, 413, 415),
               summary="classify and caption an image (PNG, JPEG, ... as multipart field 'file')")
     def image(file: UploadFile = File(description="an image file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
@@ -257,7 +257,7 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             predictions: list[Prediction] = predict(predictor.image, path)
         return {"predictions": [p.to_json() for p in predictions]}
 
-    @app.post("/api/audio", response_model=PredictionOut, responses=_errors(400, 413, 415),
+    @app.post("/api/audio", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413, 415),
               summary="transcribe speech (WAV, FLAC, OGG as multipart field 'file'; any sample rate)")
     def audio(file: UploadFile = File(description="an audio file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
@@ -266,7 +266,7 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             prediction: Prediction = predict(predictor.audio, path)
         return prediction.to_json()
 
-    @app.post("/api/text", response_model=PredictionOut, responses=_errors(400, 413),
+    @app.post("/api/text", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413),
               summary="translate a sentence, or parse it into a constituency tree")
     def text(request: TextRequest) -> dict[str, Any]:
         sentence = request.text.strip()

@@ -161,6 +161,7 @@ function setUpImagePanel() {
   const panel = $("#image-panel");
   const input = $("#image-file");
   const preview = $("#image-preview");
+  preview.addEventListener("error", () => { preview.hidden = true; }); // not an image: the server will say so
   input.addEventListener("change", () => {
     const file = input.files[0];
     $(".file span", panel).textContent = file ? file.name : "Choose an image…";

@@ -187,3 +187,34 @@ def test_cli_errors_are_one_line(tmp_path):
     no_ckpt = subprocess.run([sys.executable, "-m", "multimodel", "eval", str(tmp_path / "nothing")], cwd=REPO,
                              capture_output=True, text=True)
     assert no_ckpt.returncode == 2 and "no checkpoint" in no_ckpt.stderr
+
+
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path):
+    data = f"data.data_dir={str(tmp_path / 'data')!r}"
+    proc = _run_cli(["train", "--config", str(TINY), "--no-eval", "--no-progress", "--run-dir", str(tmp_path / "run"),
+                     data, "data.tasks=digits", "data.train_size=32", "train.steps=100000",
+                     "train.checkpoint_every=1000"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "log.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    found = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert found, output
+    assert "continue with --resume" in output
+    step = int(found[-1].name.split("-")[1])
+    assert 0 < step < 100000
+
+
+def test_evaluation_is_deterministic(tmp_path):
+    from multimodel.training.run import evaluate_checkpoint
+
+    cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en", "data.train_size=32", "data.eval_size=8",
+               "train.steps=6")
+    train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    first = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", log=lambda _m: None)]
+    second = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", beam_size=1, log=lambda _m: None)]
+    for a, b in zip(first, second):
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b

@@ -115,7 +115,7 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
 
     # Learning speed of the new task (training per-token accuracy vs. steps on the task).
     reach: dict[str, list[float]] = {"after": [], "scratch": []}
-    curves: dict[str, dict[str, list]] = {"accuracy": {"after": [], "scratch": []}, "loss": {"after": [], "scratch": []}}
+    curves: dict[str, dict[str, list]] = {key: {"after": [], "scratch": []} for key in ("accuracy", "loss")}
     thresholds = []
     for i in seeds:
         if not (done("after", i) and done("scratch", i)):

@@ -219,12 +219,15 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
 
-    def predict(fn: Callable[..., Any], *args: Any) -> Any:
+    def predict(fn: Callable[..., Any], arg: Any, *, upload: tuple[Path, str] | None = None) -> Any:
         try:
             with lock:
-                return fn(*args)
+                return fn(arg)
         except (PredictError, CorpusError) as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
+            detail = str(err)
+            if upload is not None:  # name the user's file, not our temporary copy
+                detail = detail.replace(str(upload[0]), upload[1])
+            raise HTTPException(status_code=400, detail=detail) from None
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -253,8 +256,9 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
     def image(file: UploadFile = File(description="an image file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
             path = _save_upload(file, Path(tmp), max_upload_bytes, upload_limit)
-            _check_image(path, file.filename or "upload")
-            predictions: list[Prediction] = predict(predictor.image, path)
+            name = file.filename or "upload"
+            _check_image(path, name)
+            predictions: list[Prediction] = predict(predictor.image, path, upload=(path, name))
         return {"predictions": [p.to_json() for p in predictions]}
 
     @app.post("/api/audio", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413, 415),
@@ -262,8 +266,9 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
     def audio(file: UploadFile = File(description="an audio file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
             path = _save_upload(file, Path(tmp), max_upload_bytes, upload_limit)
-            _check_audio(path, file.filename or "upload", max_audio_seconds)
-            prediction: Prediction = predict(predictor.audio, path)
+            name = file.filename or "upload"
+            _check_audio(path, name, max_audio_seconds)
+            prediction: Prediction = predict(predictor.audio, path, upload=(path, name))
         return prediction.to_json()
 
     @app.post("/api/text", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413),
@@ -302,15 +307,17 @@ def _save_upload(file: UploadFile, folder: Path, max_bytes: int, limit_message: 
 def _check_image(path: Path, name: str) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = HTTPException(status_code=415, detail=f"{name} is not an image this server can read;"
+                               " upload a PNG, JPEG, GIF, BMP or WebP file")
     try:
         with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise HTTPException(status_code=415, detail=f"{name} is not an image this server can read;"
-                            " upload a PNG, JPEG, GIF, BMP or WebP file") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise HTTPException(status_code=413, detail=f"{name} is {width}×{height} pixels;"
-                            f" at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            width, height = img.size  # from the header: checked before decoding the pixels
+            if width * height > MAX_IMAGE_PIXELS:
+                raise HTTPException(status_code=413, detail=f"{name} is {width}×{height} pixels;"
+                                    f" at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            img.load()  # a truncated file fails here
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise unreadable from None
 
 
 def _check_audio(path: Path, name: str, max_seconds: float) -> None:

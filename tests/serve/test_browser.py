@@ -1,0 +1,261 @@
+"""End to end: `multimodel serve` in a subprocess, driven by headless Chromium through Playwright.
+
+Uploads an image, an audio file and a sentence as a person would, reads the answers off the
+page, and saves a screenshot of each panel under ``tests/artifacts/serve/`` (or
+``$MULTIMODEL_TEST_ARTIFACTS``). Uses Debian's Chromium (``/usr/bin/chromium``), installed
+with apt-get when missing and possible; never a browser downloaded by Playwright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+UPLOAD_MB = 0.2
+TIMING = re.compile(r"^\d+ ms$|^\d+\.\d\d s$")
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory) -> Path:
+    """Debian's Chromium, apt-get installed when missing (as root, with apt); else skip."""
+    pytest.importorskip("playwright.sync_api", reason="needs Python Playwright: pip install playwright")
+    if not CHROMIUM.exists():
+        if shutil.which("apt-get") and os.geteuid() == 0:
+            from filelock import FileLock
+
+            base = tmp_path_factory.getbasetemp()
+            lock = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "apt.lock"
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            with FileLock(str(lock)):
+                if not CHROMIUM.exists():
+                    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+                    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], env=env,
+                                   capture_output=True, timeout=900)
+        if not CHROMIUM.exists():
+            pytest.skip(f"no {CHROMIUM}, and `apt-get install chromium chromium-driver` was not possible"
+                        " (needs root and apt)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    folder = Path(os.environ.get("MULTIMODEL_TEST_ARTIFACTS",
+                                 Path(__file__).resolve().parents[1] / "artifacts" / "serve"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder.parent / ".gitignore"
+    if "MULTIMODEL_TEST_ARTIFACTS" not in os.environ and not ignore.exists():
+        ignore.write_text("*\n")  # test output, never committed
+    print(f"\nscreenshots of the web demo: {folder}")
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    """`python -m multimodel serve` on a free loopback port; its base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "multimodel", "serve", str(tiny_checkpoint.run_dir),
+                                 "--port", str(port), "--max-upload-mb", str(UPLOAD_MB)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/api/info", timeout=2) as response:
+                    json.load(response)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not answer within 90 s:\n{log.read_text()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    yield page
+    page.close()
+    assert not errors, errors  # no JavaScript exceptions
+
+
+def _answers(panel) -> dict[str, dict]:
+    """Each answer on a panel, by task: output, token, timing text."""
+    out = {}
+    for card in panel.locator(".answer").all():
+        out[card.get_attribute("data-task")] = {
+            "output": card.locator("[data-role=output]").inner_text(),
+            "token": card.locator("[data-role=token]").inner_text(),
+            "seconds": card.locator("[data-role=seconds]").inner_text(),
+        }
+    return out
+
+
+def _shot(panel, artifacts: Path, name: str) -> None:
+    path = artifacts / f"{name}.png"
+    panel.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+
+
+def test_image_panel_shows_class_top5_and_caption(page, tiny_checkpoint, make_png, artifacts, tmp_path):
+    image = tmp_path / "shirt.png"
+    image.write_bytes(make_png((28, 28)))
+    panel = page.locator("#image-panel")
+    page.set_input_files("#image-file", str(image))
+    page.click("#image-submit")
+    expected = 2 if "fashion_captions" in tiny_checkpoint.tasks else 1
+    panel.locator(".answer").nth(expected - 1).wait_for(timeout=30_000)
+    answers = _answers(panel)
+    assert answers["digits"]["output"] in [str(i) for i in range(10)]
+    assert answers["digits"]["token"] == "no token (classifier)"
+    assert TIMING.match(answers["digits"]["seconds"])
+    assert panel.locator("[data-role=top] li").count() == 5
+    if expected == 2:
+        assert answers["fashion_captions"]["token"] == "To-English"
+        assert answers["fashion_captions"]["output"].strip()
+        assert TIMING.match(answers["fashion_captions"]["seconds"])
+    _shot(panel, artifacts, "image-panel")
+
+
+def test_audio_panel_shows_a_transcript(page, tiny_checkpoint, make_wav, artifacts, tmp_path):
+    tiny_checkpoint.require("speech_numbers")
+    audio = tmp_path / "tone.wav"
+    audio.write_bytes(make_wav(1.0, 16000))
+    panel = page.locator("#audio-panel")
+    page.set_input_files("#audio-file", str(audio))
+    page.click("#audio-submit")
+    panel.locator(".answer").wait_for(timeout=30_000)
+    answer = _answers(panel)["speech_numbers"]
+    assert answer["token"] == "To-English" and answer["output"].strip() and TIMING.match(answer["seconds"])
+    _shot(panel, artifacts, "audio-panel")
+
+
+def test_text_panel_translates(page, artifacts):
+    panel = page.locator("#text-panel")
+    assert page.locator("#text-to option[value=french]").is_disabled()  # not in this checkpoint
+    page.fill("#text-input", "twenty-one")
+    page.select_option("#text-to", "german")
+    page.click("#text-submit")
+    panel.locator(".answer").wait_for(timeout=30_000)
+    answer = _answers(panel)["numbers_en_de"]
+    assert answer["token"] == "To-German" and answer["output"].strip() and TIMING.match(answer["seconds"])
+    _shot(panel, artifacts, "text-panel-translation")
+
+
+def test_text_panel_parses(page, artifacts):
+    panel = page.locator("#text-panel")
+    page.fill("#text-input", "the cat saw a dog .")
+    page.select_option("#text-to", "parse-tree")
+    page.click("#text-submit")
+    panel.locator(".answer").wait_for(timeout=30_000)
+    answer = _answers(panel)["grammar_parsing"]
+    assert answer["token"] == "To-Parse-Tree" and TIMING.match(answer["seconds"])
+    # 4 training steps rarely give a well-formed tree: then the page says why and shows the output
+    assert panel.locator("[data-role=tree]").count() + panel.locator("[data-role=tree-error]").count() == 1
+    _shot(panel, artifacts, "text-panel-parse")
+
+
+def test_parse_tree_is_drawn_as_a_tree(page, artifacts):
+    """The drawing itself, from a well-formed answer the server is made to give."""
+    tree = "S\n  NP\n    DT the\n    NN cat\n  VP\n    VBD saw\n    NP\n      DT a\n      NN dog\n  . ."
+    canned = {"task": "grammar_parsing", "task_token": "To-Parse-Tree", "seconds": 0.25, "tree": tree,
+              "output": "(S (NP DT NN ) (VP VBD (NP DT NN ) ) . )"}
+    page.route("**/api/text", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                         body=json.dumps(canned)))
+    panel = page.locator("#text-panel")
+    page.fill("#text-input", "the cat saw a dog .")
+    page.select_option("#text-to", "parse-tree")
+    page.click("#text-submit")
+    drawn = panel.locator("[data-role=tree]")
+    drawn.wait_for(timeout=10_000)
+    labels = [t.split("\n")[0] for t in drawn.locator(".node").all_inner_texts()]
+    assert labels == ["S", "NP", "DT", "NN", "VP", "VBD", "NP", "DT", "NN", "."]
+    assert drawn.locator(".word").all_inner_texts() == ["the", "cat", "saw", "a", "dog", "."]
+    assert drawn.locator(":scope > li > ul > li").count() == 3  # S has NP, VP and '.'
+    assert _answers(panel)["grammar_parsing"]["seconds"] == "250 ms"
+    _shot(panel, artifacts, "text-panel-tree")
+
+
+def test_bad_inputs_are_explained_and_the_server_goes_on(page, make_png, artifacts, tmp_path):
+    image_panel = page.locator("#image-panel")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("these are notes, not pixels\n")
+    page.set_input_files("#image-file", str(not_image))
+    page.click("#image-submit")
+    error = image_panel.locator(".status.error")
+    error.wait_for(timeout=15_000)
+    assert "notes.png is not an image" in error.inner_text()
+
+    big = tmp_path / "big.png"  # refused by the page before uploading
+    big.write_bytes(b"\0" * int(UPLOAD_MB * 1e6 * 2))
+    page.set_input_files("#image-file", str(big))
+    page.click("#image-submit")
+    assert "accepts files up to 0.2 MB" in error.inner_text()
+
+    page.evaluate("INFO.max_upload_bytes = 1e12")  # and by the server, when the page lets it through
+    page.click("#image-submit")
+    page.wait_for_function("document.querySelector('#image-panel .status').textContent.includes('--max-upload-mb')",
+                           timeout=15_000)
+    assert "the request is 0.4 MB" in error.inner_text()
+
+    text_panel = page.locator("#text-panel")
+    page.fill("#text-input", "   ")
+    page.click("#text-submit")
+    text_panel.locator(".status.error").wait_for(timeout=15_000)
+    assert "empty" in text_panel.locator(".status.error").inner_text()
+    _shot(page, artifacts, "errors")
+
+    good = tmp_path / "good.png"
+    good.write_bytes(make_png())
+    page.set_input_files("#image-file", str(good))
+    page.click("#image-submit")
+    image_panel.locator(".answer").first.wait_for(timeout=30_000)
+    assert image_panel.locator(".status.error").count() == 0

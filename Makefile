@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench setup system-deps clean
+.PHONY: demo test test-slow bench setup system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,12 @@ system-deps:
 demo: setup
 	$(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo
 
+# The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.
 test: setup
-	$(PY) -m pytest -n 2 -q
-
-test-fast: setup
 	$(PY) -m pytest -n 2 -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -n 2 -q -m slow
 
 bench: setup
 	$(PY) benchmarks/run_all.py

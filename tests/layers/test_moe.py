@@ -128,6 +128,7 @@ def test_expert_function_gradcheck_with_empty_experts():
     torch.manual_seed(0)
     E, D, H = 4, 3, 5
     counts = [2, 0, 3, 1]  # expert 1 gets nothing: its gradients must be exactly zero
+    row_expert = torch.repeat_interleave(torch.arange(E), torch.tensor(counts))
     args = [
         torch.randn(sum(counts), D, dtype=torch.float64, requires_grad=True),
         torch.randn(E, D, H, dtype=torch.float64, requires_grad=True),
@@ -135,8 +136,8 @@ def test_expert_function_gradcheck_with_empty_experts():
         torch.randn(E, H, D, dtype=torch.float64, requires_grad=True),
         torch.randn(E, D, dtype=torch.float64, requires_grad=True),
     ]
-    assert torch.autograd.gradcheck(lambda *a: _ExpertFFN.apply(*a, counts), args)
-    _ExpertFFN.apply(*args, counts).sum().backward()
+    assert torch.autograd.gradcheck(lambda *a: _ExpertFFN.apply(*a, counts, row_expert), args)
+    _ExpertFFN.apply(*args, counts, row_expert).sum().backward()
     assert args[1].grad[1].abs().sum() == 0 and args[4].grad[1].abs().sum() == 0
 
 

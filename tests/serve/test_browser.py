@@ -110,7 +110,8 @@ def browser(chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS + fake_microphone)
         yield browser
         browser.close()
 
@@ -176,6 +177,23 @@ def test_audio_panel_shows_a_transcript(page, tiny_checkpoint, make_wav, artifac
     answer = _answers(panel)["speech_numbers"]
     assert answer["token"] == "To-English" and answer["output"].strip() and TIMING.match(answer["seconds"])
     _shot(panel, artifacts, "audio-panel")
+
+
+def test_audio_panel_records_from_the_microphone(page, tiny_checkpoint):
+    """Chromium's fake microphone (a beep) → a WAV made in the page → a transcript."""
+    tiny_checkpoint.require("speech_numbers")
+    panel = page.locator("#audio-panel")
+    record = page.locator("#audio-record")
+    assert record.is_visible()
+    record.click()
+    page.wait_for_function("document.querySelector('#audio-record').textContent.includes('Stop')")
+    page.wait_for_timeout(1000)
+    record.click()
+    assert panel.locator(".file span").inner_text() == "recording.wav"
+    page.wait_for_function("document.querySelector('#audio-preview').duration > 0.5", timeout=10_000)
+    page.click("#audio-submit")
+    panel.locator(".answer").wait_for(timeout=30_000)
+    assert _answers(panel)["speech_numbers"]["token"] == "To-English"
 
 
 def test_text_panel_translates(page, artifacts):

@@ -149,10 +149,12 @@ def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: T
 class _ExpertFFN(torch.autograd.Function):
     """All experts' ReLU feed-forward nets over token-slots already sorted by expert.
 
-    Expert ``e`` reads rows ``[offset_e, offset_e + counts[e])`` of ``xs``. Forward and
-    backward write each expert's result straight into preallocated outputs, so there is no
-    per-expert autograd node, no concatenation and no E-sized zero gradient per expert (what
-    makes the plain Python loop slow when E is large); empty experts are skipped.
+    Expert ``e`` owns rows ``[offset_e, offset_e + counts[e])`` of ``xs``; ``row_expert``
+    (S,) names each row's expert. Forward and backward write each expert's matmul results
+    straight into preallocated (S, ·) and (E, ·, ·) buffers, so there is one autograd node
+    instead of ~5 per expert, no concatenation, and no E-sized zero gradient per expert (the
+    backward of ``w1[e]`` indexing, which makes a naive loop quadratic in E). Empty experts
+    are skipped; elementwise work (ReLU', bias gradients) runs once over all rows.
     """
 
     @staticmethod
@@ -163,22 +165,18 @@ class _ExpertFFN(torch.autograd.Function):
         b1: Tensor,  # (E, H)
         w2: Tensor,  # (E, H, D)
         b2: Tensor,  # (E, D)
-        counts: list[int],
+        counts: list[int],  # E row counts, summing to S
+        row_expert: Tensor,  # (S,) int64
     ) -> Tensor:
         xs = xs.contiguous()
-        hidden = xs.new_empty(xs.shape[0], w1.shape[2])  # (S, H), kept post-ReLU for backward
+        hidden = xs.new_empty(xs.shape[0], w1.shape[2])  # (S, H), post-ReLU, kept for backward
         out = xs.new_empty(xs.shape[0], w2.shape[2])  # (S, D)
-        start = 0
-        for e, count in enumerate(counts):
-            if count == 0:
-                continue
-            rows = slice(start, start + count)
-            start += count
+        for e, rows in _expert_rows(counts):
             h = hidden[rows]
             torch.addmm(b1[e], xs[rows], w1[e], out=h)
             h.relu_()
             torch.addmm(b2[e], h, w2[e], out=out[rows])
-        ctx.save_for_backward(xs, w1, w2, hidden)
+        ctx.save_for_backward(xs, w1, w2, hidden, row_expert)
         ctx.counts = counts
         return out
 
@@ -187,43 +185,57 @@ class _ExpertFFN(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        xs, w1, w2, hidden = ctx.saved_tensors
+        xs, w1, w2, hidden, row_expert = ctx.saved_tensors
         counts: list[int] = ctx.counts
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        grad_out = grad_out.contiguous()
-        num_experts = w1.shape[0]
+        grad_out = grad_out.contiguous()  # (S, D)
+        E = w1.shape[0]
+        experts = list(_expert_rows(counts))
         # torch.empty, not zeros: every non-empty expert's slice is overwritten below, and
-        # writing E·D·H zeros first would double the memory traffic when E is large.
-        grad_x = torch.empty_like(xs) if need_x else None
+        # writing E·D·H zeros first would add memory traffic that grows with E.
         grad_w1 = torch.empty_like(w1) if need_w1 else None
-        grad_b1 = torch.empty_like(w1[:, 0, :]) if need_b1 else None  # (E, H)
         grad_w2 = torch.empty_like(w2) if need_w2 else None
-        grad_b2 = torch.empty_like(w2[:, 0, :]) if need_b2 else None  # (E, D)
+        for e in (e for e, count in enumerate(counts) if count == 0):
+            for grad in (grad_w1, grad_w2):
+                if grad is not None:
+                    grad[e].zero_()
+
+        # Pass 1 (W2): ∂L/∂hidden and ∂L/∂W2.
         grad_hidden = torch.empty_like(hidden)  # (S, H)
-        start = 0
-        for e in range(num_experts):
-            count = counts[e]
-            if count == 0:
-                for grad in (grad_w1, grad_b1, grad_w2, grad_b2):
-                    if grad is not None:
-                        grad[e].zero_()
-                continue
-            rows = slice(start, start + count)
-            start += count
-            g_out, h, gh = grad_out[rows], hidden[rows], grad_hidden[rows]
+        for e, rows in experts:
+            torch.mm(grad_out[rows], w2[e].t(), out=grad_hidden[rows])
             if grad_w2 is not None:
-                torch.mm(h.t(), g_out, out=grad_w2[e])
-            if grad_b2 is not None:
-                torch.sum(g_out, dim=0, out=grad_b2[e])
-            torch.mm(g_out, w2[e].t(), out=gh)
-            gh.masked_fill_(h <= 0, 0.0)  # ReLU'
-            if grad_w1 is not None:
-                torch.mm(xs[rows].t(), gh, out=grad_w1[e])
-            if grad_b1 is not None:
-                torch.sum(gh, dim=0, out=grad_b1[e])
-            if grad_x is not None:
-                torch.mm(gh, w1[e].t(), out=grad_x[rows])
-        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
+                torch.mm(hidden[rows].t(), grad_out[rows], out=grad_w2[e])
+        # ReLU' in one pass: hidden is post-ReLU, so hidden > 0 exactly where it passed.
+        torch.ops.aten.threshold_backward.grad_input(
+            grad_hidden, hidden, 0, grad_input=grad_hidden
+        )
+        # Pass 2 (W1): ∂L/∂W1 and ∂L/∂xs.
+        grad_x = torch.empty_like(xs) if need_x else None
+        if need_x or need_w1:
+            for e, rows in experts:
+                if grad_w1 is not None:
+                    torch.mm(xs[rows].t(), grad_hidden[rows], out=grad_w1[e])
+                if grad_x is not None:
+                    torch.mm(grad_hidden[rows], w1[e].t(), out=grad_x[rows])
+        grad_b1 = grad_b2 = None
+        if need_b1:
+            grad_b1 = grad_hidden.new_zeros(E, hidden.shape[1]).index_add_(
+                0, row_expert, grad_hidden
+            )
+        if need_b2:
+            grad_b2 = grad_out.new_zeros(E, grad_out.shape[1]).index_add_(0, row_expert, grad_out)
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
+
+
+def _expert_rows(counts: list[int]) -> list[tuple[int, slice]]:
+    """(expert, its rows) for every non-empty expert, rows of the expert-sorted slots."""
+    rows, start = [], 0
+    for e, count in enumerate(counts):
+        if count:
+            rows.append((e, slice(start, start + count)))
+            start += count
+    return rows
 
 
 class MixtureOfExperts(nn.Module):
@@ -370,6 +382,7 @@ class MixtureOfExperts(nn.Module):
             self.w2.to(x.dtype),
             self.b2.to(x.dtype),
             counts,
+            slot_expert.index_select(0, kept_slots),  # (S_kept,) ascending
         )  # (S_kept, D)
         per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # (S, D), dropped → 0
         per_slot = per_slot.view(K, N, D)

@@ -31,6 +31,27 @@ from torch import nn
 Cache = dict
 
 
+def depthwise_conv_time(x: torch.Tensor, weight: torch.Tensor, dilation: int, left: int) -> torch.Tensor:
+    """Depthwise conv over time of a (B, T, C) sequence with ``left`` zeros before it and
+    ``(k - 1) · dilation - left`` after it; weight (C, 1, k). Returns (B, T, C).
+
+    Written as a 2-D depthwise conv on a channels-last view, which oneDNN runs several times
+    faster (forward and backward) than ``conv1d`` on the transposed (B, C, T) sequence. The
+    dilation is folded into the layout instead of given to the conv: the padded sequence of
+    length L = d · L' is viewed, without a copy, as an (L', d) image whose column j holds the
+    positions ≡ j (mod d); a (k, 1) kernel with dilation 1 over that image is exactly the
+    dilated conv over time (oneDNN's dilated channels-last path is slow).
+    """
+    B, T, C = x.shape
+    k = weight.shape[-1]
+    context = (k - 1) * dilation
+    length = -(-(T + context) // dilation) * dilation  # padded length, a multiple of d
+    x = F.pad(x, (0, 0, left, length - T - left))  # (B, L, C)
+    image = x.view(B, length // dilation, dilation, C).permute(0, 3, 1, 2)  # (B, C, L', d) channels-last
+    y = F.conv2d(image, weight.unsqueeze(-1), groups=C)  # (B, C, L' - k + 1, d)
+    return y.permute(0, 2, 3, 1).reshape(B, -1, C)[:, :T]  # (B, T, C)
+
+
 class SeparableConv1d(nn.Module):
     """Depthwise conv over time, then a pointwise linear map across channels.
 
@@ -57,13 +78,8 @@ class SeparableConv1d(nn.Module):
         """(B, T, C_in) -> (B, T, C_out). With ``cache``, x holds only the new positions."""
         if cache is not None:
             return self.pointwise(self._step(x, cache))
-        if self.causal:
-            x = F.pad(x, (0, 0, self.context, 0))  # (B, context + T, C)
-        else:
-            left = self.context // 2
-            x = F.pad(x, (0, 0, left, self.context - left))  # (B, T + context, C)
-        y = self.depthwise(x.transpose(1, 2))  # (B, C_in, T)
-        return self.pointwise(y.transpose(1, 2))  # (B, T, C_out)
+        left = self.context if self.causal else self.context // 2
+        return self.pointwise(depthwise_conv_time(x, self.depthwise.weight, self.depthwise.dilation[0], left))
 
     def _step(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
         """Depthwise conv of a few new positions (B, T, C) continuing the cached window.
@@ -153,15 +169,21 @@ class ConvBlock(nn.Module):
 
 
 def _layer_norm_2d(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm over channels of a (B, C, H, W) map, like the 1-D ConvStep's per-position norm."""
+    """LayerNorm over channels of a (B, C, H, W) map, like the 1-D ConvStep's per-position norm.
+
+    On a channels-last map the (B, H, W, C) view is contiguous, so neither permute copies.
+    """
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
 
 def _zero_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Zero padded rows (first spatial axis, i.e. time for audio) of a (B, C, H, W) map."""
+    """Zero padded rows (first spatial axis, i.e. time for audio) of a (B, C, H, W) map.
+
+    Computed on the (B, H, W, C) view so a channels-last map stays channels-last.
+    """
     if mask is None:
         return x
-    return x * mask[:, None, :, None].to(x.dtype)
+    return (x.permute(0, 2, 3, 1) * mask[:, :, None, None].to(x.dtype)).permute(0, 3, 1, 2)
 
 
 def downsample_mask(mask: torch.Tensor | None, stride: int) -> torch.Tensor | None:
@@ -169,8 +191,17 @@ def downsample_mask(mask: torch.Tensor | None, stride: int) -> torch.Tensor | No
     return None if mask is None else mask[:, ::stride]
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The same (B, C, H, W) map stored as (B, H, W, C): oneDNN's fast layout for depthwise
+    convs, and the one where LayerNorm and the pointwise map over channels need no copy."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class SeparableConv2d(nn.Module):
     """Depthwise 2-D conv (one filter per channel) then a pointwise 1×1 conv.
+
+    Maps are kept channels-last (see :func:`channels_last`); the pointwise conv is applied as
+    a matrix product over the channels of the (B, H, W, C) view.
 
     Args:
         in_channels: channels of the input.
@@ -190,7 +221,11 @@ class SeparableConv2d(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        """(B, C_in, H, W) -> (B, C_out, H', W'), channels-last."""
+        y = self.depthwise(channels_last(x)).permute(0, 2, 3, 1)  # (B, H', W', C_in)
+        w = self.pointwise.weight
+        y = F.linear(y, w.view(w.shape[0], w.shape[1]), self.pointwise.bias)  # (B, H', W', C_out)
+        return y.permute(0, 3, 1, 2)  # (B, C_out, H', W') channels-last
 
 
 class ConvStep2d(nn.Module):
@@ -225,10 +260,11 @@ class ConvStep2d(nn.Module):
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C_in, H, W), row mask (B, H) or None -> (B, C_out, H', W')."""
+        """(B, C_in, H, W), row mask (B, H) or None -> (B, C_out, H', W'), channels-last."""
+        x = channels_last(x)
         if self.first_relu:
             x = F.relu(x)
-        return _layer_norm_2d(self.norm, self.conv(_zero_rows(x, mask)))
+        return _layer_norm_2d(self.norm, channels_last(self.conv(_zero_rows(x, mask))))
 
 
 class DownsampleBlock2d(nn.Module):
@@ -258,13 +294,15 @@ class DownsampleBlock2d(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C_in, H, W), row mask (B, H) or None -> ((B, C_out, H', W'), mask (B, H'))."""
-        y = self.conv2(self.conv1(x, mask), mask)
+        y = self.conv2(self.conv1(x, mask), mask)  # channels-last
         if mask is not None:
             # Max-pool pads with -inf; padded rows must look the same so they never win.
-            y = y.masked_fill(~mask[:, None, :, None], float("-inf"))
+            # (On the (B, H, W, C) view: the result stays channels-last, where pooling is fast.)
+            y = y.permute(0, 2, 3, 1).masked_fill(~mask[:, :, None, None], float("-inf")).permute(0, 3, 1, 2)
         y = self.pool(y)
         out_mask = downsample_mask(mask, self.stride[0])
         y = y + self.residual(x, mask)
         if out_mask is not None:
-            y = torch.where(out_mask[:, None, :, None], y, torch.zeros_like(y))  # drop -inf rows
+            # Padded rows are -inf + residual: set them to 0 (multiplying would give NaN).
+            y = y.permute(0, 2, 3, 1).masked_fill(~out_mask[:, :, None, None], 0.0).permute(0, 3, 1, 2)
         return y, out_mask

@@ -80,5 +80,5 @@ class ImageModality(Modality):
         for block in self.blocks:
             x, _ = block(x)
         B, D, H, W = x.shape
-        x = x.flatten(2).transpose(1, 2)  # (B, H'·W', D)
+        x = x.permute(0, 2, 3, 1).reshape(B, H * W, D)  # (B, H'·W', D), row-major over the grid
         return x, torch.ones(B, H * W, dtype=torch.bool, device=x.device)

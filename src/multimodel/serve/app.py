@@ -1,6 +1,6 @@
 """The web demo: a FastAPI app that puts a :class:`~multimodel.predict.Predictor` behind a page and a JSON API.
 
-One panel per task family of the paper (section 3's image, speech and text tasks): an image
+One panel per family of the paper's tasks (images, speech, text): an image
 gets a class with its top-5 probabilities and a caption, an audio file gets a transcript, a
 sentence gets a translation or a parse tree. Every answer names the task token that asked for
 it and the decoding time. The same functions are a JSON API, documented at ``/docs``.
@@ -19,7 +19,6 @@ Run it with ``multimodel serve CHECKPOINT`` (see :func:`serve`).
 from __future__ import annotations
 
 import ipaddress
-import logging
 import sys
 import tempfile
 import threading
@@ -35,8 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from multimodel import __version__
 from multimodel.corpora.errors import CorpusError
 from multimodel.predict import TARGETS, Prediction, Predictor, PredictError
-
-log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_PATHS = ("/api/image", "/api/audio")
@@ -219,10 +216,10 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
 
-    def predict(fn: Callable[..., Any], arg: Any, *, upload: tuple[Path, str] | None = None) -> Any:
+    def predict(call: Callable[[], Any], *, upload: tuple[Path, str] | None = None) -> Any:
         try:
             with lock:
-                return fn(arg)
+                return call()
         except (PredictError, CorpusError) as err:
             detail = str(err)
             if upload is not None:  # name the user's file, not our temporary copy
@@ -251,28 +248,30 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             "max_audio_seconds": max_audio_seconds,
         }
 
-    @app.post("/api/image", response_model=ImageOut, response_model_exclude_unset=True, responses=_errors(400, 413, 415),
+    @app.post("/api/image", response_model=ImageOut, response_model_exclude_unset=True,
+              responses=_errors(400, 413, 415),
               summary="classify and caption an image (PNG, JPEG, ... as multipart field 'file')")
     def image(file: UploadFile = File(description="an image file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
             path = _save_upload(file, Path(tmp), max_upload_bytes, upload_limit)
             name = file.filename or "upload"
             _check_image(path, name)
-            predictions: list[Prediction] = predict(predictor.image, path, upload=(path, name))
+            predictions: list[Prediction] = predict(lambda: predictor.image(path), upload=(path, name))
         return {"predictions": [p.to_json() for p in predictions]}
 
-    @app.post("/api/audio", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413, 415),
+    @app.post("/api/audio", response_model=PredictionOut, response_model_exclude_unset=True,
+              responses=_errors(400, 413, 415),
               summary="transcribe speech (WAV, FLAC, OGG as multipart field 'file'; any sample rate)")
     def audio(file: UploadFile = File(description="an audio file")) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="multimodel-serve-") as tmp:
             path = _save_upload(file, Path(tmp), max_upload_bytes, upload_limit)
             name = file.filename or "upload"
             _check_audio(path, name, max_audio_seconds)
-            prediction: Prediction = predict(predictor.audio, path, upload=(path, name))
+            prediction: Prediction = predict(lambda: predictor.audio(path), upload=(path, name))
         return prediction.to_json()
 
-    @app.post("/api/text", response_model=PredictionOut, response_model_exclude_unset=True, responses=_errors(400, 413),
-              summary="translate a sentence, or parse it into a constituency tree")
+    @app.post("/api/text", response_model=PredictionOut, response_model_exclude_unset=True,
+              responses=_errors(400, 413), summary="translate a sentence, or parse it into a constituency tree")
     def text(request: TextRequest) -> dict[str, Any]:
         sentence = request.text.strip()
         if not sentence:
@@ -280,7 +279,7 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
         if len(sentence) > MAX_TEXT_CHARS:
             raise HTTPException(status_code=400, detail=f"the text is {len(sentence)} characters long;"
                                 f" at most {MAX_TEXT_CHARS}")
-        prediction: Prediction = predict(predictor.text, sentence, request.to)
+        prediction: Prediction = predict(lambda: predictor.text(sentence, request.to))
         return prediction.to_json()
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -205,21 +205,29 @@ function encodeWav(chunks, rate) {
   return new Blob([view], { type: "audio/wav" });
 }
 
+// Runs on the audio thread: hands each block of microphone samples to the page.
+const CAPTURE_WORKLET = `registerProcessor("capture", class extends AudioWorkletProcessor {
+  process(inputs) { if (inputs[0].length) this.port.postMessage(inputs[0][0].slice(0)); return true; }
+});`;
+
 async function startRecording() {
   const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   const context = new AudioContext();
+  const module = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
+  await context.audioWorklet.addModule(module);
   const source = context.createMediaStreamSource(stream);
-  const processor = context.createScriptProcessor(4096, 1, 1);
+  const capture = new AudioWorkletNode(context, "capture");
   const chunks = [];
-  processor.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
-  source.connect(processor);
-  processor.connect(context.destination);
+  capture.port.onmessage = (e) => chunks.push(e.data);
+  source.connect(capture);
+  capture.connect(context.destination); // silent: the processor writes no output
   return {
     seconds: () => chunks.reduce((n, c) => n + c.length, 0) / context.sampleRate,
     stop() {
-      processor.disconnect(); source.disconnect();
+      source.disconnect(); capture.disconnect();
       stream.getTracks().forEach((t) => t.stop());
       context.close();
+      URL.revokeObjectURL(module);
       return encodeWav(chunks, context.sampleRate);
     },
   };
@@ -243,7 +251,7 @@ function setUpAudioPanel() {
     if (input.files[0]) show(input.files[0], input.files[0].name);
   });
 
-  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.AudioContext) {
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.AudioWorkletNode) {
     record.hidden = false;
     let recording = null;
     let timer = null;

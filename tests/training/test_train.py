@@ -60,7 +60,7 @@ def test_joint_run_over_all_builtin_tasks_lowers_every_loss(tmp_path):
     tasks = [t for t in BUILTIN_TASKS if _available(t, tmp_path / "data")]
     if len(tasks) < len(BUILTIN_TASKS):
         pytest.skip(f"built-in data missing for {sorted(set(BUILTIN_TASKS) - set(tasks))}")
-    cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=160",
+    cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=320",
                "train.learning_rate=3e-3", "train.warmup_steps=20", "model.dropout=0.0",
                "train.mixing='uniform'", "train.checkpoint_every=1000")
     task_data = load_task_data(cfg, log=lambda _m: None)
@@ -72,7 +72,8 @@ def test_joint_run_over_all_builtin_tasks_lowers_every_loss(tmp_path):
     result = train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
     after = _fixed_batch_losses(result.model, result.task_data)
     for name in tasks:
-        assert after[name] < before[name] - 0.3, f"{name}: loss {before[name]:.3f} -> {after[name]:.3f}"
+        # Every task's held-fixed training batches must get clearly more likely (≥ 10% lower NLL).
+        assert after[name] < 0.9 * before[name], f"{name}: loss {before[name]:.3f} -> {after[name]:.3f}"
 
 
 def test_single_batch_can_be_overfit(tmp_path):

@@ -23,6 +23,7 @@ background load hits all of them alike.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -101,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         # Tiny ops on two OpenMP threads can stall for ms when the machine is busy.
         args.threads = 1 if args.quick else 2
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        run(args)
+    finally:
+        torch.set_num_threads(threads_before)  # --quick runs inside the test process
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     N, D, H, K = args.tokens, args.d_model, args.expert_hidden, args.top_k
     print(
@@ -109,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{N} tokens, d={D}, expert hidden={H}, k={K}; time in ms, median [min–max] of "
         f"{args.reps} reps"
     )
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0") == "1"
+    print(
+        "allocator: "
+        + (
+            "THP_MEM_ALLOC_ENABLE=1 (huge pages for large tensors)"
+            if thp
+            else "default (fresh E·D·H gradient buffers are page-faulted in every step; "
+            "THP_MEM_ALLOC_ENABLE=1 avoids most of that cost)"
+        )
+    )
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     header = (
         f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'loop':>20} | {'dense':>22} | "
         f"{'ours/floor':>10} | {'loop/floor':>10} | {'dense/ours':>10}"
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         del moe
-    return 0
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -248,3 +248,19 @@ def test_add_task_reports_learning_speed_and_forgetting(data_dir, tmp_path):
     saved = load_file(str(before / "model.safetensors"))
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+def test_plans_vary_seeds_and_match_compute_as_asked(data_dir):
+    from multimodel.experiments import joint_vs_single
+
+    cfg = load_config(TINY, tiny(data_dir, "data.tasks=digits,grammar_parsing"))
+    plan = joint_vs_single.plan(cfg, 2, compute="total")
+    assert [s.name for s in plan.specs] == ["joint-s0", "single-digits-s0", "single-grammar_parsing-s0",
+                                            "joint-s1", "single-digits-s1", "single-grammar_parsing-s1"]
+    assert all(s.cfg.train.steps == 10 for s in plan.specs)
+    s1 = plan.specs[3].cfg
+    assert (s1.train.seed, s1.data.seed) == (cfg.train.seed + 1, cfg.data.seed + 1)
+    fixed = joint_vs_single.plan(cfg, 2, vary_data_seed=False).specs[3].cfg
+    assert (fixed.train.seed, fixed.data.seed) == (cfg.train.seed + 1, cfg.data.seed)
+    with pytest.raises(ValueError, match="takes no option compute"):
+        run_experiment("ablation", cfg, seeds=1, out=Path(data_dir) / "unused", log=quiet, compute="total")

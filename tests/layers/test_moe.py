@@ -141,6 +141,22 @@ def test_expert_function_gradcheck_with_empty_experts():
     assert args[1].grad[1].abs().sum() == 0 and args[4].grad[1].abs().sum() == 0
 
 
+def test_whole_layer_gradcheck_in_training_with_noise():
+    """Finite differences through gate, noise, smooth load, experts and mix (float64)."""
+    moe = make_moe(D=4, E=5, K=2, H=6).double().train()
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]]).bool()
+    names = ["w_gate", "w_noise", "w1", "b2"]
+    params = [getattr(moe, n).detach().clone().requires_grad_() for n in names]
+
+    def layer(x, *values):
+        torch.manual_seed(0)  # the same noise at every evaluation
+        out, aux, _ = torch.func.functional_call(moe, dict(zip(names, values)), (x, mask))
+        return out, aux
+
+    assert torch.autograd.gradcheck(layer, (x, *params), atol=1e-6)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     B=st.integers(1, 3),
@@ -205,6 +221,36 @@ def test_noise_only_in_training():
     eval_b, _, _ = moe(x)
     assert torch.equal(eval_a, eval_b)
     torch.testing.assert_close(eval_a, dense_reference(moe, x), atol=1e-5, rtol=1e-5)
+
+
+def test_training_gate_is_clean_logits_plus_scaled_noise():
+    """Replays the layer's noise draw: H = x W_g + ε · (softplus(x W_noise) + 1e-2)."""
+    moe = make_moe(D=8, E=6, K=2).train()
+    twin = make_moe(D=8, E=6, K=2)
+    twin.load_state_dict(moe.state_dict())
+    x = torch.randn(2, 5, 8)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weight = torch.randn(2, 5, 8)
+
+    torch.manual_seed(3)
+    out, _, _ = moe(x1)
+    (out * weight).sum().backward()
+
+    torch.manual_seed(3)
+    noise = torch.randn(10, 6)  # the layer's first and only draw, (N, E)
+    std = F.softplus(x2 @ twin.w_noise) + 1e-2  # (B, T, E)
+    logits = x2 @ twin.w_gate + noise.view(2, 5, 6) * std
+    top, idx = logits.topk(2, dim=-1)
+    gates = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))
+    expected = sum(gates[..., e : e + 1] * expert(twin, e, x2) for e in range(6))
+    (expected * weight).sum().backward()
+
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    for name in ("w_gate", "w_noise", "w1", "b2"):
+        mine, theirs = getattr(moe, name).grad, getattr(twin, name).grad
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5, msg=name)
+    assert moe.w_noise.grad.abs().sum() > 0
 
 
 def test_training_without_noisy_gating_is_deterministic():

@@ -10,8 +10,9 @@ add-task            add a task to a trained model; forgetting     (users' reques
 ==================  ============================================  ==========================
 
 Each writes ``OUT/results.md`` (tables, mean ± std over seeds), ``OUT/results.json`` (every
-number), ``OUT/curves.png`` (learning curves per task and arm) and keeps its runs under
-``OUT/runs/<arm>-s<seed>/`` so an interrupted grid resumes (:mod:`multimodel.experiments.grid`).
+number), ``OUT/curves.png`` (learning curves per task and arm; add-task also ``OUT/new_task.png``)
+and keeps its runs under ``OUT/runs/<arm>-s<seed>/`` so an interrupted grid resumes
+(:mod:`multimodel.experiments.grid`). Results of small real runs: docs/results.md.
 ``multimodel analyze-routing`` (:mod:`multimodel.experiments.routing_analysis`) shows which
 experts each task uses.
 """

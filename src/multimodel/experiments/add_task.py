@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from multimodel.config import Config
+from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import (
     Arm,
     Plan,
@@ -115,6 +116,7 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
 
     # Learning speed of the new task (training per-token accuracy vs. steps on the task).
     reach: dict[str, list[float]] = {"after": [], "scratch": []}
+    halfway: dict[str, list[float]] = {"after": [], "scratch": []}  # training acc at half the task's steps
     curves: dict[str, dict[str, list]] = {key: {"after": [], "scratch": []} for key in ("accuracy", "loss")}
     thresholds = []
     for i in seeds:
@@ -130,8 +132,10 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
             continue
         threshold = THRESHOLD * float(got["scratch"]["accuracy"][1][-1])
         thresholds.append(threshold)
+        half = by_arm["scratch"][i].cfg.train.steps / 2
         for arm in ("after", "scratch"):
             reach[arm].append(steps_to_reach(*got[arm]["accuracy"], threshold))
+            halfway[arm].append(float(np.interp(half, *got[arm]["accuracy"])))
 
     # Forgetting: old tasks before vs. after.
     forgetting: dict[str, dict[str, Any]] = {}
@@ -162,15 +166,18 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
                 unk.append(rate)
 
     lines = [f"## The new task: {new}", ""]
-    lines.append(f"Steps on {new} needed to reach {THRESHOLD:.0%} of the from-scratch run's final training"
-                 " per-token accuracy (lower is faster; '—' = not reached):")
+    lines.append(f"Learning speed of {new}, from its training log: steps on {new} needed to reach"
+                 f" {THRESHOLD:.0%} of the from-scratch run's final training per-token accuracy (lower is"
+                 " faster; '—' = not reached; resolution = train.log_every), and the training per-token"
+                 " accuracy half-way through its steps (interpolated between log points).")
     lines.append("")
-    lines.append("| arm | steps to threshold | threshold (per-token acc %) |")
-    lines.append("|---|---:|---:|")
+    lines.append("| arm | steps to threshold | threshold (per-token acc %) | training per-token acc % at half-way |")
+    lines.append("|---|---:|---:|---:|")
     for arm in ("after", "scratch"):
         s = stats(reach[arm])
         cell = fmt_stat(s, 0) if s["n"] else "—"
-        lines.append(f"| {arm} | {cell} | {fmt_stat(stats([100 * t for t in thresholds]))} |")
+        lines.append(f"| {ARM_LABELS[arm]} | {cell} | {fmt_stat(stats([100 * t for t in thresholds]))} |"
+                     f" {fmt_stat(stats([100 * v for v in halfway[arm]]))} |")
     lines.append("")
     if unk:
         lines.append(f"Vocabulary: the old subword vocabulary encodes {new}'s training text with"
@@ -180,7 +187,8 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
     lines += ["", "## Old tasks: before vs. after adding the new task", "",
               "| task | measure | before | after | change |", "|---|---|---:|---:|---:|"]
     for task, f in forgetting.items():
-        for key, label, digits in (("metric", "task metric", 1), ("acc", "per-token acc %", 1),
+        metric = headline_metric(task)
+        for key, label, digits in (("metric", METRIC_LABELS.get(metric, metric), 1), ("acc", "per-token acc %", 1),
                                    ("ppl", "log-perplexity", 3)):
             lines.append(f"| {task} | {label} | {fmt_stat(f[f'{key}_before'], digits)} |"
                          f" {fmt_stat(f[f'{key}_after'], digits)} | {fmt_stat(f[f'{key}_change'], digits)} |")
@@ -199,5 +207,6 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
         figures.append("new_task.png")
     extra = {"new_task": new, "old_tasks": list(old), "threshold_fraction": THRESHOLD,
              "steps_to_threshold": {k: stats(v) for k, v in reach.items()}, "thresholds": thresholds,
+             "training_accuracy_halfway": {k: stats(v) for k, v in halfway.items()},
              "forgetting": forgetting, "unk_rate": unk}
     return "\n".join(lines), extra, figures

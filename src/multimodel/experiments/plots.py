@@ -127,10 +127,11 @@ def plot_routing_heatmap(matrix: np.ndarray, tasks: Sequence[str], path: Path, *
     """Heatmap of a (tasks × experts) matrix of routing fractions; returns the array drawn."""
     matrix = np.asarray(matrix, dtype=np.float64)
     n_tasks, n_experts = matrix.shape
-    fig = _figure(max(4.0, 1.6 + 0.32 * n_experts), max(2.2, 1.2 + 0.38 * n_tasks))
+    longest = max((len(t) for t in tasks), default=4)
+    fig = _figure(max(5.5, 2.2 + 0.07 * longest + 0.42 * n_experts), max(2.6, 1.5 + 0.42 * n_tasks))
     ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9),
-                      interpolation="nearest")
+    top = max(float(matrix.max()), 1e-9)
+    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest")
     ax.set_yticks(range(n_tasks))
     ax.set_yticklabels(tasks, fontsize=8)
     step = max(1, n_experts // 16)
@@ -138,7 +139,14 @@ def plot_routing_heatmap(matrix: np.ndarray, tasks: Sequence[str], path: Path, *
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel("expert", fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="fraction of the task's token-slots")
+    if n_experts <= 16 and n_tasks <= 12:  # small enough to print each share
+        for i in range(n_tasks):
+            for e in range(n_experts):
+                ax.text(e, i, f"{100 * matrix[i, e]:.0f}", ha="center", va="center", fontsize=6,
+                        color="black" if matrix[i, e] > 0.6 * top else "white")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("share of the task's token-slots", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -53,7 +53,9 @@ class LayerRouting:
 
 def layers_from_json(data: dict[str, dict[str, dict[str, Any]]]) -> dict[str, LayerRouting]:
     """``routing.json`` (task → layer → {"token_slots": [E], ...}) → layer → :class:`LayerRouting`."""
-    names = sorted({layer for layers in data.values() for layer in layers})
+    order = {"encoder": 0, "mixer": 1, "decoder": 2}  # the model's order, input to output
+    names = sorted({layer for layers in data.values() for layer in layers},
+                   key=lambda n: (order.get(n.split(".")[0], 3), n))
     out = {}
     for layer in names:
         tasks = [t for t in data if layer in data[t]]
@@ -233,7 +235,7 @@ def analyze_routing(path: Path, out: Path | None = None, *, source: str = "auto"
     for name, lr in layers.items():
         fig = f"routing-{name.replace('.', '-')}.png"
         heatmaps[name] = plot_routing_heatmap(lr.fractions, lr.tasks, out / fig,
-                                              title=f"{name}: share of each task's token-slots per expert")
+                                              title=f"{name}: % of each task's token-slots per expert")
         figures[name] = fig
         results.append(specialisation(lr))
     md = summary_markdown(results, info, figures)

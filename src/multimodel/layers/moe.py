@@ -3,7 +3,7 @@
 Each real token is sent to the ``K`` experts with the largest noisy gate logits and the
 layer returns the gate-weighted sum of their outputs:
 
-    H(x) = x W_g + ε · softplus(x W_noise),  ε ~ N(0, 1) in training only
+    H(x) = x W_g + ε · (softplus(x W_noise) + 0.01),  ε ~ N(0, 1) in training only
     G(x) = softmax over the top-K entries of H(x), 0 elsewhere
     y    = Σ_i G(x)_i · E_i(x),  E_i(x) = ReLU(x W1_i + b1_i) W2_i + b2_i
 
@@ -12,10 +12,12 @@ appendix A): importance is the sum of gates per expert; load is the expected num
 tokens per expert under fresh noise, which is differentiable through the normal CDF.
 
 Dispatch is "dropless" by default: padding is removed first, the remaining N·K token-slots
-are sorted by expert, every expert runs once on its contiguous slice of the sorted slots and
-the results are gathered back and mixed with the gates. Empty experts cost nothing, so the
-cost grows with N·K, not with E (apart from the E-wide gate and the expert weights it must
-read). A GShard-style ``capacity_factor`` can bound the slots per expert instead.
+are sorted by expert, every expert runs once on its contiguous slice of the sorted slots (one
+fused autograd function, :class:`_ExpertFFN`) and the results are gathered back and mixed
+with the gates. Empty experts cost nothing, so the arithmetic grows with N·K, not with E; what
+does grow with E is the (N, E) gate and the memory traffic of the expert weights and their
+gradients (benchmarks/moe.py measures it against the compute floor). A GShard-style
+``capacity_factor`` can bound the slots per expert instead.
 
 Differences from the original (tensor2tensor ``expert_utils.py``): the gate noise is off at
 evaluation (a tuple-instead-of-bool bug left it on there), gate math always runs in at least
@@ -255,7 +257,16 @@ class MixtureOfExperts(nn.Module):
 
     The load term of the loss is the smooth estimator of Shazeer et al. when noise is on and
     K < E; otherwise (evaluation, ``noisy_gating=False``, or K = E) it is the count of slots
-    per expert, which carries no gradient — the importance term still does.
+    per expert, which carries no gradient — the importance term still does. Both terms are
+    over this call's real tokens.
+
+    With ``capacity_factor`` c, each expert takes at most ceil(c·N·K/E) slots, first choices
+    (k = 0) of all tokens before second choices, each in token order; a dropped slot adds
+    nothing to its token's output (gates are not renormalised; the model's residual carries
+    the token) and is counted in ``stats.dropped_slots``.
+
+    The experts are not autocast (they run in the dtype of ``x``) and support first-order
+    gradients only (no double backward).
     """
 
     def __init__(self, hidden_size: int, config: MoEConfig) -> None:

@@ -7,10 +7,19 @@ zero padding, Slaney mel scale with area normalisation, natural log floored at 1
 rebuilt here with torch.stft so the model does not import the data side (torchaudio is not
 needed); a test checks that both give the same features.
 
-The spectrogram is treated as a one-channel image with time as height and frequency as width:
-a ConvStep, then ``audio_time_strides`` Xception-style residual blocks that stride over time
-only (each halves T, frequency resolution is kept). Frequency is then folded into channels and
-a linear map gives width D. The padding mask is downsampled with the time axis.
+The spectrogram is treated as an image with time as height and frequency as width: a ConvStep,
+then ``audio_time_strides`` Xception-style residual blocks that stride over time only (each
+halves T, frequency resolution is kept). Frequency is then folded into channels and a linear
+map gives width D. The padding mask is downsampled with the time axis.
+
+Deviation (an option, ``frequency_patch``; 1 = the paper): before the 2-D net, each frame's
+F mel bands are cut into F / P patches of P adjacent bands, and a patch becomes the channels
+of one frequency position (space-to-depth over frequency, a reshape that loses nothing; F is
+zero-padded up to a multiple of P). The net then runs on a (T, F / P) map with P input channels
+instead of a one-channel (T, F) map. Its first ConvStep sees 3 frames × 3P bands, and every
+later layer does P times less work: the paper's net spends almost all of a speech step on
+full-frequency-resolution maps (at B = 32, T = 280, F = 80 its first residual block alone
+writes 2 × 46 M activations), which a 2-core CPU cannot afford. Striding stays over time only.
 
 Dimensions: B batch, T frames, F mel bands, C conv channels, D hidden size, N samples.
 """
@@ -27,6 +36,8 @@ from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
 from multimodel.modalities.base import Modality, ModalityError, check_mask, random_lengths_mask
 
 LOG_FLOOR = 1e-6  # keeps log() finite on silent frames
+DEFAULT_FREQUENCY_PATCH = 16
+"""Mel bands per frequency patch when the config does not say (80 mels -> 5 patches)."""
 _SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3  # Slaney scale: linear below 1 kHz ...
 _SLANEY_LOG_STEP = math.log(6.4) / 27.0  # ... logarithmic above (mel 15 = 1 kHz)
 
@@ -98,21 +109,31 @@ class AudioModality(Modality):
 
     Args:
         config: model config (``hidden_size``, ``audio_mels``, ``audio_sample_rate``,
-            ``audio_time_strides``, ``image_entry_filters`` for the conv widths).
+            ``audio_time_strides``, ``image_entry_filters`` for the conv widths, and
+            ``audio_frequency_patch`` when the config has it).
+        frequency_patch: P, adjacent mel bands folded into channels before the 2-D net (see
+            the module docstring; 1 = the paper). None = ``config.audio_frequency_patch`` if
+            present, else :data:`DEFAULT_FREQUENCY_PATCH`.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, frequency_patch: int | None = None) -> None:
         super().__init__()
+        if frequency_patch is None:
+            frequency_patch = getattr(config, "audio_frequency_patch", DEFAULT_FREQUENCY_PATCH)
+        if frequency_patch < 1:
+            raise ModalityError(f"frequency_patch must be >= 1, got {frequency_patch}")
         f1, f2 = config.image_entry_filters
         self.n_mels = config.audio_mels
+        self.frequency_patch = P = frequency_patch
+        self.bands = -(-config.audio_mels // P)  # frequency positions of the 2-D map
         self.front_end = LogMelFrontEnd(config.audio_sample_rate, config.audio_mels)
-        self.entry = ConvStep2d(1, f1, (3, 3), separable=False, first_relu=False)
+        self.entry = ConvStep2d(P, f1, (3, 3), separable=False, first_relu=False)
         self.blocks = nn.ModuleList(
             DownsampleBlock2d(f1 if i == 0 else f2, f2, stride=(2, 1), residual_relu=(i > 0))
             for i in range(config.audio_time_strides)
         )
         channels = f2 if config.audio_time_strides else f1
-        self.project = nn.Linear(channels * config.audio_mels, config.hidden_size)
+        self.project = nn.Linear(channels * self.bands, config.hidden_size)
 
     def example_inputs(self, batch, length, generator=None):
         """Random log-mel features (B, length, F) with a right-padding mask."""
@@ -138,12 +159,17 @@ class AudioModality(Modality):
                 f"audio features must have {self.n_mels} mel bands (B, T, {self.n_mels}), got {tuple(inputs.shape)}"
             )
         B, T, F = inputs.shape
-        x = inputs.unsqueeze(1)  # (B, 1, T, F): time is the image height
-        x = self.entry(x, mask)  # (B, f1, T, F)
+        P, bands = self.frequency_patch, self.bands
+        if bands * P != F:
+            inputs = torch.nn.functional.pad(inputs, (0, bands * P - F))  # (B, T, bands·P)
+        # Time is the image height; patch p of band f is channel p at width f. The (B, T, bands, P)
+        # view is already the channels-last layout of (B, P, T, bands): no copy.
+        x = inputs.reshape(B, T, bands, P).permute(0, 3, 1, 2)  # (B, P, T, bands)
+        x = self.entry(x, mask)  # (B, f1, T, bands)
         for block in self.blocks:
-            x, mask = block(x, mask)  # (B, f2, ceil(T/2), F)
+            x, mask = block(x, mask)  # (B, f2, ceil(T/2), bands)
         B, C, T, F = x.shape
-        x = x.permute(0, 2, 1, 3).reshape(B, T, C * F)  # (B, T', C·F): frequency folded into channels
+        x = x.permute(0, 2, 1, 3).reshape(B, T, C * F)  # (B, T', C·bands): frequency folded into channels
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
         return self.project(x), mask

@@ -38,7 +38,8 @@ def _audio(client, data: bytes, name: str = "x.wav", mime: str = "audio/wav"):
 def _assert_answer(answer: dict, task: str) -> None:
     assert answer["task"] == task
     assert answer["task_token"] == get_task(task).task_token
-    assert isinstance(answer["output"], str) and answer["output"].strip()
+    # A model trained for 4 steps may well emit EOS first: the output is a string, maybe empty.
+    assert isinstance(answer["output"], str)
     assert isinstance(answer["seconds"], float) and 0 <= answer["seconds"] < 60
 
 

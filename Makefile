@@ -24,8 +24,12 @@ system-deps:
 	  || echo "warning: could not apt-get install dataset-fashion-mnist espeak-ng"; \
 	else echo "note: install Debian packages dataset-fashion-mnist and espeak-ng (or see README: --data-dir)"; fi
 
+# glibc would return big activations to the kernel after every step and fault them in again;
+# these thresholds keep them (measured: 1.3-1.6x faster steps, docs/benchmarks.md).
+DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
+
 demo: setup
-	$(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo
+	$(DEMO_ENV) $(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.
 test: setup

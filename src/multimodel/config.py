@@ -154,6 +154,9 @@ class TrainConfig:
     """Decoupled weight decay (AdamW); 0 = plain Adam as in the paper."""
     grad_clip: float = 2.0
     """Clip the global gradient norm to this (paper code: 2.0)."""
+    time_budget_minutes: float = 0.0
+    """Stop (with a checkpoint) once training has run this long; 0 = no limit. `make demo` uses
+    it so the run fits its time on any machine; the steps reached are reported."""
     max_bad_steps: int = 10
     """Abort after this many consecutive steps with a non-finite loss."""
     log_every: int = 25

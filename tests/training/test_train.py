@@ -219,3 +219,13 @@ def test_evaluation_is_deterministic(tmp_path):
     for a, b in zip(first, second):
         a.pop("seconds"), b.pop("seconds")
         assert a == b
+
+
+def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=100000",
+               "train.time_budget_minutes=0.002", "train.checkpoint_every=100000")
+    messages = []
+    result = train(cfg, tmp_path / "run", log=messages.append, progress=False)
+    assert 0 < result.step < 100000
+    assert any("time budget" in m for m in messages)
+    assert ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == f"step-{result.step:07d}"

@@ -23,6 +23,11 @@ from multimodel.layers.separable_conv import Cache, ConvStep
 from multimodel.layers.timing import timing_signal
 
 
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean key mask (True = attend) -> 0 / -inf, the form SDPA adds to the scores."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention from queries to a memory, with a key padding mask.
 
@@ -59,14 +64,22 @@ class MultiHeadAttention(nn.Module):
         """Queries x (B, T, D) attend to memory (B, S, D); memory_mask (B, S) True = real."""
         B, T, D = x.shape
         H = self.num_heads
-        kv = cache.get(self) if cache is not None else None
-        if kv is None:
-            kv = self.project_memory(memory)
+        saved = cache.get(self) if cache is not None else None
+        if saved is None:
+            k, v = self.project_memory(memory)
+            attn_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
             if cache is not None:
-                cache[self] = kv  # the memory never changes while decoding: project it once
-        k, v = kv
+                # The memory never changes while decoding: project it and prepare its mask once.
+                # SDPA turns a boolean mask into an additive one on every call, so store that
+                # form, or nothing when no position is padded.
+                if attn_mask is not None:
+                    attn_mask = None if bool(attn_mask.all()) else _additive_mask(attn_mask, k.dtype)
+                saved = (k, v) if attn_mask is None else (k, v, attn_mask)
+                cache[self] = saved
+        else:
+            k, v = saved[0], saved[1]
+            attn_mask = saved[2] if len(saved) == 3 else None
         q = self.query(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, hd)
-        attn_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.out(y)
@@ -118,4 +131,6 @@ class AttentionBlock(nn.Module):
         y = x + self.timing(T, offset, x)  # (B, T, D)
         y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
         attended = self.attention(y, memory, memory_mask, cache)
-        return self.norm(x + self.dropout(attended))
+        if self.training:  # (skipping the no-op module call matters when decoding token by token)
+            attended = self.dropout(attended)
+        return self.norm(x + attended)

@@ -30,7 +30,7 @@ Dimensions: B batch, T time, D hidden size (model width), E experts, K experts p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ class RoutingStats:
     tokens_per_expert: Tensor
     gate_sum_per_expert: Tensor
     num_tokens: Tensor
-    dropped_slots: Tensor
+    dropped_slots: Tensor = field(default_factory=lambda: torch.zeros(()))
 
     @classmethod
     def zeros(cls, num_experts: int, device: torch.device | str | None = None) -> RoutingStats:

@@ -96,8 +96,25 @@ class SeparableConv1d(nn.Module):
         x = torch.cat([past, x], dim=1)  # (B, context + T, C)
         cache[self] = x[:, T:]  # (B, context, C): the window the next call continues from
         d = self.depthwise.dilation[0]
+        if T == 1:  # the common case when decoding: the k taps are every d-th window position
+            return (x[:, ::d] * self._taps_weight()).sum(1, keepdim=True)  # (B, k, C) -> (B, 1, C)
         taps = x.unfold(1, self.context + 1, 1)[..., ::d]  # (B, T, C, k): the inputs of each output
         return (taps * self.depthwise.weight[:, 0]).sum(-1)  # (B, T, C); weight (C, 1, k) -> (C, k)
+
+    def _taps_weight(self) -> torch.Tensor:
+        """The depthwise weight as a contiguous (k, C) tensor, kept between decoding steps.
+
+        Rebuilt whenever the parameter changes (in-place optimiser steps bump its version;
+        ``.to()`` moves it); with autograd on, always taken live so gradients flow.
+        """
+        w = self.depthwise.weight
+        if torch.is_grad_enabled():
+            return w[:, 0].t()
+        key = (w.data_ptr(), w._version, w.dtype)
+        if getattr(self, "_taps_key", None) != key:
+            self._taps = w.detach()[:, 0].t().contiguous()  # (k, C)
+            self._taps_key = key
+        return self._taps
 
 
 class ConvStep(nn.Module):
@@ -161,7 +178,7 @@ class ConvBlock(nn.Module):
         s1, s2, s3, s4 = self.steps
         y = x + s2(s1(x, mask, cache), mask, cache)
         z = y + s4(s3(y, mask, cache), mask, cache)
-        return self.dropout(z)
+        return self.dropout(z) if self.training else z
 
 
 # ----------------------------------------------------------------------------------------

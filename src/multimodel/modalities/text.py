@@ -59,11 +59,9 @@ class TextModality(Modality):
             raise ModalityError(f"text {what} must be integer token ids, got dtype {ids.dtype}")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise ModalityError(f"text {what} is empty: shape {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
-            raise ModalityError(
-                f"text {what} ids must lie in [0, {self.vocab_size}), got range"
-                f" [{int(ids.min())}, {int(ids.max())}]"
-            )
+        low, high = (int(v) for v in torch.aminmax(ids))  # one pass (runs once per decoded token)
+        if low < 0 or high >= self.vocab_size:
+            raise ModalityError(f"text {what} ids must lie in [0, {self.vocab_size}), got range [{low}, {high}]")
 
     def bottom(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, T) -> (x (B, T, D), mask (B, T)); no mask means "ids != PAD"."""

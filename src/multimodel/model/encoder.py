@@ -43,7 +43,9 @@ class MoESublayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, RoutingStats | None]:
         """(B, T, D), mask (B, T) -> ((B, T, D), aux loss, routing statistics)."""
         out, aux_loss, stats = self.experts(x, mask)
-        return self.norm(x + self.dropout(out)), aux_loss, stats
+        if self.training:
+            out = self.dropout(out)
+        return self.norm(x + out), aux_loss, stats
 
 
 class Encoder(nn.Module):

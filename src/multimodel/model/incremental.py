@@ -24,8 +24,10 @@ class IncrementalState:
     """Per-layer saved tensors of a decoding in progress.
 
     ``cache`` maps each stateful layer (a causal ``SeparableConv1d`` or a
-    ``MultiHeadAttention``) to a (B, W, C) window or a (k, v) pair of (B, H, S, hd); the layers
-    read and write it themselves. ``length`` is the number of positions already decoded.
+    ``MultiHeadAttention``) to a (B, W, C) window or a tuple of per-row tensors (an attention
+    layer's keys and values (B, H, S, hd), and its additive memory mask (B, 1, 1, S) when the
+    memory has padding); the layers read and write it themselves. ``length`` is the number of
+    positions already decoded.
     """
 
     def __init__(self) -> None:

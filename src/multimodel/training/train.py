@@ -179,7 +179,7 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
     """On resume the checkpoint's config rules; only train.steps (and logging) may change."""
     if given is None:
         return saved
-    changeable = {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+    changeable = {"steps", "time_budget_minutes", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                   "threads", "device", "beam_size", "length_penalty"}
     a, b = to_dict(saved), to_dict(given)
     diffs = []
@@ -355,6 +355,8 @@ def train(
             previous_sigterm = None
 
     model.train()
+    budget_s = 60.0 * cfg.train.time_budget_minutes
+    loop_start = time.time()
     try:
         while step < cfg.train.steps:
             name = sampler.task_at(step)
@@ -422,6 +424,16 @@ def train(
                 meters.clear()
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                 save(step)
+            over_budget = budget_s > 0 and time.time() - loop_start > budget_s
+            if dist_info.enabled and budget_s > 0:  # every rank stops at the same step
+                over_budget = bool(all_reduce_sum(torch.tensor(float(over_budget)), dist_info).item() > 0)
+            if over_budget and step < cfg.train.steps:
+                say(f"\ntime budget of {cfg.train.time_budget_minutes:g} min reached at step {step}"
+                    f" of {cfg.train.steps}; stopping")
+                logger.log({"step": step, "event": "time_budget_reached"})
+                if step % cfg.train.checkpoint_every != 0:
+                    save(step)
+                break
             if stop_after is not None and step >= stop_after:
                 if step % cfg.train.checkpoint_every != 0:
                     save(step)

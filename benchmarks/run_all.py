@@ -1,0 +1,129 @@
+"""Run every benchmark and write their figures into docs/benchmarks.md (``make bench``).
+
+Each benchmark runs in its own process (``python benchmarks/<name>.py <args>``), one after the
+other, and prints its own tables with its command line. This script puts the machine
+description and those outputs, verbatim, between the markers ``<!-- run_all:begin -->`` and
+``<!-- run_all:end -->`` at the end of docs/benchmarks.md; the hand-written sections above the
+markers (what was changed and why, the analysis) are left as they are.
+
+    python benchmarks/run_all.py                       # all benchmarks, full size (~30 minutes)
+    python benchmarks/run_all.py --only decode pipeline
+    python benchmarks/run_all.py --quick --output /tmp/bench.md   # smoke test: --quick runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
+
+#: name -> (script, argument lists: one run each). Order = order in the report.
+BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
+    "train_step": ("train_step.py", [[]]),
+    "pipeline": ("pipeline.py", [[]]),
+    "decode": ("decode.py", [["--batch", "4"], ["--batch", "1"]]),
+    "moe": ("moe.py", [[]]),
+}
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    memory = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / 2**20:.0f} GiB memory"
+                break
+    except OSError:
+        pass
+    return [
+        f"Machine: {cpu}, {os.cpu_count()} logical CPUs{memory}; {platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}, torch {torch.__version__}",
+    ]
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def run_one(script: str, args: list[str]) -> tuple[str, int, float]:
+    """Output (stdout, then stderr if any), exit status and wall time of one benchmark run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, check=False)
+    output = done.stdout.rstrip()
+    if done.returncode != 0 and done.stderr.strip():
+        output += "\n\n" + done.stderr.strip()[-3000:]
+    return output, done.returncode, time.perf_counter() - start
+
+
+def render(output: str) -> str:
+    """Markdown outputs (train_step, pipeline) go in as they are; plain text goes in a code block."""
+    if output.lstrip().startswith("#"):
+        return output
+    return "```\n" + output + "\n```"
+
+
+def write_report(path: Path, body: str) -> None:
+    block = f"{BEGIN}\n{body.rstrip()}\n{END}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="run each benchmark with --quick")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    names = args.only or list(BENCHMARKS)
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    command = " ".join(["python benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [f"## Latest run of every benchmark ({stamp})", "", f"Command: `{command}`  ",
+             *(line + "  " for line in machine()),
+             f"Load average at the start: {load()} (the machine may be shared; each table compares"
+             " variants measured in the same process, interleaved).", ""]
+    failures = []
+    for name in names:
+        script, runs = BENCHMARKS[name]
+        for run_args in runs:
+            run_args = [*run_args, "--quick"] if args.quick else run_args
+            print(f"running {script} {' '.join(run_args)} ...", file=sys.stderr, flush=True)
+            output, status, wall = run_one(script, run_args)
+            status_note = "" if status == 0 else f" — **exit status {status}**"
+            lines += [f"### `python benchmarks/{script} {' '.join(run_args)}`".rstrip() + "",
+                      "", f"Wall time {wall:.0f} s, load average after: {load()}{status_note}.", "",
+                      render(output), ""]
+            if status != 0:
+                failures.append(f"{script} {' '.join(run_args)}")
+    write_report(Path(args.output), "\n".join(lines))
+    print(f"wrote {args.output}", file=sys.stderr)
+    if failures:
+        print(f"FAILED: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
@@ -146,6 +147,13 @@ def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: T
     in_top = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, experts, True)  # (N, E)
     threshold = torch.where(in_top, top_logits[:, K : K + 1], top_logits[:, K - 1 : K])
     return torch.special.ndtr((clean - threshold) / noise_std).sum(0)
+
+
+def _global_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over ranks in value, with the gradient of the local ``x``."""
+    total = x.detach().clone()
+    dist.all_reduce(total)
+    return x + (total - x.detach())
 
 
 class _ExpertFFN(torch.autograd.Function):
@@ -290,6 +298,8 @@ class MixtureOfExperts(nn.Module):
         self.b1 = nn.Parameter(torch.empty(E, H))
         self.w2 = nn.Parameter(torch.empty(E, H, D))
         self.b2 = nn.Parameter(torch.empty(E, D))
+        self.sync_statistics = False
+        """Sum importance and load over the ranks of a data-parallel run (the trainer sets it)."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -342,7 +352,17 @@ class MixtureOfExperts(nn.Module):
             load = smooth_load(clean, noise_std, top_logits, experts)
         else:
             load = torch.bincount(experts.reshape(-1), minlength=E).to(dtype)
-        aux_loss = self.config.aux_loss_coef * (cv_squared(importance) + cv_squared(load))
+        scale = 1.0
+        if self.sync_statistics and self.training and dist.is_available() and dist.is_initialized():
+            # Data-parallel training: balance the experts over the global batch, not each
+            # rank's shard. The forward value is the global sum; the gradient flows through this
+            # rank's own share (the other shares are constants here and get their gradient on
+            # their own rank). DDP averages gradients over ranks, hence the world-size scale.
+            # No collective runs in backward, so it cannot interleave with DDP's own.
+            importance = _global_sum(importance)
+            load = _global_sum(load)
+            scale = float(dist.get_world_size())
+        aux_loss = scale * self.config.aux_loss_coef * (cv_squared(importance) + cv_squared(load))
         return gates, experts, aux_loss
 
     # ------------------------------------------------------------------------------------

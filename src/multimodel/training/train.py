@@ -28,6 +28,7 @@ from multimodel.config import Config, config_from_dict, to_dict
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.data.tokenizer import Tokenizer
+from multimodel.layers.moe import MixtureOfExperts
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
 from multimodel.training import checkpoint as ckpt
@@ -304,6 +305,9 @@ def train(
 
     ddp_model: torch.nn.Module = model
     if dist_info.enabled:
+        for module in model.modules():
+            if isinstance(module, MixtureOfExperts):
+                module.sync_statistics = True  # balance experts over the global batch
         ddp_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)

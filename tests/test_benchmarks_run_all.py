@@ -12,10 +12,11 @@ def test_run_all_quick_writes_between_markers(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     report = tmp_path / "benchmarks.md"
-    report.write_text("# Benchmarks\n\n## Hand-written\n\nKeep me.\n")
-    for _ in range(2):  # the second run replaces the first run's block
-        assert module.main(["--quick", "--only", "pipeline", "--output", str(report)]) == 0
+    old_run = f"{module.BEGIN}\nan earlier run\n{module.END}\n"
+    report.write_text("# Benchmarks\n\n## Hand-written\n\nKeep me.\n\n" + old_run + "\n## After\n\nMe too.\n")
+    assert module.main(["--quick", "--only", "pipeline", "--output", str(report)]) == 0
     text = report.read_text()
-    assert "Keep me." in text and text.count(module.BEGIN) == 1 and text.count(module.END) == 1
+    assert "Keep me." in text and "Me too." in text and "an earlier run" not in text
+    assert text.count(module.BEGIN) == 1 and text.count(module.END) == 1
     assert "benchmarks/pipeline.py --quick" in text and "Ratio time(in memory) / time(pipeline)" in text
     assert "Machine:" in text

@@ -335,12 +335,15 @@ class MixtureOfExperts(nn.Module):
         E, K = self.num_experts, self.top_k
         dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.to(dtype)
-        clean = x @ self.w_gate.to(dtype)  # (N, E)
         noisy = self.training and self.config.noisy_gating
         if noisy:
-            noise_std = F.softplus(x @ self.w_noise.to(dtype)) + NOISE_EPSILON  # (N, E)
+            # One (D, 2E) matmul instead of two (D, E) ones.
+            both = x @ torch.cat((self.w_gate, self.w_noise), dim=1).to(dtype)  # (N, 2E)
+            clean, noise_logits = both.split(E, dim=1)  # (N, E) each
+            noise_std = F.softplus(noise_logits) + NOISE_EPSILON  # (N, E)
             logits = clean + torch.randn_like(clean) * noise_std
         else:
+            clean = x @ self.w_gate.to(dtype)  # (N, E)
             logits = clean
         # Keep the (K+1)-th largest too: it is a threshold of the load estimator.
         top_logits, top_experts = logits.topk(min(K + 1, E), dim=-1)  # (N, K or K+1)

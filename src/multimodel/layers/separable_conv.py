@@ -16,6 +16,12 @@ stopped, so one new token costs one output position per layer.
 The 2-D variants (``SeparableConv2d``, ``ConvStep2d``, ``DownsampleBlock2d``) serve the image
 and audio modality nets (the Xception-like entry flow of §2.5).
 
+Speed (the layout, not the maths): on CPU, oneDNN's depthwise convs are several times faster
+on channels-last maps, forward and backward, so the 1-D depthwise conv runs as a 2-D conv on a
+channels-last view of the (B, T, C) sequence (:func:`depthwise_conv_time`), and the 2-D maps are
+kept channels-last throughout, where LayerNorm over channels and the pointwise conv need no
+permute copies. benchmarks/train_step.py measures the result; docs/benchmarks.md has the figures.
+
 Dimensions: B batch, T time, C channels, D hidden size, H × W spatial size, k kernel size.
 """
 

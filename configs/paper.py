@@ -31,6 +31,7 @@ CONFIG = Config(
         image_channels=3,
         image_entry_filters=(32, 64),
         audio_mels=80,
+        audio_frequency_patch=1,  # the paper's one-channel spectrogram net
         max_target_length=256,
     ),
     data=DataConfig(vocab_size=8192, batch_size=64),

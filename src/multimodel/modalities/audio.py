@@ -36,8 +36,6 @@ from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
 from multimodel.modalities.base import Modality, ModalityError, check_mask, random_lengths_mask
 
 LOG_FLOOR = 1e-6  # keeps log() finite on silent frames
-DEFAULT_FREQUENCY_PATCH = 16
-"""Mel bands per frequency patch when the config does not say (80 mels -> 5 patches)."""
 _SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3  # Slaney scale: linear below 1 kHz ...
 _SLANEY_LOG_STEP = math.log(6.4) / 27.0  # ... logarithmic above (mel 15 = 1 kHz)
 
@@ -110,16 +108,15 @@ class AudioModality(Modality):
     Args:
         config: model config (``hidden_size``, ``audio_mels``, ``audio_sample_rate``,
             ``audio_time_strides``, ``image_entry_filters`` for the conv widths, and
-            ``audio_frequency_patch`` when the config has it).
+            ``audio_frequency_patch``).
         frequency_patch: P, adjacent mel bands folded into channels before the 2-D net (see
-            the module docstring; 1 = the paper). None = ``config.audio_frequency_patch`` if
-            present, else :data:`DEFAULT_FREQUENCY_PATCH`.
+            the module docstring; 1 = the paper). None = ``config.audio_frequency_patch``.
     """
 
     def __init__(self, config: ModelConfig, frequency_patch: int | None = None) -> None:
         super().__init__()
         if frequency_patch is None:
-            frequency_patch = getattr(config, "audio_frequency_patch", DEFAULT_FREQUENCY_PATCH)
+            frequency_patch = config.audio_frequency_patch
         if frequency_patch < 1:
             raise ModalityError(f"frequency_patch must be >= 1, got {frequency_patch}")
         f1, f2 = config.image_entry_filters

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest image or audio upload in megabytes (default 10)")
 
-    p = sub.add_parser("tasks", help="list the task catalogue with sizes and whether data is present")
+    p = sub.add_parser("tasks", help="list the task catalogue (modalities, task token) and whether its data is present")
     p.add_argument("--data-dir", default="data", help="data directory to check (default: data)")
 
     p = sub.add_parser("info", help="describe the model a config builds (parameter counts per part)",
@@ -164,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(err: Exception) -> bool:
     from multimodel.config import ConfigError
+    from multimodel.corpora.cache import GenerationError
     from multimodel.training.checkpoint import CheckpointError
     from multimodel.training.train import TrainingError
 
-    user_errors: tuple[type[Exception], ...] = (ConfigError, CheckpointError, TrainingError,
+    user_errors: tuple[type[Exception], ...] = (ConfigError, CheckpointError, TrainingError, GenerationError,
                                                 FileNotFoundError, ValueError, KeyError, OSError)
     return isinstance(err, user_errors)
 

@@ -164,8 +164,6 @@ class TrainConfig:
     """Abort after this many consecutive steps with a non-finite loss."""
     log_every: int = 25
     """Steps between log lines (JSONL, TensorBoard, progress bar)."""
-    eval_every: int = 0
-    """Steps between evaluations during training; 0 = only at the end."""
     checkpoint_every: int = 200
     """Steps between checkpoints."""
     keep_checkpoints: int = 2

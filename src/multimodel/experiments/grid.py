@@ -44,7 +44,7 @@ Log = Callable[[str], None]
 
 #: Train settings that do not change what a finished run computed.
 _HARMLESS = {("data", "data_dir"), ("data", "corpora_dir"), ("train", "threads"), ("train", "device"),
-             ("train", "log_every"), ("train", "eval_every"), ("train", "checkpoint_every"),
+             ("train", "log_every"), ("train", "checkpoint_every"),
              ("train", "keep_checkpoints")}
 
 #: The three numbers of the paper's Tables 2–4, per task.

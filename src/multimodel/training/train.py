@@ -180,7 +180,7 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
     """On resume the checkpoint's config rules; only train.steps (and logging) may change."""
     if given is None:
         return saved
-    changeable = {"steps", "time_budget_minutes", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+    changeable = {"steps", "time_budget_minutes", "log_every", "checkpoint_every", "keep_checkpoints",
                   "threads", "device", "beam_size", "length_penalty"}
     a, b = to_dict(saved), to_dict(given)
     diffs = []

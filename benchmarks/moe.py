@@ -5,15 +5,18 @@ every parameter) of:
 
 * ``ours``  — :class:`multimodel.layers.moe.MixtureOfExperts` (sort by expert, one fused
   autograd function over the non-empty experts, gather back);
-* ``loop``  — the same routing, but a plain autograd Python loop over the non-empty experts
-  (``split`` of the sorted slots, ``unbind`` of the stacked weights): the obvious baseline;
+* ``loop``  — the same layer (routing, sort, gather, mix) with the experts run by a plain
+  autograd Python loop over the non-empty experts (``split`` of the sorted slots, ``unbind``
+  of the stacked weights): the obvious baseline;
 * ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix;
 * ``floor`` — the compute floor: one expert-sized MLP (two ``nn.Linear``) run once over all
   N·K token-slots, i.e. the same arithmetic as the experts with no routing at all.
 
 Reports the median over repetitions with the min–max spread, and the ratios ours/floor,
-loop/floor and dense/ours. The repetitions of the variants are interleaved, so a change in
-background load hits all of them alike.
+loop/floor and dense/ours, both of the medians and of the minimums (on a shared machine the
+minimum is the repetition least disturbed by other work). The repetitions of the variants are
+interleaved, so a change in background load hits all of them alike. Before timing, the script
+checks that ours, loop and dense give the same outputs (eval mode).
 
     python benchmarks/moe.py                    # d=512, H=1024, 4096 tokens, k=4, E=16,64,256
     python benchmarks/moe.py --skip-dense-above 256   # dense at E=256 too (slow, ~6 GB)
@@ -37,24 +40,18 @@ from multimodel.config import MoEConfig
 from multimodel.layers.moe import MixtureOfExperts
 
 
-def loop_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Baseline: ``moe``'s routing, then a plain autograd loop over the non-empty experts."""
-    N, D = x.shape
-    K = moe.top_k
-    gates, experts, aux_loss = moe.gate(x)  # (N, K), (N, K), ()
-    slot_expert = experts.t().reshape(-1)  # (S,)
-    order = torch.argsort(slot_expert, stable=True)  # (S,)
-    counts = torch.bincount(slot_expert, minlength=moe.num_experts).tolist()
-    xs = x.index_select(0, order % N).split(counts)  # E chunks of (count_e, D)
-    w1, b1, w2, b2 = (p.unbind(0) for p in (moe.w1, moe.b1, moe.w2, moe.b2))
-    ys = [
-        torch.addmm(b2[e], F.relu(torch.addmm(b1[e], xs[e], w1[e])), w2[e])
-        for e in range(moe.num_experts)
-        if counts[e] > 0
-    ]
-    per_slot = torch.cat(ys).new_zeros(N * K, D).index_copy(0, order, torch.cat(ys))  # (S, D)
-    out = (per_slot.view(K, N, D) * gates.t().unsqueeze(-1)).sum(0)  # (N, D)
-    return out, aux_loss
+class LoopMoE(MixtureOfExperts):
+    """Baseline: the same layer, but a plain autograd Python loop over the non-empty experts."""
+
+    def _experts(self, xs: Tensor, counts: list[int], row_expert: Tensor) -> Tensor:
+        chunks = xs.split(counts)  # E chunks of (count_e, D)
+        w1, b1, w2, b2 = (p.unbind(0) for p in (self.w1, self.b1, self.w2, self.b2))
+        ys = [
+            torch.addmm(b2[e], F.relu(torch.addmm(b1[e], chunks[e], w1[e])), w2[e])
+            for e in range(self.num_experts)
+            if counts[e] > 0
+        ]
+        return torch.cat(ys) if ys else xs.new_zeros(0, xs.shape[1])
 
 
 def dense_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,6 +64,23 @@ def dense_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
         y = torch.addmm(b2[e], F.relu(torch.addmm(b1[e], x, w1[e])), w2[e])  # (N, D)
         out = out + dense_gates[:, e : e + 1] * y
     return out, aux_loss
+
+
+@torch.no_grad()
+def check_agreement(moe: MixtureOfExperts, loop: LoopMoE, x: Tensor, dense: bool) -> float:
+    """Max |difference| of ours vs. loop (and dense) at eval; raises if they disagree."""
+    moe.eval(), loop.eval()
+    try:
+        ours = moe(x.unsqueeze(0))[0].squeeze(0)
+        others = [loop(x.unsqueeze(0))[0].squeeze(0)]
+        if dense:
+            others.append(dense_experts(moe, x)[0])
+    finally:
+        moe.train(), loop.train()
+    diff = max((ours - other).abs().max().item() for other in others)
+    if diff > 1e-4 * max(1.0, ours.abs().max().item()):
+        raise AssertionError(f"MoE variants disagree: max |diff| = {diff:.3g}")
+    return diff
 
 
 def median_spread(times: list[float]) -> str:
@@ -140,9 +154,10 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     header = (
-        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'loop':>20} | {'dense':>22} | "
-        f"{'ours/floor':>10} | {'loop/floor':>10} | {'dense/ours':>10}"
+        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'loop':>20} | {'dense':>24} | "
+        f"{'ours/floor':>11} | {'loop/floor':>11} | {'dense/ours':>11}"
     )
+    print("ratios: of the medians (of the minimums, the least disturbed repetitions)")
     print(header)
     print("-" * len(header))
 
@@ -154,7 +169,11 @@ def run(args: argparse.Namespace) -> None:
 
     for E in args.experts:
         moe = MixtureOfExperts(D, MoEConfig(num_experts=E, top_k=K, expert_hidden_size=H))
-        moe.train()  # noise on; with the zero-initialised gate, routing is near uniform
+        # A random gate (logits of std ~1) plus the training noise: balanced, non-trivial routing.
+        nn.init.normal_(moe.w_gate, std=D**-0.5)
+        moe.train()
+        loop = LoopMoE(D, moe.config).train()
+        loop.load_state_dict(moe.state_dict())
 
         def step(module: nn.Module, fn: Callable[[], tuple[Tensor, Tensor]]) -> float:
             x.grad = x_slots.grad = None
@@ -169,6 +188,10 @@ def run(args: argparse.Namespace) -> None:
             out, aux, _ = moe(x.unsqueeze(0))  # (1, N, D)
             return out.squeeze(0), aux
 
+        def run_loop() -> tuple[Tensor, Tensor]:
+            out, aux, _ = loop(x.unsqueeze(0))  # (1, N, D)
+            return out.squeeze(0), aux
+
         def run_floor() -> tuple[Tensor, Tensor]:
             return floor(x_slots), x_slots.new_zeros((), requires_grad=True)
 
@@ -177,11 +200,13 @@ def run(args: argparse.Namespace) -> None:
             "ours": lambda: step(moe, run_ours),
         }
         if not args.no_loop:
-            variants["loop"] = lambda: step(moe, lambda: loop_experts(moe, x))
+            variants["loop"] = lambda: step(loop, run_loop)
         dense_on = E <= args.skip_dense_above
         dense_reps = max(1, round(args.reps * 16 / E)) if dense_on else 0
         if dense_on:
             variants["dense"] = lambda: step(moe, lambda: dense_experts(moe, x))
+
+        max_diff = check_agreement(moe, loop, x.detach(), dense_on)
 
         times: dict[str, list[float]] = {name: [] for name in variants}
         for name, run in variants.items():  # warm-up (allocator, MKL packing buffers)
@@ -196,18 +221,22 @@ def run(args: argparse.Namespace) -> None:
                 times[name].append(variants[name]())
 
         med = {name: statistics.median(t) for name, t in times.items()}
+        low = {name: min(t) for name, t in times.items()}
+
+        def ratio(a: str, b: str, digits: int = 2) -> str:
+            if a not in med or b not in med:
+                return "—"
+            return f"{med[a] / med[b]:.{digits}f} ({low[a] / low[b]:.{digits}f})"
+
         cell = {name: median_spread(t) for name, t in times.items()}
-        loop_cell = cell.get("loop", "—")
         dense_cell = f"{cell['dense']} ({dense_reps}×)" if dense_on else "skipped"
-        loop_ratio = f"{med['loop'] / med['floor']:.2f}×" if "loop" in med else "—"
-        dense_ratio = f"{med['dense'] / med['ours']:.1f}×" if dense_on else "—"
         print(
-            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {loop_cell:>20} | "
-            f"{dense_cell:>22} | {med['ours'] / med['floor']:>9.2f}× | {loop_ratio:>10} | "
-            f"{dense_ratio:>10}",
+            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell.get('loop', '—'):>20} | "
+            f"{dense_cell:>24} | {ratio('ours', 'floor'):>11} | {ratio('loop', 'floor'):>11} | "
+            f"{ratio('dense', 'ours', 1):>11}   (outputs agree to {max_diff:.1e})",
             flush=True,
         )
-        del moe
+        del moe, loop
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -200,6 +200,25 @@ def test_eval_is_deterministic_and_independent_of_batching():
     torch.testing.assert_close(among[2, 5], alone[0, 0], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("capacity_factor", [None, 0.1])
+def test_single_token_shortcut_without_autograd_matches_the_general_path(capacity_factor):
+    """Decoding calls the layer with one real token under no_grad: a separate code path."""
+    moe = make_moe(D=8, E=6, K=3, capacity_factor=capacity_factor).eval()
+    x = torch.randn(2, 3, 8)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    mask[1, 2] = True  # one real token among padding
+    general, aux, stats = moe(x, mask)  # autograd on: the sort-and-gather path
+    with torch.no_grad():
+        shortcut, aux_nograd, stats_nograd = moe(x, mask)
+        single, _, _ = moe(x[1:, 2:])  # the same token alone, no mask
+    torch.testing.assert_close(shortcut, general, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(single[0, 0], general[1, 2], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(shortcut, dense_reference(moe, x, mask), atol=1e-5, rtol=1e-5)
+    assert torch.equal(aux, aux_nograd)
+    assert torch.equal(stats.tokens_per_expert, stats_nograd.tokens_per_expert)
+    assert stats_nograd.dropped_slots.item() == 0 and stats_nograd.num_tokens.item() == 1
+
+
 def test_noise_only_in_training():
     moe = make_moe(D=8, E=8, K=2, gate_scale=0.1)  # small logits: noise decides the routing
     x = torch.randn(4, 6, 8)

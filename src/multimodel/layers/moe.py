@@ -122,7 +122,8 @@ def cv_squared(x: Tensor) -> Tensor:
     E - 1. Never divides by zero: an all-zero or one-element ``x`` gives 0.
     """
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return x.var(unbiased=False) / (x.mean() ** 2 + CV_EPSILON)
+    var, mean = torch.var_mean(x, correction=0)
+    return var / (mean**2 + CV_EPSILON)
 
 
 def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: Tensor) -> Tensor:
@@ -370,21 +371,17 @@ class MixtureOfExperts(nn.Module):
 
     # ------------------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, RoutingStats]:
-        """Route, run and mix the experts; see the class docstring."""
-        B, T, D = x.shape
-        E, K = self.num_experts, self.top_k
-        flat = x.reshape(B * T, D)  # (B·T, D)
-        if mask is None:
-            real_positions = None
-            tokens = flat  # (N, D), N = B·T
-        else:
-            real_positions = mask.reshape(B * T).nonzero().squeeze(1)  # (N,)
-            tokens = flat.index_select(0, real_positions)  # (N, D)
-        N = tokens.shape[0]
+    def _experts(self, xs: Tensor, counts: list[int], row_expert: Tensor) -> Tensor:
+        """Expert e's FFN on its rows of ``xs`` (S, D), sorted by expert; returns (S, D)."""
+        weights = (p.to(xs.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        return _ExpertFFN.apply(xs, *weights, counts, row_expert)
 
-        gates, experts, aux_loss = self.gate(tokens)  # (N, K), (N, K), ()
+    def _dispatch(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> tuple[Tensor, int]:
+        """Sort the N·K slots by expert, run the experts, un-sort and mix.
 
+        Returns the mixed outputs (N, D) and the number of slots dropped by the capacity.
+        """
+        (N, D), E, K = tokens.shape, self.num_experts, self.top_k
         # Slot s = k·N + n is token n's k-th choice: k-major order, so that a stable sort
         # by expert puts every token's first choice ahead of its second choices, which is
         # the priority a capacity limit keeps (GShard).
@@ -398,29 +395,62 @@ class MixtureOfExperts(nn.Module):
         else:
             capacity = max(1, math.ceil(self.config.capacity_factor * N * K / E))
             starts = torch.cumsum(counts_t, 0) - counts_t  # (E,)
-            rank = torch.arange(order.numel(), device=x.device) - starts.repeat_interleave(
+            rank = torch.arange(order.numel(), device=tokens.device) - starts.repeat_interleave(
                 counts_t, output_size=order.numel()
             )  # (S,) position of each sorted slot within its expert
             kept_slots = order[rank < capacity]
             dropped = sum(max(0, c - capacity) for c in counts)
             counts = [min(c, capacity) for c in counts]
 
-        # Gather → experts → un-sort. The un-sort writes each slot's row once (no index_add
-        # over tokens), so the mix below adds each token's K outputs in a fixed order:
+        # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
+        # tokens), so each token's K outputs are summed in a fixed order by one small matmul:
         # results are deterministic on every device and do not depend on the other tokens.
         xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
-        ys = _ExpertFFN.apply(
-            xs,
-            self.w1.to(x.dtype),
-            self.b1.to(x.dtype),
-            self.w2.to(x.dtype),
-            self.b2.to(x.dtype),
-            counts,
-            slot_expert.index_select(0, kept_slots),  # (S_kept,) ascending
-        )  # (S_kept, D)
-        per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # (S, D), dropped → 0
-        per_slot = per_slot.view(K, N, D)
-        mixed = (per_slot * gates.t().unsqueeze(-1).to(x.dtype)).sum(0)  # (N, D)
+        ys = self._experts(xs, counts, slot_expert.index_select(0, kept_slots))  # (S_kept, D)
+        if self.config.capacity_factor is None:
+            # Invert the sort: the row of ys that holds each slot, then token-major.
+            rows = torch.arange(N * K, device=tokens.device)
+            row_of_slot = torch.empty_like(order).scatter_(0, order, rows)  # (S,) k-major
+            row_of_slot = row_of_slot.view(K, N).t().reshape(N * K)  # (S,) token-major
+            per_slot = ys.index_select(0, row_of_slot).view(N, K, D)
+        else:
+            per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # dropped rows → 0
+            per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
+        mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
+        return mixed, dropped
+
+    def _one_token(self, token: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
+        """Shortcut for one token without autograd (decoding): straight to its K experts.
+
+        Skips the sort, gathers and bookkeeping of :meth:`_dispatch`, which cost more than
+        the experts themselves for a single token. Its K experts are distinct, so no
+        capacity limit can drop a slot. Agrees with the general path to rounding (~1e-7).
+        """
+        w1, b1, w2, b2 = (p.to(token.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        out = torch.zeros_like(token)  # (1, D)
+        for gate, e in zip(gates[0].tolist(), experts[0].tolist()):
+            h = torch.addmm(b1[e], token, w1[e]).relu_()  # (1, H)
+            out.add_(torch.addmm(b2[e], h, w2[e]), alpha=gate)
+        return out
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, RoutingStats]:
+        """Route, run and mix the experts; see the class docstring."""
+        B, T, D = x.shape
+        E = self.num_experts
+        flat = x.reshape(B * T, D)  # (B·T, D)
+        if mask is None:
+            real_positions = None
+            tokens = flat  # (N, D), N = B·T
+        else:
+            real_positions = mask.reshape(B * T).nonzero().squeeze(1)  # (N,)
+            tokens = flat.index_select(0, real_positions)  # (N, D)
+        N = tokens.shape[0]
+
+        gates, experts, aux_loss = self.gate(tokens)  # (N, K), (N, K), ()
+        if N == 1 and not torch.is_grad_enabled():
+            mixed, dropped = self._one_token(tokens, gates, experts), 0  # (1, D)
+        else:
+            mixed, dropped = self._dispatch(tokens, gates, experts)  # (N, D)
 
         if real_positions is None:
             out = mixed.view(B, T, D)
@@ -429,7 +459,7 @@ class MixtureOfExperts(nn.Module):
 
         with torch.no_grad():
             stats = RoutingStats(
-                tokens_per_expert=counts_t.to(torch.float32),
+                tokens_per_expert=torch.bincount(experts.reshape(-1), minlength=E).float(),
                 gate_sum_per_expert=x.new_zeros(E, dtype=torch.float32).index_add_(
                     0, experts.reshape(-1), gates.reshape(-1).float()
                 ),

@@ -82,8 +82,6 @@ class Predictor:
         batch = collate([Example(raw_input, dummy_target)])
         device = next(self.model.parameters()).device
         batch = batch.to(device)
-        kwargs = {"input_modality": task.input_modality, "target_modality": task.target_modality,
-                  "task_token": task.task_token}
         if task.is_classification:
             logits = self.model.classify(batch.inputs, batch.input_mask, input_modality=task.input_modality,
                                          target_modality=task.target_modality)[0]
@@ -94,7 +92,7 @@ class Predictor:
             extra = {"top": [{"label": n, "probability": float(p)} for n, p in zip(names, values.tolist())]}
         else:
             ids = self.model.generate(batch.inputs, batch.input_mask, max_length=self.model.config.max_target_length,
-                                      beam_size=beam_size, **kwargs)[0]
+                                      beam_size=beam_size, **task.model_kwargs)[0]
             output = self.tokenizer.decode(ids)
             extra = None
         return Prediction(task.name, task.task_token, output, time.time() - start, extra)

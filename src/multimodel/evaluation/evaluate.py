@@ -55,9 +55,7 @@ class TaskResult:
 
 
 def _forward(model: MultiModel, batch: Batch, task: Task):
-    return model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask,
-                 input_modality=task.input_modality, target_modality=task.target_modality,
-                 task_token=task.task_token)
+    return model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task.model_kwargs)
 
 
 def decode_batch(model: MultiModel, batch: Batch, task: Task, tokenizer: Tokenizer, *,
@@ -66,9 +64,8 @@ def decode_batch(model: MultiModel, batch: Batch, task: Task, tokenizer: Tokeniz
     if max_length is None:
         longest = int(batch.target_mask.sum(1).max()) if batch.target_mask is not None else 32
         max_length = min(model.config.max_target_length, int(longest * 1.5) + 10)
-    ids = model.generate(batch.inputs, batch.input_mask, input_modality=task.input_modality,
-                         target_modality=task.target_modality, task_token=task.task_token,
-                         max_length=max_length, beam_size=beam_size, length_penalty=length_penalty)
+    ids = model.generate(batch.inputs, batch.input_mask, max_length=max_length, beam_size=beam_size,
+                         length_penalty=length_penalty, **task.model_kwargs)
     return [tokenizer.decode(seq) for seq in ids]
 
 

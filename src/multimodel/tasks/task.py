@@ -49,5 +49,11 @@ class Task:
     input_shape: tuple[int, ...] | None = None
 
     @property
+    def model_kwargs(self) -> dict[str, str | None]:
+        """The keyword arguments that tell MultiModel.forward/generate which task a batch is."""
+        return {"input_modality": self.input_modality, "target_modality": self.target_modality,
+                "task_token": self.task_token}
+
+    @property
     def is_classification(self) -> bool:
         return self.target_modality.startswith("class_label")

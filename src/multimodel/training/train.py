@@ -129,10 +129,7 @@ def select_device(name: str) -> torch.device:
 
 def model_inputs(batch: Batch, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The positional and keyword arguments of MultiModel.forward for ``batch``."""
-    args = (batch.inputs, batch.input_mask, batch.targets, batch.target_mask)
-    kwargs = {"input_modality": task.input_modality, "target_modality": task.target_modality,
-              "task_token": task.task_token}
-    return args, kwargs
+    return (batch.inputs, batch.input_mask, batch.targets, batch.target_mask), task.model_kwargs
 
 
 class JsonlLogger:

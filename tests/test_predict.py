@@ -11,7 +11,7 @@ import pytest
 
 from multimodel.config import load_config
 from multimodel.predict import PredictError, Predictor
-from multimodel.tasks import TASKS
+from multimodel.tasks import TASKS, get_task
 from multimodel.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("predict")
     data = tmp / "data"
-    tasks = ["digits", "numbers_en_de", "grammar_parsing"]
+    tasks = ["digits", "numbers_en_de", "grammar_parsing", "numbers_de_en", "numbers_fr_en"]  # two To-English
     if TASKS["speech_numbers"].available(data) is None:
         tasks.append("speech_numbers")
     cfg = load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(data)!r}", f"data.tasks={','.join(tasks)}",
@@ -49,12 +49,30 @@ def test_predict_image_text_and_parse(run_dir, tmp_path):
     predictor = Predictor.from_checkpoint(run_dir)
     p = predictor.text("twenty-one", "german", beam_size=2)
     assert p.task == "numbers_en_de" and p.task_token == "To-German" and isinstance(p.output, str)
+    assert p.to_json()["tasks"] == ["numbers_en_de"]
     tree = predictor.text("the cat saw a dog .", "parse-tree", beam_size=1)
     assert tree.task == "grammar_parsing" and tree.task_token == "To-Parse-Tree"
     with pytest.raises(PredictError, match="empty"):
         predictor.text("   ", "german")
     with pytest.raises(PredictError, match="To-French"):
         predictor.text("one", "french")
+
+
+def test_text_tasks_sharing_a_token_are_named_together(run_dir):
+    """numbers_de_en and numbers_fr_en both decode To-English from text: one computation, no one task claimed."""
+    predictor = Predictor.from_checkpoint(run_dir)
+    sharing = [t.name for t in predictor.tasks if t.input_modality == "text" and t.task_token == "To-English"]
+    assert len(sharing) > 1
+    p = predictor.text("einundzwanzig", "english", beam_size=1)
+    assert p.task_token == "To-English" and p.tasks == sharing
+    assert p.task.startswith("To-English") and all(name in p.task for name in sharing)
+    assert p.to_json()["tasks"] == sharing and p.to_json()["task"] == p.task
+    for name in sharing:  # each task's own run gives the very same answer
+        assert predictor._run(get_task(name), "einundzwanzig", beam_size=1).output == p.output
+
+    out = _cli(str(run_dir), "--text", "einundzwanzig", "--to", "english", "--beam-size", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") == f"[{p.task}] {p.output}"
 
 
 def test_predict_audio(run_dir, tmp_path):

@@ -3,6 +3,9 @@
 Errors a user can fix (bad config key, unknown task, missing or corrupt file, incompatible
 checkpoint) print one line saying what is wrong and what to do, and exit with status 2;
 ``--debug`` shows the traceback.
+
+Options and ``KEY=VALUE`` config overrides may come in any order
+(``multimodel train train.steps=5 --config configs/tiny.py model.dropout=0.0 --run-dir runs/x``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,27 @@ examples:
 """
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A command's parser whose options and positionals (KEY=VALUE overrides) may be interleaved.
+
+    Plain argparse takes a ``nargs="*"`` positional in one run, so overrides after an option
+    were "unrecognized"; ``parse_known_intermixed_args`` reads the options first, then the
+    positionals. A parser with subcommands of its own cannot be intermixed and parses as usual.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._get_positional_actions())
+        if nested or self._intermixing:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required, help="preset file, e.g. configs/demo.py (or just 'demo')")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -45,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_IntermixedParser)
 
     p = sub.add_parser("train", help="train one model jointly on the configured tasks, then evaluate it",
                        description="Train jointly on data.tasks, write checkpoints/logs to --run-dir, then"
@@ -82,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a local web page and JSON API for a checkpoint (image, speech, text)",
                        epilog="example: multimodel serve runs/demo   (then open http://127.0.0.1:8000/;"
-                       " API docs at /docs)")
+                       " API schema at /openapi.json)")
     p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; others are warned about)")
@@ -111,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                        " data.corpora_dir=../shared/corpora\n"
                        "  multimodel experiment add-task --config configs/demo.py --new-task numbers_fr_en",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    esub = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    esub = p.add_subparsers(dest="experiment", required=True, metavar="NAME", parser_class=_IntermixedParser)
     for name, text in (("joint-vs-single", "joint model vs. each task alone (RQ1, RQ2; paper Table 2)"),
                        ("ablation", "full vs. no MoE vs. no attention (RQ3; paper Table 4)"),
                        ("transfer", "parsing alone vs. + image task vs. + all tasks (RQ4; paper Table 3)"),

@@ -2,7 +2,10 @@
 
 The checkpoint knows its tasks; each input is sent to every task that accepts its modality
 (an image gets a class from the classification task and a caption from the captioning
-task). Text goes to the task whose token matches ``--to`` ("german" → "To-German").
+task). Text goes to the task whose token matches ``--to`` ("german" → "To-German"). Text tasks
+that share a token (numbers_de_en and numbers_fr_en both decode "To-English") are one and the
+same computation, since the model sees only the input text and the token; such an answer names
+the token and all those tasks ("To-English (numbers_de_en, numbers_fr_en)"), not one of them.
 """
 
 from __future__ import annotations
@@ -31,17 +34,29 @@ class PredictError(ValueError):
 
 @dataclass
 class Prediction:
-    """One answer: which task and token produced it, the output, and how long it took."""
+    """One answer: which task and token produced it, the output, and how long it took.
+
+    Args:
+        task: the checkpoint's task that answered; when several text tasks share the task token
+            (the same computation), the token and all their names: "To-English (numbers_de_en,
+            numbers_fr_en)".
+        task_token: the decoder's task token; None for a classifier.
+        output: class label, caption, transcript, translation or linearised tree.
+        seconds: decoding time.
+        extra: more keys for the JSON answer (``top``, ``tree``, ...).
+        tasks: every checkpoint task this answer stands for (just ``task`` when None).
+    """
 
     task: str
     task_token: str | None
     output: Any
     seconds: float
     extra: dict[str, Any] | None = None
+    tasks: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "task_token": self.task_token, "output": self.output,
-                "seconds": self.seconds, **(self.extra or {})}
+        return {"task": self.task, "tasks": self.tasks or [self.task], "task_token": self.task_token,
+                "output": self.output, "seconds": self.seconds, **(self.extra or {})}
 
 
 class Predictor:
@@ -161,6 +176,9 @@ class Predictor:
             raise PredictError(f"the sentence is too long ({len(ids)} subwords; at most"
                                f" {self.model.config.max_target_length * 4})")
         p = self._run(candidates[0], sentence, beam_size)
+        if len(candidates) > 1:  # the model cannot tell them apart: claim none of them in particular
+            p.tasks = [t.name for t in candidates]
+            p.task = f"{token} ({', '.join(p.tasks)})"
         if token == "To-Parse-Tree":
             try:
                 tree = delinearize(p.output)
@@ -171,6 +189,7 @@ class Predictor:
 
     def from_text(self, sentence: str, to: str, beam_size: int = 4) -> str:
         p = self.text(sentence, to, beam_size)
+        head = f"[{p.task}]" if p.tasks else f"[{p.task}, {p.task_token}]"  # a shared-token task names its token
         if p.extra and p.extra.get("tree"):
-            return f"[{p.task}, {p.task_token}]\n{p.extra['tree']}"
-        return f"[{p.task}, {p.task_token}] {p.output}"
+            return f"{head}\n{p.extra['tree']}"
+        return f"{head} {p.output}"

@@ -345,3 +345,45 @@ def test_missing_espeak_gives_a_clear_error(tmp_path, monkeypatch):
     assert message is not None and "apt-get install espeak-ng" in message
     with pytest.raises(CorpusUnavailable, match="apt-get install espeak-ng"):
         speech.load(tmp_path, "train", 2, 0)
+
+
+def test_speech_cache_is_keyed_by_the_espeak_version(tmp_path, monkeypatch):
+    """Another espeak-ng release makes the audio again; without espeak-ng, any cached split reloads."""
+    from multimodel.data.example import Example, Split
+
+    generated: list[str | None] = []
+
+    def fake_generate(split, size, seed, skip_bad):
+        generated.append(speech.espeak_version())
+        fill = float(len(generated))  # each generation's features differ from the last one's
+        return Split(examples=[Example(np.full((3, speech.N_MELS), fill, np.float32), "one", None, {})
+                               for _ in range(size)])
+
+    monkeypatch.setattr(speech, "_generate", fake_generate)
+    monkeypatch.setattr(speech, "espeak_version", lambda: "1.50")
+    first = speech.load(tmp_path, "train", 2, 0)
+    assert_same_split(speech.load(tmp_path, "train", 2, 0), first)
+    assert generated == ["1.50"]
+
+    monkeypatch.setattr(speech, "espeak_version", lambda: "1.51")
+    upgraded = speech.load(tmp_path, "train", 2, 0)
+    assert generated == ["1.50", "1.51"]
+    assert fingerprint(upgraded.examples[0].inputs) != fingerprint(first.examples[0].inputs)
+    names = sorted(p.name for p in (tmp_path / "builtin" / "speech").glob("train-*.npz"))
+    assert len(names) == 2 and "1.50" in names[0] and "1.51" in names[1]
+
+    monkeypatch.setattr(speech, "espeak_version", lambda: None)  # espeak-ng uninstalled: reload, don't generate
+    assert_same_split(speech.load(tmp_path, "train", 2, 0), upgraded)
+    assert generated == ["1.50", "1.51"]
+
+
+def test_espeak_version_is_parsed_from_its_banner(tmp_path):
+    program = tmp_path / "espeak-ng"
+    program.write_text("#!/bin/sh\necho 'eSpeak NG text-to-speech: 1.52-dev  Data at: /usr/share/espeak-ng-data'\n")
+    program.chmod(0o755)
+    assert speech._espeak_version_of(str(program)) == "1.52-dev"
+    odd = tmp_path / "odd"
+    odd.write_text("#!/bin/sh\necho 'speaker 7'\n")
+    odd.chmod(0o755)
+    version = speech._espeak_version_of(str(odd))
+    assert re.fullmatch(r"[\w.+-]+", version) and version != speech._espeak_version_of(str(program))

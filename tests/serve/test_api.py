@@ -102,18 +102,25 @@ def test_text_parses_into_a_tree_or_says_why_not(client):
         assert answer["tree"].splitlines()[0].strip()
 
 
-def test_page_docs_and_openapi_are_served(client):
+def test_page_and_openapi_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and 'id="image-panel"' in page.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
-    assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/api/info", "/api/image", "/api/audio", "/api/text"} <= set(spec["paths"])
     assert "413" in spec["paths"]["/api/image"]["post"]["responses"]
     assert "415" in spec["paths"]["/api/audio"]["post"]["responses"]
     assert spec["components"]["schemas"]["TextRequest"]["properties"]["to"]["enum"] == [
         "english", "german", "french", "parse-tree"]
+
+
+def test_no_docs_pages_that_need_a_cdn(client):
+    """Swagger UI and ReDoc load their scripts from a CDN (blank offline): not served; the schema is."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/openapi.json").status_code == 200
+    assert "/docs" not in client.get("/").text  # the page links no dead docs page
 
 
 # -- bad input: clear 4xx, and the server goes on -----------------------------------------

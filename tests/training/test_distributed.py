@@ -10,7 +10,9 @@ its importance and load are summed over ranks, so it equals the single-process l
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +35,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own process group; past ``timeout``, kill the whole group and fail.
+
+    ``subprocess.run(timeout=...)`` kills only the process it started: torchrun's rank processes
+    would live on. Killing the group takes them too.
+    """
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(process.pid, signal.SIGKILL)  # a new session's group id is its leader's pid
+
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(command)} ran past {timeout} s; killed its process group\n{stdout}{stderr}")
+    except BaseException:  # e.g. Ctrl-C on pytest: leave no ranks behind either
+        kill_group()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(ckpt.resolve_checkpoint(run) / "model.safetensors"))
 
@@ -41,16 +68,15 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_two_cpu_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     data = f"data.data_dir={str(tmp_path / 'data')!r}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run(
+    single = _run(
         [sys.executable, "-m", "multimodel", "train", "--config", "configs/tiny.py", "--run-dir",
-         str(tmp_path / "one"), "--no-eval", "--no-progress", data, "data.batch_size=8", *COMMON],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+         str(tmp_path / "one"), "--no-eval", "--no-progress", data, "data.batch_size=8", *COMMON], env)
     assert single.returncode == 0, single.stdout + single.stderr
-    ddp = subprocess.run(
+    ddp = _run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
          "--master-port", str(_free_port()), "-m", "multimodel", "train", "--config", "configs/tiny.py",
          "--run-dir", str(tmp_path / "two"), "--no-eval", "--no-progress", data, "data.batch_size=4", *COMMON],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        env)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     assert "world size 2" in ddp.stdout
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")

@@ -8,7 +8,7 @@ libraries or generators the output depends on), e.g.::
     data/builtin/grammar/test-n300-s1234-v2.jsonl
     data/builtin/captions/train-n4000-s1234-v1.npz
     data/builtin/numbers/train-n5000-s1234-v1-num2words0.5.14.jsonl
-    data/builtin/speech/train-n2000-s1234-v2-grammar2-numbers1-num2words0.5.14.npz
+    data/builtin/speech/train-n2000-s1234-v2-grammar2-numbers1-num2words0.5.14-espeak-ng1.51.npz
 
 Bumping a corpus's ``VERSION`` (whenever its output would change) makes old files unused.
 Writes are atomic (temporary file, then rename), so two processes generating the same split

@@ -30,20 +30,24 @@ Sizes: 0 means the natural size, 2,000 train / 200 test. Generation runs espeak-
 of threads (one per core, at most 4): 2,000 utterances cost about 30 s of CPU and took
 63 s on a busy 2-core machine; reloading them takes half a second.
 Cache (features as float16, no audio): ``DATA_DIR/builtin/speech/<split>-n<size>-s<seed>-v<version>.npz``,
-the version naming those of the grammar and number generators too (not espeak-ng's: a cache made
-with another espeak-ng release is reused).
-Needs the ``espeak-ng`` program (``apt-get install espeak-ng``) to generate, not to reload.
+the version naming those of the grammar and number generators and of espeak-ng (from
+``espeak-ng --version``), so another espeak-ng release generates the audio again.
+Needs the ``espeak-ng`` program (``apt-get install espeak-ng``) to generate, not to reload: without
+it, a cached split made by any espeak-ng release is loaded (the newest file when there are several).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +79,29 @@ SILENCE_KEEP_S = 0.1
 INSTALL_HINT = "apt-get install espeak-ng"
 
 
-def _version() -> str:
-    """This generator's version and those of the two text generators it draws from."""
-    return f"{VERSION}-grammar{grammar.VERSION}-numbers{numbers.cache_version()}"
+def _version(espeak: str | None) -> str:
+    """This generator's version, those of the two text generators it draws from, and espeak-ng's."""
+    return f"{VERSION}-grammar{grammar.VERSION}-numbers{numbers.cache_version()}-espeak-ng{espeak}"
+
+
+def espeak_version() -> str | None:
+    """The installed espeak-ng's version (e.g. "1.51"), or None when espeak-ng is not on PATH."""
+    program = _espeak()
+    return None if program is None else _espeak_version_of(program)
+
+
+@lru_cache(maxsize=None)
+def _espeak_version_of(program: str) -> str:
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise cache.GenerationError(f"cannot run {program} --version: {err}") from err
+    # "eSpeak NG text-to-speech: 1.51  Data at: /usr/lib/x86_64-linux-gnu/espeak-ng-data"
+    found = re.search(r"text-to-speech:\s*([0-9][\w.+-]*)", out)
+    if found:
+        return found.group(1)
+    # An unfamiliar format still names one release: key the cache by a hash of what it printed.
+    return "x" + hashlib.sha1(out.strip().encode()).hexdigest()[:10]
 
 
 def voices(split: str) -> tuple[str, ...]:
@@ -227,7 +251,12 @@ def load(data_dir: Path, split: str, size: int, seed: int, skip_bad: bool = Fals
     cache.check_split(split)
     cache.check_size(size)
     size = size or NATURAL_SIZES[split]
-    path = cache.cache_path(data_dir, CORPUS, split, size, seed, _version(), "npz")
+    espeak = espeak_version()
+    path = cache.cache_path(data_dir, CORPUS, split, size, seed, _version(espeak), "npz")
+    if espeak is None:  # cannot generate; reload what any espeak-ng release made, if anything
+        pattern = cache.cache_path(data_dir, CORPUS, split, size, seed, _version("*"), "npz").name
+        made = sorted(path.parent.glob(pattern), key=lambda p: p.stat().st_mtime_ns)
+        path = made[-1] if made else path
     return cache.cached_split(
         path,
         lambda: _generate(split, size, seed, skip_bad),

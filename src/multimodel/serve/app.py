@@ -3,7 +3,9 @@
 One panel per family of the paper's tasks (images, speech, text): an image
 gets a class with its top-5 probabilities and a caption, an audio file gets a transcript, a
 sentence gets a translation or a parse tree. Every answer names the task token that asked for
-it and the decoding time. The same functions are a JSON API, documented at ``/docs``.
+it and the decoding time. The same functions are a JSON API, described by its OpenAPI schema at
+``/openapi.json``. FastAPI's ``/docs`` and ``/redoc`` pages are switched off: they load their
+scripts from a CDN, and the demo must work without a network.
 
 Bad input never reaches the model and never stops the server:
 
@@ -45,7 +47,7 @@ MAX_AUDIO_SECONDS = 60.0  # the built-in speech task's utterances last 0.4-4 s
 CHUNK = 1 << 20
 
 
-# -- request and response schemas (what /docs shows) ----------------------------------------
+# -- request and response schemas (what /openapi.json describes) ---------------------------
 
 class TextRequest(BaseModel):
     """A sentence and what to make of it."""
@@ -66,7 +68,11 @@ class PredictionOut(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    task: str = Field(description="the task of the checkpoint that answered")
+    task: str = Field(description="the task of the checkpoint that answered; when several text tasks share the"
+                      " task token (the same computation), the token and their names, e.g."
+                      " 'To-English (numbers_de_en, numbers_fr_en)'")
+    tasks: list[str] = Field(description="every task of the checkpoint this answer stands for (one, except"
+                             " for text tasks that share a task token)")
     task_token: str | None = Field(description="the decoder's task token; null for a classifier")
     output: str = Field(description="class label, caption, transcript, translation or linearised tree")
     seconds: float = Field(description="decoding time in seconds")
@@ -204,6 +210,8 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
         version=__version__,
         description="MultiModel (Kaiser et al. 2017): one network for images, speech and text. "
         "Each answer names the task token that produced it and the decoding time.",
+        docs_url=None,  # Swagger UI and ReDoc fetch their JavaScript from a CDN: blank offline
+        redoc_url=None,
     )
     lock = threading.Lock()  # one prediction at a time: the model is not shared across threads
     upload_limit = (f"this server accepts files up to {_megabytes(max_upload_bytes)}"
@@ -368,5 +376,5 @@ def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, 
         warn(f"warning: binding {host}: anyone who can reach this machine on port {port} can use the model"
              " (there is no authentication); use --host 127.0.0.1 to keep it local")
     shown = f"[{host}]" if ":" in host else host
-    warn(f"multimodel demo of {checkpoint} on http://{shown}:{port}/ (API docs at /docs); Ctrl-C stops it")
+    warn(f"multimodel demo of {checkpoint} on http://{shown}:{port}/ (API schema at /openapi.json); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -64,7 +64,9 @@ function answer(kind, p) {
     el("div", { class: "kind", text: kind }),
     el("div", { class: "output", "data-role": "output", text: p.output || "(empty output)" }),
     el("div", { class: "meta" },
-      el("span", { class: "chip", title: "the checkpoint's task", text: p.task }),
+      el("span", { class: "chip", text: p.task, title: p.tasks && p.tasks.length > 1
+        ? "these tasks share the task token, so the model computes the same answer for each"
+        : "the checkpoint's task" }),
       token,
       el("span", { class: "chip", "data-role": "seconds", title: "decoding time", text: formatSeconds(p.seconds) })));
 }

@@ -1,0 +1,58 @@
+"""The optimiser: fused Adam where PyTorch has the kernel, equal to the default implementation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multimodel.config import TrainConfig
+from multimodel.training.optim import build_optimizer
+
+
+def _model(device: str = "cpu") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(device)
+
+
+def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int = 5) -> None:
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(9, 5, generator=gen)  # (B, in)
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_cpu_parameters_get_the_fused_kernel_and_match_the_default(weight_decay):
+    cfg = TrainConfig(learning_rate=1e-2, weight_decay=weight_decay)
+    fused_model, plain_model = _model(), _model()
+    start = [p.detach().clone() for p in fused_model.parameters()]
+    optimizer, _ = build_optimizer(fused_model, cfg)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    # The same optimiser over the twin model, with PyTorch's default (single-tensor) implementation.
+    twin = dict(zip(fused_model.parameters(), plain_model.parameters()))
+    reference = type(optimizer)([{**group, "params": [twin[p] for p in group["params"]], "fused": None,
+                                  "foreach": False} for group in optimizer.param_groups])
+    _train(fused_model, optimizer)
+    _train(plain_model, reference)
+    for before, a, b in zip(start, fused_model.parameters(), plain_model.parameters()):
+        assert not torch.equal(a, before)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_parameters_fused_adam_cannot_take_fall_back_to_the_default():
+    optimizer, _ = build_optimizer(_model("meta"), TrainConfig())
+    assert not any(group["fused"] for group in optimizer.param_groups)
+
+
+def test_an_unfused_checkpoint_resumes_unfused():
+    cfg = TrainConfig(learning_rate=1e-2)
+    model = _model()
+    old = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    _train(model, old, steps=2)
+    optimizer, _ = build_optimizer(model, cfg)
+    optimizer.load_state_dict(old.state_dict())
+    assert not optimizer.param_groups[0]["fused"]
+    _train(model, optimizer, steps=1)  # and it steps

@@ -5,6 +5,9 @@ every parameter) of:
 
 * ``ours``  — :class:`multimodel.layers.moe.MixtureOfExperts` (sort by expert, one fused
   autograd function over the non-empty experts, gather back);
+* ``serial`` — our layer with ``parallel_experts=False``: the experts one after another, each
+  expert's matmuls split across the threads by MKL (only differs from ``ours`` on a multi-core
+  CPU with under 512 token-slots per expert);
 * ``loop``  — the same layer (routing, sort, gather, mix) with the experts run by a plain
   autograd Python loop over the non-empty experts (``split`` of the sorted slots, ``unbind``
   of the stacked weights): the obvious baseline;
@@ -31,6 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +47,7 @@ from multimodel.layers.moe import MixtureOfExperts
 class LoopMoE(MixtureOfExperts):
     """Baseline: the same layer, but a plain autograd Python loop over the non-empty experts."""
 
-    def _experts(self, xs: Tensor, counts: list[int], row_expert: Tensor) -> Tensor:
+    def _experts(self, xs: Tensor, counts: list[int]) -> Tensor:
         chunks = xs.split(counts)  # E chunks of (count_e, D)
         w1, b1, w2, b2 = (p.unbind(0) for p in (self.w1, self.b1, self.w2, self.b2))
         ys = [
@@ -154,8 +158,9 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     header = (
-        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'loop':>20} | {'dense':>24} | "
-        f"{'ours/floor':>11} | {'loop/floor':>11} | {'dense/ours':>11}"
+        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'serial':>20} | {'loop':>20} | "
+        f"{'dense':>24} | {'ours/floor':>11} | {'serial/floor':>12} | {'loop/floor':>11} | "
+        f"{'dense/ours':>11}"
     )
     print("ratios: of the medians (of the minimums, the least disturbed repetitions)")
     print(header)
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> None:
         moe.train()
         loop = LoopMoE(D, moe.config).train()
         loop.load_state_dict(moe.state_dict())
+        serial = MixtureOfExperts(D, replace(moe.config, parallel_experts=False)).train()
+        serial.load_state_dict(moe.state_dict())
 
         def step(module: nn.Module, fn: Callable[[], tuple[Tensor, Tensor]]) -> float:
             x.grad = x_slots.grad = None
@@ -188,6 +195,10 @@ def run(args: argparse.Namespace) -> None:
             out, aux, _ = moe(x.unsqueeze(0))  # (1, N, D)
             return out.squeeze(0), aux
 
+        def run_serial() -> tuple[Tensor, Tensor]:
+            out, aux, _ = serial(x.unsqueeze(0))  # (1, N, D)
+            return out.squeeze(0), aux
+
         def run_loop() -> tuple[Tensor, Tensor]:
             out, aux, _ = loop(x.unsqueeze(0))  # (1, N, D)
             return out.squeeze(0), aux
@@ -198,6 +209,7 @@ def run(args: argparse.Namespace) -> None:
         variants: dict[str, Callable[[], float]] = {
             "floor": lambda: step(floor, run_floor),
             "ours": lambda: step(moe, run_ours),
+            "serial": lambda: step(serial, run_serial),
         }
         if not args.no_loop:
             variants["loop"] = lambda: step(loop, run_loop)
@@ -231,12 +243,13 @@ def run(args: argparse.Namespace) -> None:
         cell = {name: median_spread(t) for name, t in times.items()}
         dense_cell = f"{cell['dense']} ({dense_reps}×)" if dense_on else "skipped"
         print(
-            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell.get('loop', '—'):>20} | "
-            f"{dense_cell:>24} | {ratio('ours', 'floor'):>11} | {ratio('loop', 'floor'):>11} | "
+            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell['serial']:>20} | "
+            f"{cell.get('loop', '—'):>20} | {dense_cell:>24} | {ratio('ours', 'floor'):>11} | "
+            f"{ratio('serial', 'floor'):>12} | {ratio('loop', 'floor'):>11} | "
             f"{ratio('dense', 'ours', 1):>11}   (outputs agree to {max_diff:.1e})",
             flush=True,
         )
-        del moe, loop
+        del moe, serial, loop
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -40,6 +40,9 @@ class MoEConfig:
     """Weight of CV²(importance) + CV²(load) in the total loss."""
     capacity_factor: float | None = None
     """GShard-style per-expert capacity (tokens dropped past it); None = dropless (default)."""
+    parallel_experts: bool = True
+    """On a multi-core CPU, run different experts on different cores (each expert's matmuls on
+    one core) when they get few tokens each; same results to rounding, faster with many experts."""
 
 
 @dataclass(kw_only=True)

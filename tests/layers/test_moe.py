@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multimodel.config import MoEConfig
+from multimodel.layers.expert_threads import expert_threads
 from multimodel.layers.moe import (
     MixtureOfExperts,
     RoutingStats,
@@ -124,11 +125,20 @@ def test_output_and_gradients_match_dense_reference(mode):
     assert not unused.all()  # the test is not trivial...
 
 
-def test_expert_function_gradcheck_with_empty_experts():
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for the test (conftest pins one), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_expert_function_gradcheck_with_empty_experts(parallel, two_threads):
     torch.manual_seed(0)
     E, D, H = 4, 3, 5
     counts = [2, 0, 3, 1]  # expert 1 gets nothing: its gradients must be exactly zero
-    row_expert = torch.repeat_interleave(torch.arange(E), torch.tensor(counts))
     args = [
         torch.randn(sum(counts), D, dtype=torch.float64, requires_grad=True),
         torch.randn(E, D, H, dtype=torch.float64, requires_grad=True),
@@ -136,9 +146,36 @@ def test_expert_function_gradcheck_with_empty_experts():
         torch.randn(E, H, D, dtype=torch.float64, requires_grad=True),
         torch.randn(E, D, dtype=torch.float64, requires_grad=True),
     ]
-    assert torch.autograd.gradcheck(lambda *a: _ExpertFFN.apply(*a, counts, row_expert), args)
-    _ExpertFFN.apply(*args, counts, row_expert).sum().backward()
+    assert torch.autograd.gradcheck(lambda *a: _ExpertFFN.apply(*a, counts, parallel), args)
+    _ExpertFFN.apply(*args, counts, parallel).sum().backward()
     assert args[1].grad[1].abs().sum() == 0 and args[4].grad[1].abs().sum() == 0
+
+
+def test_parallel_experts_match_serial_and_are_deterministic(two_threads):
+    """Experts side by side on two cores: the serial loop's outputs and gradients (to rounding:
+    MKL sums differently on one thread than on two), and the same bits on every run."""
+    if expert_threads() is None:
+        pytest.skip("this torch build has no per-thread MKL/OpenMP control")
+    torch.manual_seed(0)
+    E, D, H = 12, 32, 48
+    counts = [7, 0, 30, 1, 12, 5, 0, 9, 40, 3, 2, 11]
+    inputs = [
+        torch.randn(sum(counts), D),
+        torch.randn(E, D, H) / D**0.5,
+        torch.randn(E, H),
+        torch.randn(E, H, D) / H**0.5,
+        torch.randn(E, D),
+    ]
+    grad_out = torch.randn(sum(counts), D)
+    results = []
+    for parallel in (False, True, True):
+        args = [t.clone().requires_grad_() for t in inputs]
+        out = _ExpertFFN.apply(*args, counts, parallel)
+        out.backward(grad_out)
+        results.append([out.detach()] + [a.grad for a in args])
+    for serial, side_by_side, again in zip(*results):
+        torch.testing.assert_close(side_by_side, serial, rtol=1e-5, atol=1e-5)
+        assert torch.equal(side_by_side, again)
 
 
 def test_whole_layer_gradcheck_in_training_with_noise():

@@ -30,6 +30,7 @@ Dimensions: B batch, T time, D hidden size (model width), E experts, K experts p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from multimodel.config import MoEConfig
+from multimodel.layers.expert_threads import balanced_groups, expert_threads
 
 NOISE_EPSILON = 1e-2
 """Added to softplus(x W_noise) so the noise scale (a divisor in the load) is never 0."""
@@ -157,15 +159,23 @@ def _global_sum(x: Tensor) -> Tensor:
     return x + (total - x.detach())
 
 
+PARALLEL_ROWS_PER_EXPERT = 512
+"""Below this many token-slots per expert (on average), CPU experts run side by side, one
+per core (:mod:`multimodel.layers.expert_threads`); above it one expert's matmuls are big
+enough to split across the cores themselves."""
+
+
 class _ExpertFFN(torch.autograd.Function):
     """All experts' ReLU feed-forward nets over token-slots already sorted by expert.
 
-    Expert ``e`` owns rows ``[offset_e, offset_e + counts[e])`` of ``xs``; ``row_expert``
-    (S,) names each row's expert. Forward and backward write each expert's matmul results
-    straight into preallocated (S, ·) and (E, ·, ·) buffers, so there is one autograd node
-    instead of ~5 per expert, no concatenation, and no E-sized zero gradient per expert (the
-    backward of ``w1[e]`` indexing, which makes a naive loop quadratic in E). Empty experts
-    are skipped; elementwise work (ReLU', bias gradients) runs once over all rows.
+    Expert ``e`` owns rows ``[offset_e, offset_e + counts[e])`` of ``xs``. Forward and
+    backward write each expert's results straight into preallocated (S, ·) and (E, ·, ·)
+    buffers, so there is one autograd node instead of ~5 per expert, no concatenation, and no
+    E-sized zero gradient per expert (the backward of ``w1[e]`` indexing, which makes a naive
+    loop quadratic in E). Each expert's whole forward (and whole backward, ReLU' and bias
+    gradients included) runs while its rows are in cache. Empty experts are skipped. On a
+    multi-core CPU with few rows per expert, the experts run side by side (``parallel``),
+    each on one core; results agree with the serial loop to rounding.
     """
 
     @staticmethod
@@ -177,18 +187,22 @@ class _ExpertFFN(torch.autograd.Function):
         w2: Tensor,  # (E, H, D)
         b2: Tensor,  # (E, D)
         counts: list[int],  # E row counts, summing to S
-        row_expert: Tensor,  # (S,) int64
+        parallel: bool,
     ) -> Tensor:
         xs = xs.contiguous()
         hidden = xs.new_empty(xs.shape[0], w1.shape[2])  # (S, H), post-ReLU, kept for backward
         out = xs.new_empty(xs.shape[0], w2.shape[2])  # (S, D)
-        for e, rows in _expert_rows(counts):
-            h = hidden[rows]
-            torch.addmm(b1[e], xs[rows], w1[e], out=h)
-            h.relu_()
-            torch.addmm(b2[e], h, w2[e], out=out[rows])
-        ctx.save_for_backward(xs, w1, w2, hidden, row_expert)
-        ctx.counts = counts
+        rows = _expert_rows(counts)
+
+        def run(experts: Sequence[int]) -> None:
+            for e in experts:
+                h = hidden[rows[e]]
+                torch.addmm(b1[e], xs[rows[e]], w1[e], out=h).relu_()
+                torch.addmm(b2[e], h, w2[e], out=out[rows[e]])
+
+        _run_experts(run, counts, parallel)
+        ctx.save_for_backward(xs, w1, w2, hidden)
+        ctx.counts, ctx.parallel = counts, parallel
         return out
 
     @staticmethod
@@ -196,57 +210,61 @@ class _ExpertFFN(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        xs, w1, w2, hidden, row_expert = ctx.saved_tensors
+        xs, w1, w2, hidden = ctx.saved_tensors
         counts: list[int] = ctx.counts
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
         grad_out = grad_out.contiguous()  # (S, D)
-        E = w1.shape[0]
-        experts = list(_expert_rows(counts))
+        rows = _expert_rows(counts)
         # torch.empty, not zeros: every non-empty expert's slice is overwritten below, and
         # writing E·D·H zeros first would add memory traffic that grows with E.
+        grad_x = torch.empty_like(xs) if need_x else None
         grad_w1 = torch.empty_like(w1) if need_w1 else None
+        grad_b1 = hidden.new_empty(w1.shape[0], w1.shape[2]) if need_b1 else None
         grad_w2 = torch.empty_like(w2) if need_w2 else None
+        grad_b2 = grad_out.new_empty(w2.shape[0], w2.shape[2]) if need_b2 else None
         for e in (e for e, count in enumerate(counts) if count == 0):
-            for grad in (grad_w1, grad_w2):
+            for grad in (grad_w1, grad_b1, grad_w2, grad_b2):
                 if grad is not None:
                     grad[e].zero_()
 
-        # Pass 1 (W2): ∂L/∂hidden and ∂L/∂W2.
-        grad_hidden = torch.empty_like(hidden)  # (S, H)
-        for e, rows in experts:
-            torch.mm(grad_out[rows], w2[e].t(), out=grad_hidden[rows])
-            if grad_w2 is not None:
-                torch.mm(hidden[rows].t(), grad_out[rows], out=grad_w2[e])
-        # ReLU' in one pass: hidden is post-ReLU, so hidden > 0 exactly where it passed.
-        torch.ops.aten.threshold_backward.grad_input(
-            grad_hidden, hidden, 0, grad_input=grad_hidden
-        )
-        # Pass 2 (W1): ∂L/∂W1 and ∂L/∂xs.
-        grad_x = torch.empty_like(xs) if need_x else None
-        if need_x or need_w1:
-            for e, rows in experts:
+        def run(experts: Sequence[int]) -> None:
+            for e in experts:
+                r = rows[e]
+                g, h = grad_out[r], hidden[r]  # (C, D), (C, H), C = counts[e]
+                grad_h = torch.mm(g, w2[e].t())  # (C, H)
+                if grad_w2 is not None:
+                    torch.mm(h.t(), g, out=grad_w2[e])
+                if grad_b2 is not None:
+                    torch.sum(g, 0, out=grad_b2[e])
+                # ReLU': hidden is post-ReLU, so hidden > 0 exactly where it passed.
+                torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
+                if grad_b1 is not None:
+                    torch.sum(grad_h, 0, out=grad_b1[e])
                 if grad_w1 is not None:
-                    torch.mm(xs[rows].t(), grad_hidden[rows], out=grad_w1[e])
+                    torch.mm(xs[r].t(), grad_h, out=grad_w1[e])
                 if grad_x is not None:
-                    torch.mm(grad_hidden[rows], w1[e].t(), out=grad_x[rows])
-        grad_b1 = grad_b2 = None
-        if need_b1:
-            grad_b1 = grad_hidden.new_zeros(E, hidden.shape[1]).index_add_(
-                0, row_expert, grad_hidden
-            )
-        if need_b2:
-            grad_b2 = grad_out.new_zeros(E, grad_out.shape[1]).index_add_(0, row_expert, grad_out)
+                    torch.mm(grad_h, w1[e].t(), out=grad_x[r])
+
+        _run_experts(run, counts, ctx.parallel)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
 
 
-def _expert_rows(counts: list[int]) -> list[tuple[int, slice]]:
-    """(expert, its rows) for every non-empty expert, rows of the expert-sorted slots."""
+def _expert_rows(counts: list[int]) -> list[slice]:
+    """Each expert's rows of the expert-sorted slots."""
     rows, start = [], 0
-    for e, count in enumerate(counts):
-        if count:
-            rows.append((e, slice(start, start + count)))
-            start += count
+    for count in counts:
+        rows.append(slice(start, start + count))
+        start += count
     return rows
+
+
+def _run_experts(run: Callable[[Sequence[int]], None], counts: list[int], parallel: bool) -> None:
+    """``run`` over every non-empty expert: side by side on the CPU's cores if ``parallel``."""
+    pool = expert_threads() if parallel else None
+    if pool is None:
+        run([e for e, count in enumerate(counts) if count])
+    else:
+        pool.run(run, balanced_groups(range(len(counts)), counts, pool.num_threads))
 
 
 class MixtureOfExperts(nn.Module):
@@ -371,10 +389,16 @@ class MixtureOfExperts(nn.Module):
 
     # ------------------------------------------------------------------------------------
 
-    def _experts(self, xs: Tensor, counts: list[int], row_expert: Tensor) -> Tensor:
+    def _experts(self, xs: Tensor, counts: list[int]) -> Tensor:
         """Expert e's FFN on its rows of ``xs`` (S, D), sorted by expert; returns (S, D)."""
         weights = (p.to(xs.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
-        return _ExpertFFN.apply(xs, *weights, counts, row_expert)
+        used = sum(1 for count in counts if count)
+        parallel = (
+            self.config.parallel_experts
+            and xs.device.type == "cpu"
+            and xs.shape[0] < PARALLEL_ROWS_PER_EXPERT * max(used, 1)
+        )
+        return _ExpertFFN.apply(xs, *weights, counts, parallel)
 
     def _dispatch(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> tuple[Tensor, int]:
         """Sort the N·K slots by expert, run the experts, un-sort and mix.
@@ -406,7 +430,7 @@ class MixtureOfExperts(nn.Module):
         # tokens), so each token's K outputs are summed in a fixed order by one small matmul:
         # results are deterministic on every device and do not depend on the other tokens.
         xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
-        ys = self._experts(xs, counts, slot_expert.index_select(0, kept_slots))  # (S_kept, D)
+        ys = self._experts(xs, counts)  # (S_kept, D)
         if self.config.capacity_factor is None:
             # Invert the sort: the row of ys that holds each slot, then token-major.
             rows = torch.arange(N * K, device=tokens.device)

@@ -38,8 +38,10 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -n 2 -q -m slow
 
+# Huge pages for big tensors: the MoE's per-step expert gradients (up to 2 x 512 MB at 256
+# experts) are otherwise page-faulted in afresh every step (docs/benchmarks.md).
 bench: setup
-	$(PY) benchmarks/run_all.py
+	THP_MEM_ALLOC_ENABLE=1 $(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

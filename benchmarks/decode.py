@@ -6,7 +6,7 @@ re-running the teacher-forced decoder over the whole prefix at every step. Repor
 time of each over several repetitions and their ratio, and checks that both produced
 identical tokens (and logits to 1e-5).
 
-    python benchmarks/decode.py            # hidden 256, batch 4, 128 tokens, 3 repetitions
+    python benchmarks/decode.py            # the demo size (hidden 128), batch 4, 128 tokens, 3 reps
     python benchmarks/decode.py --quick    # a few seconds: smoke test
 """
 
@@ -54,7 +54,7 @@ def greedy_fixed_length(scorer, batch: int, steps: int) -> tuple[torch.Tensor, l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=128, help="model width (demo preset: 128)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--input-length", type=int, default=24)

@@ -31,7 +31,7 @@ BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
     "train_step": ("train_step.py", [[]]),
     "pipeline": ("pipeline.py", [[]]),
-    "decode": ("decode.py", [["--batch", "4"], ["--batch", "1"]]),
+    "decode": ("decode.py", [["--batch", "4"], ["--batch", "1"], ["--hidden", "256", "--batch", "4"]]),
     "moe": ("moe.py", [[]]),
 }
 
@@ -52,7 +52,9 @@ def machine() -> list[str]:
         pass
     return [
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs{memory}; {platform.system()} {platform.release()}",
-        f"Python {platform.python_version()}, torch {torch.__version__}",
+        f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads",
+        "Allocator: " + ("THP_MEM_ALLOC_ENABLE=1 (huge pages for tensors of 2 MB and more)"
+                         if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "PyTorch's default"),
     ]
 
 

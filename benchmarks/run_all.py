@@ -7,7 +7,7 @@ description and those outputs, verbatim, between the markers ``<!-- run_all:begi
 markers (what was changed and why, the analysis) are left as they are.
 
     python benchmarks/run_all.py                       # all benchmarks, full size (~30 minutes)
-    python benchmarks/run_all.py --only decode pipeline
+    python benchmarks/run_all.py --only decode pipeline   # replaces just their sections
     python benchmarks/run_all.py --quick --output /tmp/bench.md   # smoke test: --quick runs
 """
 
@@ -81,15 +81,50 @@ def render(output: str) -> str:
     return "```\n" + output + "\n```"
 
 
-def write_report(path: Path, body: str) -> None:
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}\n"
+SECTION = "### `python benchmarks/"
+
+
+def split_sections(body: str) -> tuple[str, list[tuple[str, str]]]:
+    """A report body -> (its header, [(script, section text)]) in order."""
+    header, *parts = body.split("\n" + SECTION)
+    return header, [(part.split(" ", 1)[0].rstrip("`"), SECTION + part) for part in parts]
+
+
+def merge(old_body: str, new_body: str) -> str:
+    """``old_body`` with every section of a script that ``new_body`` ran replaced by the new ones.
+
+    Used by ``--only``: the benchmarks not re-run keep their figures, and the header says which
+    sections are newer than it.
+    """
+    old_header, old_sections = split_sections(old_body)
+    new_header, new_sections = split_sections(new_body)
+    rerun = {script for script, _ in new_sections}
+    merged, placed = [], False
+    for script, text in old_sections:
+        if script not in rerun:
+            merged.append(text)
+        elif not placed:
+            merged += [new_text for _, new_text in new_sections]
+            placed = True
+    if not placed:
+        merged += [new_text for _, new_text in new_sections]
+    command = next(line for line in new_header.splitlines() if line.startswith("Command:"))
+    note = f"Re-run later for {', '.join(sorted(rerun))}: {new_header.splitlines()[0][3:]}; {command}  "
+    header = old_header.rstrip("\n") + "\n" + note + "\n"
+    return "\n".join([header.rstrip("\n") + "\n", *(t.rstrip("\n") + "\n" for t in merged)])
+
+
+def write_report(path: Path, body: str, only: bool = False) -> None:
+    """Put ``body`` between the markers; with ``only``, merge it into the body already there."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + block + tail
+        old_body, tail = rest.split(END, 1)
+        if only and SECTION in old_body:
+            body = merge(old_body.strip("\n"), body)
+        text = head + f"{BEGIN}\n{body.rstrip()}\n{END}\n" + tail.lstrip("\n")
     else:
-        text = text.rstrip() + "\n\n" + block
+        text = text.rstrip() + "\n\n" + f"{BEGIN}\n{body.rstrip()}\n{END}\n"
     path.write_text(text)
 
 
@@ -121,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                       render(output), ""]
             if status != 0:
                 failures.append(f"{script} {' '.join(run_args)}")
-    write_report(Path(args.output), "\n".join(lines))
+    write_report(Path(args.output), "\n".join(lines), only=bool(args.only))
     print(f"wrote {args.output}", file=sys.stderr)
     if failures:
         print(f"non-zero exit (failed or missed its target): {', '.join(failures)}", file=sys.stderr)

@@ -20,3 +20,25 @@ def test_run_all_quick_writes_between_markers(tmp_path):
     assert text.count(module.BEGIN) == 1 and text.count(module.END) == 1
     assert "benchmarks/pipeline.py --quick" in text and "Ratio time(in memory) / time(pipeline)" in text
     assert "Machine:" in text
+
+
+def test_only_replaces_the_sections_of_the_benchmarks_it_reruns():
+    spec = importlib.util.spec_from_file_location("run_all_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def body(stamp, command, sections):
+        head = f"## Latest run of every benchmark ({stamp})\n\nCommand: `{command}`  \nMachine: x\n"
+        return head + "".join(f"\n### `python benchmarks/{s}`\n\n{text}\n" for s, text in sections)
+
+    old = body("day 1", "python benchmarks/run_all.py",
+               [("train_step.py ", "old steps"), ("decode.py --batch 4", "old d4"),
+                ("decode.py --batch 1", "old d1"), ("moe.py ", "old moe")])
+    new = body("day 2", "python benchmarks/run_all.py --only decode",
+               [("decode.py --batch 4", "new d4"), ("decode.py --batch 1", "new d1")])
+    merged = module.merge(old, new)
+    assert "old d4" not in merged and "old d1" not in merged
+    # The other benchmarks keep their figures, and every section keeps its place.
+    order = [merged.index(t) for t in ("old steps", "new d4", "new d1", "old moe")]
+    assert order == sorted(order)
+    assert "day 1" in merged and "Re-run later for decode.py: Latest run of every benchmark (day 2)" in merged

@@ -45,3 +45,27 @@ def test_pool_runs_every_group_and_reraises_worker_errors():
             pool.run(fail, [[0], [1]])
     finally:
         torch.set_num_threads(before)
+
+
+def test_no_pool_under_a_dispatch_mode_so_flops_are_counted():
+    """Modes are per thread: under FlopCounterMode the experts must stay on this thread."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from multimodel.config import MoEConfig
+    from multimodel.layers.moe import MixtureOfExperts
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        if expert_threads() is None:
+            pytest.skip("this torch build has no per-thread MKL/OpenMP control")
+        E, D, H, N, K = 8, 16, 32, 64, 2
+        moe = MixtureOfExperts(D, MoEConfig(num_experts=E, top_k=K, expert_hidden_size=H)).eval()
+        x = torch.randn(1, N, D)
+        with FlopCounterMode(display=False) as counter:
+            assert expert_threads() is None
+            moe(x)
+        # The experts alone: two matmuls per token-slot, 2·D·H multiply-adds each.
+        assert counter.get_total_flops() >= N * K * 2 * (2 * D * H)
+    finally:
+        torch.set_num_threads(before)

@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from torch.overrides import _get_current_function_mode
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 __all__ = ["ExpertThreads", "expert_threads", "balanced_groups"]
 
@@ -108,12 +110,15 @@ def expert_threads() -> ExpertThreads | None:
     """The process's pool, sized to ``torch.get_num_threads()``; None if it cannot help.
 
     None when the process runs one intra-op thread, when the build lacks per-thread MKL and
-    OpenMP control, or when called from one of the pool's own workers. The pool is rebuilt
-    after ``torch.set_num_threads`` changes the thread count and after a ``fork``.
+    OpenMP control, when called from one of the pool's own workers, and while a
+    ``__torch_dispatch__`` / ``__torch_function__`` mode is active or ``torch.compile`` traces:
+    such modes are per thread, so work on the workers would escape them (a
+    ``FlopCounterMode`` would not count the experts' FLOPs). The pool is rebuilt after
+    ``torch.set_num_threads`` changes the thread count and after a ``fork``.
     """
     global _POOL, _POOL_PID, _UNAVAILABLE
     threads = torch.get_num_threads()
-    if threads <= 1 or _UNAVAILABLE:
+    if threads <= 1 or _UNAVAILABLE or _mode_active():
         return None
     with _POOL_LOCK:
         pool = _POOL
@@ -129,6 +134,15 @@ def expert_threads() -> ExpertThreads | None:
                 return None
             _POOL_PID = os.getpid()
         return _POOL
+
+
+def _mode_active() -> bool:
+    """Whether this thread runs under a Python dispatch/function mode or a compiler trace."""
+    return (
+        is_in_torch_dispatch_mode()
+        or _get_current_function_mode() is not None
+        or torch.compiler.is_compiling()
+    )
 
 
 def balanced_groups(items: Sequence[int], weights: Sequence[int], num_groups: int) -> list[list[int]]:

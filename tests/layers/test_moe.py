@@ -151,6 +151,22 @@ def test_expert_function_gradcheck_with_empty_experts(parallel, two_threads):
     assert args[1].grad[1].abs().sum() == 0 and args[4].grad[1].abs().sum() == 0
 
 
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_parallel_experts_at_evaluation(context, two_threads):
+    """Evaluation runs the layer under no_grad or inference_mode (both per thread): the experts
+    on the worker threads must run in the same mode and give the serial loop's outputs."""
+    if expert_threads() is None:
+        pytest.skip("this torch build has no per-thread MKL/OpenMP control")
+    serial = make_moe(D=16, E=8, K=2, H=32, parallel_experts=False).eval()
+    parallel = make_moe(D=16, E=8, K=2, H=32).eval()
+    parallel.load_state_dict(serial.state_dict())
+    x = torch.randn(3, 20, 16)
+    mode = torch.no_grad() if context == "no_grad" else torch.inference_mode()
+    with mode:
+        expected, got = serial(x)[0], parallel(x)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_parallel_experts_match_serial_and_are_deterministic(two_threads):
     """Experts side by side on two cores: the serial loop's outputs and gradients (to rounding:
     MKL sums differently on one thread than on two), and the same bits on every run."""

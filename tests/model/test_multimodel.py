@@ -172,3 +172,39 @@ def test_classify_returns_class_logits(model):
     assert logits.shape == (2, 10)
     with pytest.raises(ModalityError, match="use generate"):
         model.classify(images, None, input_modality="image", target_modality="text")
+
+
+def test_model_on_two_threads_with_parallel_experts_matches_serial_experts():
+    """The whole model with the MoE's experts on worker threads (two intra-op threads): the
+    same loss and gradients when training, and the same tokens when generating under
+    inference mode, as with the experts run one after another."""
+    from dataclasses import replace as replace_config
+
+    from multimodel.layers.expert_threads import expert_threads
+
+    torch.set_num_threads(2)  # the autouse fixture restores the previous count
+    if expert_threads() is None:
+        pytest.skip("this torch build has no per-thread MKL/OpenMP control")
+    models = []
+    for parallel in (False, True):
+        m = make_model(moe=replace_config(TINY.moe, parallel_experts=parallel)).eval()
+        models.append(m)
+    models[1].load_state_dict(models[0].state_dict())
+    inputs, input_mask, targets, target_mask = batch(models[0], "text", "text", B=4, T_in=9, T_out=8)
+    results = []
+    for m in models:
+        out = run(m, "text", "text", inputs, input_mask, targets, target_mask)
+        m.zero_grad()
+        loss = out.loss.loss + out.aux_loss
+        loss.backward()
+        grads = [p.grad.clone() for n, p in m.named_parameters() if ".moe." in n and p.grad is not None]
+        with torch.inference_mode():
+            tokens = m.generate(inputs, input_mask, input_modality="text", target_modality="text",
+                                task_token="To-English", max_length=6)
+        results.append((loss.detach(), grads, tokens))
+    (loss_a, grads_a, tokens_a), (loss_b, grads_b, tokens_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+    assert grads_a and len(grads_a) == len(grads_b)
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6)
+    assert tokens_b == tokens_a

@@ -80,16 +80,17 @@ class ExpertThreads:
     def run(self, fn: Callable[[Sequence[int]], None], groups: Sequence[Sequence[int]]) -> None:
         """Call ``fn(group)`` for every group, the groups side by side; re-raises errors.
 
-        ``fn`` runs in the caller's grad mode (grad mode is per thread in PyTorch).
+        ``fn`` runs in the caller's grad mode and inference mode (both are per thread).
         """
         if getattr(self._local, "is_worker", False) or len(groups) <= 1:
             for group in groups:
                 fn(group)
             return
-        grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's over
+        # Grad mode and inference mode are per thread: carry the caller's over.
+        grad_enabled, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
         def call(group: Sequence[int]) -> None:
-            with torch.set_grad_enabled(grad_enabled):
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad_enabled):
                 fn(group)
 
         futures = [self._pool.submit(call, group) for group in groups]
@@ -110,9 +111,9 @@ def expert_threads() -> ExpertThreads | None:
     """The process's pool, sized to ``torch.get_num_threads()``; None if it cannot help.
 
     None when the process runs one intra-op thread, when the build lacks per-thread MKL and
-    OpenMP control, when called from one of the pool's own workers, and while a
-    ``__torch_dispatch__`` / ``__torch_function__`` mode is active or ``torch.compile`` traces:
-    such modes are per thread, so work on the workers would escape them (a
+    OpenMP control, when called from one of the pool's own workers, and while CPU autocast, a
+    ``__torch_dispatch__`` / ``__torch_function__`` mode or a ``torch.compile`` trace is
+    active: these are per thread, so work on the workers would escape them (a
     ``FlopCounterMode`` would not count the experts' FLOPs). The pool is rebuilt after
     ``torch.set_num_threads`` changes the thread count and after a ``fork``.
     """
@@ -137,9 +138,11 @@ def expert_threads() -> ExpertThreads | None:
 
 
 def _mode_active() -> bool:
-    """Whether this thread runs under a Python dispatch/function mode or a compiler trace."""
+    """Whether this thread runs under a Python dispatch/function mode, a compiler trace, or
+    CPU autocast (whose casts, per thread too, would not apply on the workers)."""
     return (
-        is_in_torch_dispatch_mode()
+        torch.is_autocast_enabled("cpu")
+        or is_in_torch_dispatch_mode()
         or _get_current_function_mode() is not None
         or torch.compiler.is_compiling()
     )

@@ -169,6 +169,10 @@ class TrainConfig:
     """Steps between log lines (JSONL, TensorBoard, progress bar)."""
     checkpoint_every: int = 200
     """Steps between checkpoints."""
+    eval_every: int = 0
+    """Steps between evaluations of every task on its held-out examples during training, logged
+    as ``eval/<task>/<metric>`` (JSONL, TensorBoard); 0 = evaluate only after training. The time
+    counts towards ``time_budget_minutes``; training itself is unaffected (same steps, same RNG)."""
     keep_checkpoints: int = 2
     """Checkpoints kept on disk (oldest removed)."""
     beam_size: int = 1

@@ -229,3 +229,30 @@ def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
     assert 0 < result.step < 100000
     assert any("time budget" in m for m in messages)
     assert ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == f"step-{result.step:07d}"
+
+
+def test_evaluation_during_training_is_logged_and_changes_nothing(tmp_path):
+    """``train.eval_every`` logs every task's held-out metrics at those steps, and the run ends
+    with exactly the weights of the same run without mid-run evaluation (dropout and the MoE
+    gate noise draw from the RNG, so a disturbed RNG state would show)."""
+    import json
+
+    base = ["data.tasks=digits,numbers_fr_en", "data.train_size=32", "data.eval_size=8", "train.steps=6",
+            "train.checkpoint_every=100"]
+    quiet = lambda _m: None  # noqa: E731
+    train(tiny(tmp_path, *base), tmp_path / "plain", log=quiet, progress=False)
+    messages: list[str] = []
+    train(tiny(tmp_path, *base, "train.eval_every=2"), tmp_path / "evaluated", log=messages.append,
+          progress=False)
+
+    records = [json.loads(line) for line in (tmp_path / "evaluated" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]  # not at the last step: the final evaluation follows
+    for r in evals:
+        assert 0 <= r["eval/digits/accuracy"] <= 100 and "eval/numbers_fr_en/bleu" in r
+        assert r["eval/numbers_fr_en/log_perplexity"] > 0
+    assert any("step 2: evaluated 2 tasks" in m for m in messages)
+    plain, evaluated = _weights(tmp_path / "plain"), _weights(tmp_path / "evaluated")
+    assert plain.keys() == evaluated.keys()
+    for name in plain:
+        assert torch.equal(plain[name], evaluated[name]), name

@@ -28,6 +28,7 @@ from multimodel.config import Config, config_from_dict, to_dict
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.data.tokenizer import Tokenizer
+from multimodel.evaluation.evaluate import evaluate_task
 from multimodel.layers.moe import MixtureOfExperts
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
@@ -178,7 +179,7 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
     if given is None:
         return saved
     changeable = {"steps", "time_budget_minutes", "log_every", "checkpoint_every", "keep_checkpoints",
-                  "threads", "device", "beam_size", "length_penalty"}
+                  "eval_every", "threads", "device", "beam_size", "length_penalty"}
     a, b = to_dict(saved), to_dict(given)
     diffs = []
     for section in ("model", "data", "train"):
@@ -425,6 +426,10 @@ def train(
                 meters.clear()
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                 save(step)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+                if main:
+                    logger.log(evaluate_during_training(model, task_data, tokenizer, cfg, step, say))
+                barrier(dist_info)
             over_budget = budget_s > 0 and time.time() - loop_start > budget_s
             if dist_info.enabled and budget_s > 0:  # every rank stops at the same step
                 over_budget = bool(all_reduce_sum(torch.tensor(float(over_budget)), dist_info).item() > 0)
@@ -459,6 +464,32 @@ def train(
     shutdown(dist_info)
     model.eval()
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
+
+
+def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], tokenizer: Tokenizer,
+                             cfg: Config, step: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate every task on its held-out examples mid-run; a log record of their metrics.
+
+    The RNG state is put back afterwards and the model returned to training mode, so the run
+    goes on exactly as it would have without this evaluation.
+    """
+    rng = ckpt.rng_state()
+    record: dict[str, Any] = {"step": step, "event": "eval"}
+    start = time.time()
+    for name, td in task_data.items():
+        result = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
+                               batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
+                               length_penalty=cfg.train.length_penalty, num_shown=0)
+        for metric, value in result.metrics.items():
+            record[f"eval/{name}/{metric}"] = float(value)
+        record[f"eval/{name}/token_accuracy"] = float(result.token_accuracy)
+        record[f"eval/{name}/log_perplexity"] = float(result.log_perplexity)
+    ckpt.set_rng_state(rng)
+    model.train()
+    say(f"step {step}: evaluated {len(task_data)} tasks in {time.time() - start:.0f} s: " + ", ".join(
+        f"{k.split('/')[1]} {k.split('/')[2]}={v:.1f}" for k, v in record.items()
+        if k.startswith("eval/") and not k.endswith(("token_accuracy", "log_perplexity"))))
+    return record
 
 
 def _init_weights_from(ckpt_dir: Path, model: MultiModel) -> list[str]:

@@ -203,20 +203,13 @@ def transformer_step(model: TransformerBaseline, optimizer: torch.optim.Optimize
     return step
 
 
-FUSED_ADAM = False  # --fused-adam
-
-
 def adam(model: nn.Module) -> torch.optim.Optimizer:
     """The trainer's optimiser (``training.optim.build_optimizer``: Adam, β = (0.85, 0.997),
-    ε = 1e-6), or with ``--fused-adam`` the same Adam with ``fused=True``."""
+    ε = 1e-6, fused into one kernel), for both MultiModel and nn.Transformer."""
     from multimodel.config import TrainConfig
     from multimodel.training.optim import build_optimizer
 
-    cfg = TrainConfig(learning_rate=1e-4)
-    if FUSED_ADAM:
-        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                fused=True)
-    return build_optimizer(model, cfg)[0]
+    return build_optimizer(model, TrainConfig(learning_rate=1e-4))[0]
 
 
 def interleaved(steps: dict[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -467,8 +460,6 @@ def _reset_hwm() -> bool:
 
 def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration's step time and memory, in this (fresh) process."""
-    global FUSED_ADAM
-    FUSED_ADAM = spec.get("fused_adam", False)
     torch.set_num_threads(spec["threads"])
     cfg = preset(spec["preset"])
     if spec.get("experts"):
@@ -584,7 +575,7 @@ def section_transformer(args: argparse.Namespace, peaks: Peak) -> None:
 
 def section_memory(args: argparse.Namespace) -> None:
     base = {"preset": args.presets[0], "batch": args.batch, "threads": args.threads, "reps": max(2, args.reps // 2),
-            "scale": args.scale, "fused_adam": FUSED_ADAM}
+            "scale": args.scale}
     print(f"\n### Memory and scaling ({args.presets[0]} preset, batch {args.batch}; each row a fresh"
           " process, median of its steps)\n")
     print("'Before' is the resident size once the model and the batch exist (Python, torch, weights);"
@@ -651,7 +642,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128], help="memory/scaling rows")
     parser.add_argument("--experts", type=int, nargs="+", default=[4, 16, 64], help="memory/scaling rows")
     parser.add_argument("--matmul", type=int, default=1536, help="side of the peak-FLOP/s matmul")
-    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True) for every model")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile against eager")
     parser.add_argument("--skip", nargs="*", default=[], choices=["tasks", "transformer", "memory"])
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -664,8 +654,6 @@ def main(argv: list[str] | None = None) -> int:
         args.reps, args.batch, args.presets, args.scale, args.threads = 1, 4, ["tiny"], 0.3, 1
         args.widths, args.seq, args.tf_layers, args.matmul = [32], 8, [1, 1], 256
         args.tasks, args.lengths, args.experts = ["classification", "text"], [8], [4]
-    global FUSED_ADAM
-    FUSED_ADAM = args.fused_adam
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -676,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  \nMachine: {machine()}  \nPeak float32 matmul ({args.matmul}², best of 15): {peak / 1e9:.1f}"
               " GFLOP/s at the start, re-measured after each table's timings; a table's MFU = model FLOPs"
               " per step / step time / the best peak measured so far.  \n"
-              f"Optimiser: {'Adam(fused=True)' if FUSED_ADAM else 'the trainer’s Adam (training.optim)'}."
+              "Optimiser: the trainer’s fused Adam (training.optim)."
               f" Timings: median [min, max] of {args.reps} interleaved steps after one warm-up step.")
         if "tasks" not in args.skip:
             section_tasks(args, peaks)

@@ -16,8 +16,10 @@ are sorted by expert, every expert runs once on its contiguous slice of the sort
 fused autograd function, :class:`_ExpertFFN`) and the results are gathered back and mixed
 with the gates. Empty experts cost nothing, so the arithmetic grows with N·K, not with E; what
 does grow with E is the (N, E) gate and the memory traffic of the expert weights and their
-gradients (benchmarks/moe.py measures it against the compute floor). A GShard-style
-``capacity_factor`` can bound the slots per expert instead.
+gradients (benchmarks/moe.py measures it against the compute floor). On a multi-core CPU,
+when the experts get few rows each, different experts run on different cores
+(:mod:`multimodel.layers.expert_threads`). A GShard-style ``capacity_factor`` can bound the
+slots per expert instead.
 
 Differences from the original (tensor2tensor ``expert_utils.py``): the gate noise is off at
 evaluation (a tuple-instead-of-bool bug left it on there), gate math always runs in at least

@@ -256,3 +256,32 @@ def test_evaluation_during_training_is_logged_and_changes_nothing(tmp_path):
     assert plain.keys() == evaluated.keys()
     for name in plain:
         assert torch.equal(plain[name], evaluated[name]), name
+
+
+def test_ctrl_c_lets_the_step_finish_then_checkpoints(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives in the middle of logging (where an immediate KeyboardInterrupt would
+    leave TensorBoard's writer locked) is acted on at the end of the step: the log record is
+    complete, the checkpoint is of that step, the interrupt then propagates, and the signal
+    handlers are restored."""
+    import multimodel.training.train as train_module
+
+    original = train_module.JsonlLogger.log
+    logged_after_signal: list[int] = []
+
+    def log_with_ctrl_c(self, record):
+        if "loss" in record and not logged_after_signal:
+            os.kill(os.getpid(), signal.SIGINT)
+            original(self, record)
+            logged_after_signal.append(record["step"])
+        else:
+            original(self, record)
+
+    monkeypatch.setattr(train_module.JsonlLogger, "log", log_with_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=1000", "train.log_every=3",
+               "train.checkpoint_every=1000")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    assert logged_after_signal == [3]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-0000003"]
+    assert signal.getsignal(signal.SIGINT) is before

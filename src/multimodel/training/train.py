@@ -345,16 +345,29 @@ def train(
 
         bar = tqdm(total=cfg.train.steps, initial=step, desc="train", dynamic_ncols=True)
 
-    # SIGTERM (e.g. a scheduler pre-empting the job) is handled like Ctrl-C: checkpoint, then stop.
-    previous_sigterm = None
-    if main and hasattr(signal, "SIGTERM"):
-        def _on_sigterm(signum, frame):  # noqa: ARG001
-            raise KeyboardInterrupt
+    # Ctrl-C (SIGINT) and SIGTERM (e.g. a scheduler pre-empting the job) ask the loop to stop:
+    # it finishes the step it is in, writes a checkpoint and raises KeyboardInterrupt. Raising at
+    # once instead would land anywhere (e.g. inside TensorBoard's writer while it holds the lock
+    # that the clean-up then waits for forever). A second signal interrupts at once. Every rank
+    # installs the handlers (torchrun forwards signals to all of them); in data-parallel runs
+    # the ranks agree on the step to stop at.
+    stop_signal: list[int] = []
+    previous_handlers: dict[int, Any] = {}
 
-        try:
-            previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:  # not in the main thread
-            previous_sigterm = None
+    def _interrupt_now(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    def _request_stop(signum, frame):  # noqa: ARG001
+        stop_signal.append(signum)
+        for number in previous_handlers:
+            signal.signal(number, _interrupt_now)
+
+    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if number is not None:
+            try:
+                previous_handlers[number] = signal.signal(number, _request_stop)
+            except ValueError:  # not in the main thread: signals keep their handlers
+                break
 
     model.train()
     budget_s = 60.0 * cfg.train.time_budget_minutes
@@ -440,6 +453,11 @@ def train(
                 if step % cfg.train.checkpoint_every != 0:
                     save(step)
                 break
+            stop = bool(stop_signal)
+            if dist_info.enabled:
+                stop = bool(all_reduce_sum(torch.tensor(float(stop)), dist_info).item() > 0)
+            if stop:
+                raise KeyboardInterrupt
             if stop_after is not None and step >= stop_after:
                 if step % cfg.train.checkpoint_every != 0:
                     save(step)
@@ -452,8 +470,8 @@ def train(
         if bar is not None:
             bar.close()
         logger.close()
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
         barrier(dist_info)
     if dist_info.enabled:
         routing = routing.reduced(dist_info)

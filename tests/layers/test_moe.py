@@ -125,15 +125,6 @@ def test_output_and_gradients_match_dense_reference(mode):
     assert not unused.all()  # the test is not trivial...
 
 
-@pytest.fixture
-def two_threads():
-    """Two intra-op threads for the test (conftest pins one), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("parallel", [False, True])
 def test_expert_function_gradcheck_with_empty_experts(parallel, two_threads):
     torch.manual_seed(0)

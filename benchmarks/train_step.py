@@ -429,21 +429,12 @@ def block_breakdown(model: MultiModel, optimizer: torch.optim.Optimizer, kwargs:
 # Memory probes (each in a fresh subprocess).
 
 
-def _vm_hwm_mb() -> float | None:
-    """Peak resident set size of this process since the last reset (Linux), in MB."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux), in MB: ``VmHWM`` is the peak resident set
+    size since the last reset, ``VmRSS`` the current one. None where there is no such file."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _vm_rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -472,10 +463,10 @@ def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         kwargs = demo_batches(spec["batch"], spec.get("scale", 1.0))[spec["task"]]
     step = multimodel_step(model, optimizer, kwargs)
-    rss_before = _vm_rss_mb()  # model, inputs, Python and torch; no gradients or Adam state yet
+    rss_before = _proc_status_mb("VmRSS")  # model, inputs, Python and torch; no gradients or Adam state yet
     reset = _reset_hwm()
     times = interleaved({"step": step}, spec["reps"], warmup=1)["step"]
-    peak = _vm_hwm_mb() if reset else None
+    peak = _proc_status_mb("VmHWM") if reset else None
     return {"step_s": med(times), "min_s": min(times), "max_s": max(times),
             "rss_before_mb": rss_before, "peak_mb": peak}
 

@@ -1,14 +1,34 @@
-"""Suite-wide settings: one intra-op thread per test process.
+"""Suite-wide settings and fixtures.
 
-`make test` runs two pytest-xdist workers on a 2-core machine; with PyTorch's default of one
-thread per core each, the workers oversubscribe the CPU and tiny ops slow down many times.
-Subprocesses started by tests inherit OMP_NUM_THREADS=1 for the same reason.
+One intra-op thread per test process: `make test` runs two pytest-xdist workers on a 2-core
+machine; with PyTorch's default of one thread per core each, the workers oversubscribe the CPU
+and tiny ops slow down many times. Subprocesses started by tests inherit OMP_NUM_THREADS=1 for
+the same reason.
 """
 
+import importlib.util
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def load_benchmark():
+    """Import a script of benchmarks/ by name ("moe" -> benchmarks/moe.py) as a module."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

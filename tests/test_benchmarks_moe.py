@@ -1,15 +1,8 @@
 """Smoke test of benchmarks/moe.py: the --quick run prints every variant and ratio."""
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "moe.py"
-
-
-def test_moe_benchmark_quick(capsys):
-    spec = importlib.util.spec_from_file_location("moe_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_moe_benchmark_quick(capsys, load_benchmark):
+    module = load_benchmark("moe")
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "ours/floor" in out and "dense/ours" in out

@@ -1,16 +1,9 @@
 """Smoke test of benchmarks/run_all.py: runs one benchmark's --quick mode into a scratch report
 and keeps the hand-written part of the report."""
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
-
-
-def test_run_all_quick_writes_between_markers(tmp_path):
-    spec = importlib.util.spec_from_file_location("run_all_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_run_all_quick_writes_between_markers(tmp_path, load_benchmark):
+    module = load_benchmark("run_all")
     report = tmp_path / "benchmarks.md"
     old_run = f"{module.BEGIN}\nan earlier run\n{module.END}\n"
     report.write_text("# Benchmarks\n\n## Hand-written\n\nKeep me.\n\n" + old_run + "\n## After\n\nMe too.\n")
@@ -22,10 +15,8 @@ def test_run_all_quick_writes_between_markers(tmp_path):
     assert "Machine:" in text
 
 
-def test_only_replaces_the_sections_of_the_benchmarks_it_reruns():
-    spec = importlib.util.spec_from_file_location("run_all_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_only_replaces_the_sections_of_the_benchmarks_it_reruns(load_benchmark):
+    module = load_benchmark("run_all")
 
     def body(stamp, command, sections):
         head = f"## Latest run of every benchmark ({stamp})\n\nCommand: `{command}`  \nMachine: x\n"

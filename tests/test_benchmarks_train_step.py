@@ -1,15 +1,8 @@
 """Smoke test of benchmarks/train_step.py: the --quick run prints every section."""
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
-
-
-def test_train_step_benchmark_quick(capsys):
-    spec = importlib.util.spec_from_file_location("train_step_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_train_step_benchmark_quick(capsys, load_benchmark):
+    module = load_benchmark("train_step")
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "| tiny (D=32) | classification |" in out and "| tiny (D=32) | text |" in out

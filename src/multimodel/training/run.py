@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from multimodel.config import Config, apply_overrides
-from multimodel.evaluation.evaluate import TaskResult, describe_input, evaluate_task, format_table
+from multimodel.evaluation.evaluate import TaskResult, describe_input, format_table
 from multimodel.tasks import get_task
 from multimodel.training.task_data import TaskData, attach_collators, load_task_data
-from multimodel.training.train import load_trained, train
+from multimodel.training.train import evaluate_all, load_trained, train
 
 
 def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, evaluate: bool = True,
@@ -41,19 +41,6 @@ def _config_of(run_dir: Path) -> Config:
     from multimodel.config import config_from_dict
 
     return config_from_dict(read_meta(resolve_checkpoint(run_dir))["config"])
-
-
-def evaluate_all(model, task_data: dict[str, TaskData], tokenizer, cfg: Config,
-                 log: Callable[[str], None] = print) -> list[TaskResult]:
-    results = []
-    for name, td in task_data.items():
-        r = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
-                          batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
-                          length_penalty=cfg.train.length_penalty)
-        log(f"eval {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
-            + f", per-token acc={r.token_accuracy:.1f}%, log-ppl={r.log_perplexity:.3f} ({r.seconds:.0f}s)")
-        results.append(r)
-    return results
 
 
 def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[str, TaskData], *,

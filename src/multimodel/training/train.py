@@ -28,7 +28,7 @@ from multimodel.config import Config, config_from_dict, to_dict
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.data.tokenizer import Tokenizer
-from multimodel.evaluation.evaluate import evaluate_task
+from multimodel.evaluation.evaluate import TaskResult, evaluate_task
 from multimodel.layers.moe import MixtureOfExperts
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
@@ -484,6 +484,21 @@ def train(
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
 
 
+def evaluate_all(model: MultiModel, task_data: dict[str, TaskData], tokenizer: Tokenizer, cfg: Config,
+                 log: Callable[[str], None] = print, num_shown: int = 1) -> list[TaskResult]:
+    """Evaluate every task on its held-out examples with the config's batch size and decoding;
+    one log line per task. ``num_shown`` example predictions are kept per task."""
+    results = []
+    for name, td in task_data.items():
+        r = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
+                          batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
+                          length_penalty=cfg.train.length_penalty, num_shown=num_shown)
+        log(f"eval {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
+            + f", per-token acc={r.token_accuracy:.1f}%, log-ppl={r.log_perplexity:.3f} ({r.seconds:.0f}s)")
+        results.append(r)
+    return results
+
+
 def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], tokenizer: Tokenizer,
                              cfg: Config, step: int, say: Callable[[str], None]) -> dict[str, Any]:
     """Evaluate every task on its held-out examples mid-run; a log record of their metrics.
@@ -492,21 +507,17 @@ def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], 
     goes on exactly as it would have without this evaluation.
     """
     rng = ckpt.rng_state()
-    record: dict[str, Any] = {"step": step, "event": "eval"}
     start = time.time()
-    for name, td in task_data.items():
-        result = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
-                               batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
-                               length_penalty=cfg.train.length_penalty, num_shown=0)
-        for metric, value in result.metrics.items():
-            record[f"eval/{name}/{metric}"] = float(value)
-        record[f"eval/{name}/token_accuracy"] = float(result.token_accuracy)
-        record[f"eval/{name}/log_perplexity"] = float(result.log_perplexity)
+    results = evaluate_all(model, task_data, tokenizer, cfg, log=lambda _line: None, num_shown=0)
     ckpt.set_rng_state(rng)
     model.train()
-    say(f"step {step}: evaluated {len(task_data)} tasks in {time.time() - start:.0f} s: " + ", ".join(
-        f"{k.split('/')[1]} {k.split('/')[2]}={v:.1f}" for k, v in record.items()
-        if k.startswith("eval/") and not k.endswith(("token_accuracy", "log_perplexity"))))
+    record: dict[str, Any] = {"step": step, "event": "eval"}
+    for r in results:
+        record.update({f"eval/{r.task}/{metric}": float(value) for metric, value in r.metrics.items()})
+        record[f"eval/{r.task}/token_accuracy"] = float(r.token_accuracy)
+        record[f"eval/{r.task}/log_perplexity"] = float(r.log_perplexity)
+    say(f"step {step}: evaluated {len(results)} tasks in {time.time() - start:.0f} s: " + ", ".join(
+        f"{r.task} {metric}={value:.1f}" for r in results for metric, value in r.metrics.items()))
     return record
 
 

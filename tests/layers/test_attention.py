@@ -55,7 +55,8 @@ def test_heads_must_divide_hidden_size():
         MultiHeadAttention(10, 4)
 
 
-def test_attention_block_is_causal_and_incremental():
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+def test_attention_block_is_causal_and_incremental(grad):
     torch.manual_seed(0)
     block = AttentionBlock(D, H, kernel_size=3).eval()
     x, memory = torch.randn(2, 9, D), torch.randn(2, 5, D)
@@ -64,7 +65,8 @@ def test_attention_block_is_causal_and_incremental():
     y[:, 6:] += 1.0
     torch.testing.assert_close(block(y, None, memory, None)[:, :6], full[:, :6])
     cache: dict = {}
-    steps = [block(x[:, t : t + 1], None, memory, None, cache, offset=t) for t in range(9)]
+    with torch.set_grad_enabled(grad):
+        steps = [block(x[:, t : t + 1], None, memory, None, cache, offset=t) for t in range(9)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 

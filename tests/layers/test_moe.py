@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from multimodel.config import MoEConfig
 from multimodel.layers.expert_threads import expert_threads
 from multimodel.layers.moe import (
+    FEW_SLOTS,
     MixtureOfExperts,
     RoutingStats,
     _ExpertFFN,
@@ -261,6 +262,47 @@ def test_single_token_shortcut_without_autograd_matches_the_general_path(capacit
     assert torch.equal(aux, aux_nograd)
     assert torch.equal(stats.tokens_per_expert, stats_nograd.tokens_per_expert)
     assert stats_nograd.dropped_slots.item() == 0 and stats_nograd.num_tokens.item() == 1
+
+
+def test_few_tokens_shortcut_matches_the_general_path_and_shares_experts():
+    """A decoding step of a small batch or beam (N·K <= FEW_SLOTS, no autograd) skips the sort."""
+    moe = make_moe(D=8, E=4, K=2).eval()
+    x = torch.randn(4, 1, 8)
+    x[3] = x[1]  # two tokens with the same experts: each expert runs once on both rows
+    assert 4 * 2 <= FEW_SLOTS
+    general, aux, stats = moe(x)  # autograd on: the sort-and-gather path
+    with torch.no_grad():
+        shortcut, aux_nograd, stats_nograd = moe(x)
+    torch.testing.assert_close(shortcut, general, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(shortcut, dense_reference(moe, x, None), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shortcut[3], shortcut[1])
+    assert torch.equal(aux, aux_nograd)
+    assert torch.equal(stats.tokens_per_expert, stats_nograd.tokens_per_expert)
+
+
+def test_capacity_still_drops_without_autograd_for_a_few_tokens():
+    """The shortcut ignores capacity, so several tokens under a capacity take the general path."""
+    moe, x = routed_by_construction(E=4, collapsed=True)
+    moe.config.capacity_factor = 1.0
+    x = x.view(16, 1, 4)[:4]  # 4 tokens, all to expert 0: capacity ceil(4·1/4) = 1
+    with torch.no_grad():
+        out, _, stats = moe.eval()(x)
+    assert stats.dropped_slots.item() == 3
+    assert out[1:].abs().max() == 0
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+def test_without_statistics_the_output_is_the_same_and_nothing_else_is_computed(grad):
+    """What incremental decoding asks for: no balancing loss, no routing statistics."""
+    moe = make_moe(D=8, E=6, K=2).eval()
+    x = torch.randn(2, 5, 8)
+    mask = torch.rand(2, 5) > 0.3
+    with torch.set_grad_enabled(grad):
+        out, aux, stats = moe(x, mask)
+        lean, lean_aux, lean_stats = moe(x, mask, statistics=False)
+    torch.testing.assert_close(lean, out, atol=0, rtol=0)
+    assert aux.item() > 0 and lean_aux.item() == 0 and lean_stats is None
+    assert stats is not None
 
 
 def test_noise_only_in_training():

@@ -66,14 +66,18 @@ def test_padding_never_reaches_real_positions(causal):
     torch.testing.assert_close(block(x[1:, :5])[0], block(garbage, mask)[1, :5])
 
 
-def test_incremental_chunks_equal_full_sequence():
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_incremental_chunks_equal_full_sequence(grad, dilation):
+    """Chunks of 1 position without autograd take ConvStep's decoding path; the rest the general one."""
     torch.manual_seed(0)
-    step = ConvStep(D, D, 5, dilation=3, causal=True)
+    step = ConvStep(D, D, 5, dilation=dilation, causal=True)
     x = torch.randn(2, 12, D)
     cache: dict = {}
-    pieces = [step(chunk, None, cache) for chunk in x.split([1, 4, 1, 6], dim=1)]
+    with torch.set_grad_enabled(grad):
+        pieces = [step(chunk, None, cache) for chunk in x.split([1, 4, 1, 1, 5], dim=1)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), step(x), atol=1e-6, rtol=1e-5)
-    assert cache[step.conv].shape == (2, 12, D)  # (k - 1) · dilation past inputs
+    assert cache[step.conv].shape == (2, 4 * dilation, D)  # (k - 1) · dilation past inputs
 
 
 def test_non_causal_conv_refuses_a_cache():

@@ -79,6 +79,10 @@ class MultiHeadAttention(nn.Module):
         else:
             k, v = saved[0], saved[1]
             attn_mask = saved[2] if len(saved) == 3 else None
+        if T == 1:  # decoding: (B, 1, D) and (B, H, 1, hd) share a layout, so no transposes
+            q = F.linear(x, self.query.weight, self.query.bias).view(B, H, 1, D // H)  # (B, H, 1, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).view(B, 1, D)  # (B, 1, D)
+            return F.linear(y, self.out.weight, self.out.bias)
         q = self.query(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
@@ -131,6 +135,7 @@ class AttentionBlock(nn.Module):
         y = x + self.timing(T, offset, x)  # (B, T, D)
         y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
         attended = self.attention(y, memory, memory_mask, cache)
-        if self.training:  # (skipping the no-op module call matters when decoding token by token)
+        if self.training:
             attended = self.dropout(attended)
-        return self.norm(x + attended)
+        norm = self.norm  # called as a function: module calls matter when decoding token by token
+        return F.layer_norm(x + attended, norm.normalized_shape, norm.weight, norm.bias, norm.eps)

@@ -30,9 +30,12 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(config.expert_hidden_size, hidden_size)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, statistics: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """x (B, T, D), mask (B, T) or None -> (out (B, T, D), zero aux loss, None)."""
+        """x (B, T, D), mask (B, T) or None -> (out (B, T, D), zero aux loss, None).
+
+        ``statistics`` is accepted for the MoE interface; there are none to compute.
+        """
         out = self.fc2(F.relu(self.fc1(x)))
         if mask is not None:
             out = out * mask[..., None].to(out.dtype)

@@ -166,6 +166,10 @@ PARALLEL_ROWS_PER_EXPERT = 512
 per core (:mod:`multimodel.layers.expert_threads`); above it one expert's matmuls are big
 enough to split across the cores themselves."""
 
+FEW_SLOTS = 16
+"""Without autograd, up to this many token-slots (N·K) skip the sort-and-gather dispatch
+(:meth:`MixtureOfExperts._few_tokens`): a decoding step of a small batch or beam."""
+
 
 class _ExpertFFN(torch.autograd.Function):
     """All experts' ReLU feed-forward nets over token-slots already sorted by expert.
@@ -343,16 +347,17 @@ class MixtureOfExperts(nn.Module):
     # ------------------------------------------------------------------------------------
     # Gating (Shazeer et al. §2.1) and balancing loss (§4).
 
-    def gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def gate(self, x: Tensor, *, balancing_loss: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Route real tokens ``x`` (N, D).
 
         Returns ``(gates (N, K), experts (N, K) int64, aux_loss ())``; gates are the
         softmax of the kept logits, in descending order, in float32 (float64 for float64).
+        With ``balancing_loss=False`` the loss is not computed and ``aux_loss`` is 0.
         """
         with torch.autocast(x.device.type, enabled=False):
-            return self._gate(x)
+            return self._gate(x, balancing_loss)
 
-    def _gate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _gate(self, x: Tensor, balancing_loss: bool) -> tuple[Tensor, Tensor, Tensor]:
         E, K = self.num_experts, self.top_k
         dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.to(dtype)
@@ -370,6 +375,8 @@ class MixtureOfExperts(nn.Module):
         top_logits, top_experts = logits.topk(min(K + 1, E), dim=-1)  # (N, K or K+1)
         experts = top_experts[:, :K]  # (N, K)
         gates = torch.softmax(top_logits[:, :K], dim=-1)  # (N, K)
+        if not balancing_loss:
+            return gates, experts, clean.new_zeros(())
 
         importance = clean.new_zeros(E).index_add(0, experts.reshape(-1), gates.reshape(-1))
         if noisy and K < E:
@@ -445,22 +452,37 @@ class MixtureOfExperts(nn.Module):
         mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
         return mixed, dropped
 
-    def _one_token(self, token: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
-        """Shortcut for one token without autograd (decoding): straight to its K experts.
+    def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
+        """Shortcut for a few tokens without autograd (decoding): each chosen expert runs
+        once, straight from its weights, on the tokens that chose it.
 
         Skips the sort, gathers and bookkeeping of :meth:`_dispatch`, which cost more than
-        the experts themselves for a single token. Its K experts are distinct, so no
-        capacity limit can drop a slot. Agrees with the general path to rounding (~1e-7).
+        the experts themselves for a handful of tokens. No capacity limit applies (the
+        caller takes this path only without one, or for a single token, whose K experts are
+        distinct). Agrees with the general path to rounding (~1e-7).
         """
-        w1, b1, w2, b2 = (p.to(token.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
-        out = torch.zeros_like(token)  # (1, D)
-        for gate, e in zip(gates[0].tolist(), experts[0].tolist()):
-            h = torch.addmm(b1[e], token, w1[e]).relu_()  # (1, H)
-            out.add_(torch.addmm(b2[e], h, w2[e]), alpha=gate)
+        w1, b1, w2, b2 = (p.to(tokens.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        users: dict[int, list[tuple[int, float]]] = {}  # expert -> [(token, gate)]
+        for n, (row_gates, row_experts) in enumerate(zip(gates.tolist(), experts.tolist())):
+            for gate, e in zip(row_gates, row_experts):
+                users.setdefault(e, []).append((n, gate))
+        out = torch.zeros_like(tokens)  # (N, D)
+        for e, chosen_by in users.items():
+            rows = [n for n, _ in chosen_by]
+            x = tokens[rows[0] : rows[0] + 1] if len(rows) == 1 else tokens[rows]  # (R, D)
+            y = torch.addmm(b2[e], torch.addmm(b1[e], x, w1[e]).relu_(), w2[e])  # (R, D)
+            for i, (n, gate) in enumerate(chosen_by):
+                out[n].add_(y[i], alpha=gate)
         return out
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, RoutingStats]:
-        """Route, run and mix the experts; see the class docstring."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, statistics: bool = True
+    ) -> tuple[Tensor, Tensor, RoutingStats | None]:
+        """Route, run and mix the experts; see the class docstring.
+
+        ``statistics=False`` skips the balancing loss (returned as 0) and the routing
+        statistics (None): incremental decoding reads neither.
+        """
         B, T, D = x.shape
         E = self.num_experts
         flat = x.reshape(B * T, D)  # (B·T, D)
@@ -472,9 +494,10 @@ class MixtureOfExperts(nn.Module):
             tokens = flat.index_select(0, real_positions)  # (N, D)
         N = tokens.shape[0]
 
-        gates, experts, aux_loss = self.gate(tokens)  # (N, K), (N, K), ()
-        if N == 1 and not torch.is_grad_enabled():
-            mixed, dropped = self._one_token(tokens, gates, experts), 0  # (1, D)
+        gates, experts, aux_loss = self.gate(tokens, balancing_loss=statistics)  # (N, K), (N, K), ()
+        few = N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None)
+        if few and not torch.is_grad_enabled():
+            mixed, dropped = self._few_tokens(tokens, gates, experts), 0  # (N, D)
         else:
             mixed, dropped = self._dispatch(tokens, gates, experts)  # (N, D)
 
@@ -483,6 +506,8 @@ class MixtureOfExperts(nn.Module):
         else:
             out = x.new_zeros(B * T, D).index_copy(0, real_positions, mixed).view(B, T, D)
 
+        if not statistics:
+            return out, aux_loss, None
         with torch.no_grad():
             stats = RoutingStats(
                 tokens_per_expert=torch.bincount(experts.reshape(-1), minlength=E).float(),

@@ -103,7 +103,8 @@ class SeparableConv1d(nn.Module):
         cache[self] = x[:, T:]  # (B, context, C): the window the next call continues from
         d = self.depthwise.dilation[0]
         if T == 1:  # the common case when decoding: the k taps are every d-th window position
-            return (x[:, ::d] * self._taps_weight()).sum(1, keepdim=True)  # (B, k, C) -> (B, 1, C)
+            taps = x if d == 1 else x[:, ::d]  # (B, k, C)
+            return (taps * self._taps_weight()).sum(1, keepdim=True)  # (B, 1, C)
         taps = x.unfold(1, self.context + 1, 1)[..., ::d]  # (B, T, C, k): the inputs of each output
         return (taps * self.depthwise.weight[:, 0]).sum(-1)  # (B, T, C); weight (C, 1, k) -> (C, k)
 
@@ -143,10 +144,22 @@ class ConvStep(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
         """(B, T, C_in), mask (B, T) bool or None -> (B, T, C_out)."""
+        if cache is not None and mask is None and x.shape[1] == 1 and not torch.is_grad_enabled():
+            return self._next_position(x, cache)
         x = F.relu(x)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)  # padding must not reach real positions
         return self.norm(self.conv(x, cache))
+
+    def _next_position(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """:meth:`forward` of one new position (B, 1, C_in) while decoding without autograd.
+
+        The same operations, called as functions: at batch 1 the calls of the three submodules
+        cost as much as their arithmetic (measured: ~2× faster per ConvStep).
+        """
+        conv, norm = self.conv, self.norm
+        y = F.linear(conv._step(F.relu(x), cache), conv.pointwise.weight, conv.pointwise.bias)  # (B, 1, C_out)
+        return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class ConvBlock(nn.Module):

@@ -73,13 +73,17 @@ class Decoder(nn.Module):
         cache: Cache | None = None,
         offset: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, RoutingStats]]:
-        """x (B, T, D), memory (B, S, D) -> ((B, T, D), aux loss, {"decoder.moe": stats})."""
+        """x (B, T, D), memory (B, S, D) -> ((B, T, D), aux loss, {"decoder.moe": stats}).
+
+        While decoding incrementally (``cache`` given) the MoE computes neither its balancing
+        loss nor routing statistics: the loss is 0 and the dict empty.
+        """
         aux_loss = x.new_zeros(())
         routing: dict[str, RoutingStats] = {}
         for i, block in enumerate(self.blocks):
             x = block(x, mask, memory, memory_mask, cache, offset)
             if i == self.moe_after and self.moe is not None:
-                x, aux, stats = self.moe(x, mask)
+                x, aux, stats = self.moe(x, mask, statistics=cache is None)
                 aux_loss = aux_loss + aux
                 if stats is not None:
                     routing["decoder.moe"] = stats

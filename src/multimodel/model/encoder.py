@@ -39,10 +39,13 @@ class MoESublayer(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None
+        self, x: torch.Tensor, mask: torch.Tensor | None, *, statistics: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, RoutingStats | None]:
-        """(B, T, D), mask (B, T) -> ((B, T, D), aux loss, routing statistics)."""
-        out, aux_loss, stats = self.experts(x, mask)
+        """(B, T, D), mask (B, T) -> ((B, T, D), aux loss, routing statistics).
+
+        ``statistics=False`` (incremental decoding) skips the balancing loss and the statistics.
+        """
+        out, aux_loss, stats = self.experts(x, mask, statistics=statistics)
         if self.training:
             out = self.dropout(out)
         return self.norm(x + out), aux_loss, stats

@@ -465,6 +465,15 @@ def test_padding_is_ignored(train):
     assert stats.tokens_per_expert.sum().item() == 10 * 2
 
 
+def test_a_mask_without_padding_equals_no_mask():
+    moe = make_moe(D=8, E=6, K=2).eval()
+    x = torch.randn(2, 5, 8)
+    out, aux, stats = moe(x, torch.ones(2, 5, dtype=torch.bool))
+    ref, ref_aux, ref_stats = moe(x)
+    assert torch.equal(out, ref) and torch.equal(aux, ref_aux)
+    assert torch.equal(stats.tokens_per_expert, ref_stats.tokens_per_expert)
+
+
 def test_all_padding_gives_zeros_and_a_finite_loss():
     moe = make_moe().train()
     x = torch.randn(2, 3, 8, requires_grad=True)

@@ -13,10 +13,16 @@ every parameter) of:
   of the stacked weights): the obvious baseline;
 * ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix;
 * ``floor`` — the compute floor: one expert-sized MLP (two ``nn.Linear``) run once over all
-  N·K token-slots, i.e. the same arithmetic as the experts with no routing at all.
+  N·K token-slots, i.e. the same arithmetic as the experts with no routing at all;
+* ``experts`` — our layer's expert function alone (:class:`_ExpertFFN`, side by side on the
+  cores as in ``ours``) on token-slots already sorted by expert, with the slot counts of one
+  real routing: the matrix products, ReLU and biases of ``ours`` without the gate, the sort,
+  the gathers or the mixing. ``experts/floor`` is what running each expert as its own matrix
+  product costs on this machine (small-M GEMM efficiency, reading every expert's weights);
+  ``ours/experts`` is the cost of the routing around them.
 
 Reports the median over repetitions with the min–max spread, and the ratios ours/floor,
-loop/floor and dense/ours, both of the medians and of the minimums (on a shared machine the
+experts/floor, loop/floor and dense/ours, both of the medians and of the minimums (on a shared machine the
 minimum is the repetition least disturbed by other work). The repetitions of the variants are
 interleaved, so a change in background load hits all of them alike. Before timing, the script
 checks that ours, loop and dense give the same outputs (eval mode).
@@ -158,9 +164,9 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     header = (
-        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'serial':>20} | {'loop':>20} | "
-        f"{'dense':>24} | {'ours/floor':>11} | {'serial/floor':>12} | {'loop/floor':>11} | "
-        f"{'dense/ours':>11}"
+        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'experts':>20} | {'serial':>20} | "
+        f"{'loop':>20} | {'dense':>24} | {'ours/floor':>11} | {'experts/floor':>13} | "
+        f"{'serial/floor':>12} | {'loop/floor':>11} | {'dense/ours':>11}"
     )
     print("ratios: of the medians (of the minimums, the least disturbed repetitions)")
     print(header)
@@ -206,9 +212,17 @@ def run(args: argparse.Namespace) -> None:
         def run_floor() -> tuple[Tensor, Tensor]:
             return floor(x_slots), x_slots.new_zeros((), requires_grad=True)
 
+        with torch.no_grad():
+            _, routed, _ = moe.gate(x)  # (N, K): one routing of the training gate, noise included
+        counts = torch.bincount(routed.reshape(-1), minlength=E).tolist()
+
+        def run_experts() -> tuple[Tensor, Tensor]:
+            return moe._experts(x_slots, counts), x_slots.new_zeros((), requires_grad=True)
+
         variants: dict[str, Callable[[], float]] = {
             "floor": lambda: step(floor, run_floor),
             "ours": lambda: step(moe, run_ours),
+            "experts": lambda: step(moe, run_experts),
             "serial": lambda: step(serial, run_serial),
         }
         if not args.no_loop:
@@ -243,8 +257,9 @@ def run(args: argparse.Namespace) -> None:
         cell = {name: median_spread(t) for name, t in times.items()}
         dense_cell = f"{cell['dense']} ({dense_reps}×)" if dense_on else "skipped"
         print(
-            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell['serial']:>20} | "
-            f"{cell.get('loop', '—'):>20} | {dense_cell:>24} | {ratio('ours', 'floor'):>11} | "
+            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell['experts']:>20} | "
+            f"{cell['serial']:>20} | {cell.get('loop', '—'):>20} | {dense_cell:>24} | "
+            f"{ratio('ours', 'floor'):>11} | {ratio('experts', 'floor'):>13} | "
             f"{ratio('serial', 'floor'):>12} | {ratio('loop', 'floor'):>11} | "
             f"{ratio('dense', 'ours', 1):>11}   (outputs agree to {max_diff:.1e})",
             flush=True,

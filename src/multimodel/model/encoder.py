@@ -69,7 +69,7 @@ class Encoder(nn.Module):
         self.moe = MoESublayer(config) if config.use_moe else None
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor
+        self, x: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, RoutingStats]]:
         """x (B, T, D), mask (B, T) -> (memory (B, T, D), aux loss, {"encoder.moe": stats})."""
         aux_loss = x.new_zeros(())

@@ -90,6 +90,15 @@ def modality_key(spec: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", spec)
 
 
+def padding_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``mask`` if it marks any padding, else None.
+
+    Without padding the body skips its masking work: zeroing padded positions before every
+    ConvStep, gathering the real tokens before each MoE, masking attention to the memory.
+    """
+    return None if mask is None or bool(mask.all()) else mask
+
+
 class MultiModel(nn.Module):
     """The whole network: one shared body, one modality net per spec, task-token embeddings.
 
@@ -167,7 +176,7 @@ class MultiModel(nn.Module):
     def encode(self, inputs: torch.Tensor, input_mask: torch.Tensor | None, *, input_modality: str) -> EncoderOutput:
         """Raw inputs -> encoder memory (B, S, D) with its mask."""
         x, mask = self.modality(input_modality).bottom(inputs, input_mask)
-        memory, aux_loss, routing = self.encoder(x, mask)
+        memory, aux_loss, routing = self.encoder(x, padding_or_none(mask))
         return EncoderOutput(memory, mask, aux_loss, routing)
 
     def decode(
@@ -188,8 +197,9 @@ class MultiModel(nn.Module):
         embedded = modality.targets_bottom(targets)  # (B, T, D)
         # Shift right: the task token at position 0, target t-1 at position t.
         x = torch.cat([self._task_vector(task_token, B).to(embedded.dtype), embedded[:, :-1]], dim=1)  # (B, T, D)
-        x = self.mixer(x, target_mask, encoded.memory, encoded.mask)
-        h, aux_loss, routing = self.decoder(x, target_mask, encoded.memory, encoded.mask)
+        body_mask, memory_mask = padding_or_none(target_mask), padding_or_none(encoded.mask)
+        x = self.mixer(x, body_mask, encoded.memory, memory_mask)
+        h, aux_loss, routing = self.decoder(x, body_mask, encoded.memory, memory_mask)
         return DecoderOutput(modality.top(h, target_mask), aux_loss, routing)
 
     def decode_step(

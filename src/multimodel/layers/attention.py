@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multimodel.layers.dropout import Dropout
 from multimodel.layers.separable_conv import Cache, ConvStep
 from multimodel.layers.timing import timing_signal
 
@@ -107,7 +108,7 @@ class AttentionBlock(nn.Module):
         self.conv1 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=1, causal=causal)
         self.conv2 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=4, causal=causal)
         self.attention = MultiHeadAttention(hidden_size, num_heads)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
         self._timing: torch.Tensor | None = None  # cached signal; derived, so not a buffer
 

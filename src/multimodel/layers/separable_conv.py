@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multimodel.layers.dropout import Dropout
+
 # A decoding cache maps each stateful layer to its saved tensors (see model/incremental.py).
 Cache = dict
 
@@ -190,7 +192,7 @@ class ConvBlock(nn.Module):
         self.steps = nn.ModuleList(
             ConvStep(hidden_size, hidden_size, k, d, causal) for k, d in zip(kernel_sizes, dilations)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
         """(B, T, D), mask (B, T) or None -> (B, T, D)."""

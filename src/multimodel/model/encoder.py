@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
+from multimodel.layers.dropout import Dropout
 from multimodel.layers.moe import MixtureOfExperts, RoutingStats
 from multimodel.layers.separable_conv import ConvBlock
 
@@ -35,7 +36,7 @@ class MoESublayer(nn.Module):
     def __init__(self, config: ModelConfig, experts: nn.Module | None = None) -> None:
         super().__init__()
         self.experts = experts if experts is not None else MixtureOfExperts(config.hidden_size, config.moe)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.norm = nn.LayerNorm(config.hidden_size)
 
     def forward(

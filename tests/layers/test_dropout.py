@@ -1,0 +1,44 @@
+"""Dropout: the keep rate, the scaling, the gradient, evaluation, dtypes."""
+
+import pytest
+import torch
+
+from multimodel.layers.dropout import Dropout
+
+
+def test_training_keeps_one_minus_p_and_scales_the_kept_values():
+    torch.manual_seed(0)
+    x = torch.rand(200, 500) + 0.5  # no zeros of its own
+    y = Dropout(0.3).train()(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 100,000 draws: std ~0.0015
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+
+
+def test_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(0)
+    x = torch.randn(50, 40, requires_grad=True)
+    y = Dropout(0.5).train()(x)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() * 2.0)
+
+
+def test_evaluation_and_p_zero_are_the_identity():
+    x = torch.randn(8, 8)
+    assert Dropout(0.5).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+
+
+def test_same_seed_same_mask_and_low_precision_keeps_its_dtype():
+    x = torch.randn(4, 16, dtype=torch.bfloat16)
+    torch.manual_seed(3)
+    a = Dropout(0.25).train()(x)
+    torch.manual_seed(3)
+    b = Dropout(0.25).train()(x)
+    assert a.dtype == torch.bfloat16 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_probability_out_of_range_is_refused(p):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(p)

@@ -28,8 +28,11 @@ system-deps:
 # these thresholds keep them (measured: 1.3-1.6x faster steps, docs/benchmarks.md).
 DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
+# Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,
+# logs and results); `make demo ARGS=--resume` continues the last one instead.
 demo: setup
-	$(DEMO_ENV) $(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo $(ARGS)
+	$(DEMO_ENV) $(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo \
+		$(if $(findstring --resume,$(ARGS)),,--overwrite) $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.
 test: setup

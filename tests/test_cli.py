@@ -47,3 +47,10 @@ def test_commands_without_overrides_parse_as_before():
     assert args.checkpoint.name == "x" and args.tasks == ["digits", "numbers_en_de"] and args.beam_size == 2
     args = _parse(["data", "download", "fashion-mnist", "--data-dir", "d"])
     assert args.name == "fashion-mnist"
+
+
+def test_train_takes_resume_or_overwrite_not_both(capsys):
+    assert _parse(["train", "--config", "configs/tiny.py", "--run-dir", "r", "--overwrite"]).overwrite
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(["train", "--config", "configs/tiny.py", "--run-dir", "r", "--resume", "--overwrite"])
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err

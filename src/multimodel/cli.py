@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p, required=False)
     p.add_argument("--run-dir", required=True, type=Path, help="directory for checkpoints, logs and results")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in a --run-dir that holds an earlier run: delete its checkpoints,"
+                       " logs and results first (without --resume or --overwrite such a directory is refused)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
@@ -228,8 +232,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give --config (or --resume an existing --run-dir)")
     if cfg is None and args.overrides:
         raise ValueError("overrides need --config")
-    train_and_evaluate(cfg, args.run_dir, resume=args.resume, evaluate=not args.no_eval,
-                       progress=not args.no_progress)
+    train_and_evaluate(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite,
+                       evaluate=not args.no_eval, progress=not args.no_progress)
     return 0
 
 

@@ -3,6 +3,7 @@ evaluation is deterministic, errors are clear."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -156,6 +157,29 @@ def test_resume_with_a_different_model_config_is_refused(tmp_path):
     longer = apply_overrides(cfg, ["train.steps=6"])
     result = train(longer, tmp_path / "run", resume=True, log=lambda _m: None, progress=False)
     assert result.step == 6
+
+
+def test_a_fresh_start_in_an_earlier_run_is_refused_unless_it_overwrites(tmp_path):
+    """Mixing runs once left the old run's higher-numbered checkpoints as the "newest" ones:
+    keep-last-N deleted the new run's, so its directory held another model than it reported."""
+    quiet = lambda _m: None  # noqa: E731
+    run = tmp_path / "run"
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=6", "train.checkpoint_every=2")
+    train(cfg, run, log=quiet, progress=False)
+    old = [p.name for p in ckpt.list_checkpoints(run / "checkpoints")]
+    shorter = apply_overrides(cfg, ["train.steps=3"])
+    with pytest.raises(TrainingError, match=r"already holds a run .*--resume.*--overwrite"):
+        train(shorter, run, log=quiet, progress=False)
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == old  # nothing touched
+
+    messages: list[str] = []
+    result = train(shorter, run, overwrite=True, log=messages.append, progress=False)
+    assert result.step == 3 and any("--overwrite: deleted" in m for m in messages)
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-0000002", "step-0000003"]
+    steps = [json.loads(line).get("step") for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps and max(s for s in steps if s is not None) <= 3  # only the new run's records
+    with pytest.raises(ValueError, match="exclude each other"):
+        train(shorter, run, resume=True, overwrite=True, log=quiet, progress=False)
 
 
 def test_nonfinite_losses_are_skipped_then_abort(tmp_path, monkeypatch):

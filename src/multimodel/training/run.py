@@ -14,11 +14,15 @@ from multimodel.training.task_data import TaskData, attach_collators, load_task_
 from multimodel.training.train import evaluate_all, load_trained, train
 
 
-def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, evaluate: bool = True,
-                       progress: bool = True, log: Callable[[str], None] = print) -> list[TaskResult]:
-    """Train, then evaluate every task and write ``eval.json`` and ``results.md`` to ``run_dir``."""
+def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
+                       evaluate: bool = True, progress: bool = True,
+                       log: Callable[[str], None] = print) -> list[TaskResult]:
+    """Train, then evaluate every task and write ``eval.json`` and ``results.md`` to ``run_dir``.
+
+    ``resume`` and ``overwrite`` are :func:`~multimodel.training.train.train`'s.
+    """
     start = time.time()
-    result = train(cfg, run_dir, resume=resume, log=log, progress=progress)
+    result = train(cfg, run_dir, resume=resume, overwrite=overwrite, log=log, progress=progress)
     train_seconds = time.time() - start
     if not evaluate or not _is_main():
         return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import time
 from collections import defaultdict
@@ -46,6 +47,17 @@ from multimodel.training.task_data import (
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. repeated non-finite losses); the message says what to try."""
+
+
+RUN_ARTIFACTS = ("checkpoints", "log.jsonl", "tb", "eval.json", "routing.json", "results.md")
+"""What a run leaves in its directory besides ``config.json`` and ``tokenizer.model`` (which
+every fresh start rewrites). A fresh start must not mix with them: keep-last-N would keep the
+old run's higher-numbered checkpoints and delete the new run's, and the logs would interleave."""
+
+
+def previous_run(run_dir: Path) -> list[Path]:
+    """The artifacts of an earlier run in ``run_dir`` (empty for a new directory)."""
+    return [run_dir / name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
 
 
 @dataclass
@@ -211,6 +223,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     init_from: Path | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train jointly on ``cfg.data.tasks``; resume from ``run_dir`` when asked.
 
@@ -225,8 +238,13 @@ def train(
             starts from, e.g. to add a task to a trained model (``multimodel experiment
             add-task``). Modules it lacks (the modality nets of new tasks) keep their random
             initialisation; optimiser and schedule start anew. Ignored when resuming.
+        overwrite: start over in a ``run_dir`` that holds an earlier run, deleting its
+            checkpoints, logs and results first. Without it (and without ``resume``) such a
+            directory is refused.
     """
     run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
     latest: Path | None = None
     if resume:
         found = ckpt.list_checkpoints(run_dir / "checkpoints")
@@ -236,6 +254,12 @@ def train(
             cfg = _check_resume_config(saved_cfg, cfg)
     if cfg is None:
         raise TrainingError(f"{run_dir}: nothing to resume and no --config given")
+    previous = previous_run(run_dir) if latest is None else []
+    if previous and not resume and not overwrite:
+        raise TrainingError(
+            f"{run_dir} already holds a run ({', '.join(p.name for p in previous)}): continue it with"
+            " --resume, start over with --overwrite (deletes those), or choose another --run-dir"
+        )
 
     device = select_device(cfg.train.device)
     dist_info = init_distributed(device.type)
@@ -245,6 +269,10 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     main = dist_info.is_main
     say = log if main else (lambda _msg: None)
+    if overwrite and previous and main:
+        for path in previous:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        say(f"--overwrite: deleted the earlier run's {', '.join(p.name for p in previous)} in {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.train.seed)

@@ -436,7 +436,7 @@ class MixtureOfExperts(nn.Module):
             counts = [min(c, capacity) for c in counts]
 
         # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
-        # tokens), so each token's K outputs are summed in a fixed order (over k, per token):
+        # tokens), so each token's K outputs are summed in a fixed order by one small matmul:
         # results are deterministic on every device and do not depend on the other tokens.
         xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
         ys = self._experts(xs, counts)  # (S_kept, D)
@@ -449,8 +449,10 @@ class MixtureOfExperts(nn.Module):
         else:
             per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # dropped rows → 0
             per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
-        # Elementwise, not N tiny (1, K) @ (K, D) bmm products: ~4× faster forward + backward.
-        mixed = (gates.to(tokens.dtype).unsqueeze(2) * per_slot).sum(1)  # (N, K, D) -> (N, D)
+        # N tiny (1, K) @ (K, D) products. (Elementwise multiply-and-sum measured faster only
+        # while N·K·D is small, e.g. 1.1 vs 1.8 ms fwd + bwd at 1024 × 2 × 128, but 73 vs 32 ms
+        # at 4096 × 4 × 512, where its (N, K, D) temporaries leave the cache.)
+        mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
         return mixed, dropped
 
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:

@@ -156,8 +156,9 @@ class ConvStep(nn.Module):
     def _next_position(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
         """:meth:`forward` of one new position (B, 1, C_in) while decoding without autograd.
 
-        The same operations, called as functions: at batch 1 the calls of the three submodules
-        cost as much as their arithmetic (measured: ~2× faster per ConvStep).
+        The same operations, with the pointwise map and the LayerNorm called as functions: a
+        decoding step runs a few hundred such tiny calls, and each module call adds its own
+        overhead (in isolation, batch 1, D = 128, 1 thread: 76 → 71 µs per ConvStep).
         """
         conv, norm = self.conv, self.norm
         y = F.linear(conv._step(F.relu(x), cache), conv.pointwise.weight, conv.pointwise.bias)  # (B, 1, C_out)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from multimodel.config import load_config
 from multimodel.modalities import EXAMPLE_SPECS, MODALITIES, ModalityError, build_modality, label_smoothed_loss
@@ -106,6 +107,19 @@ def test_label_smoothed_loss_by_hand():
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.nll_sum, -logp[0])
     assert int(out.correct) == 1 and int(out.count) == 1
+
+
+def test_label_smoothed_loss_equals_torch_cross_entropy_and_its_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (3, 5))
+    out = label_smoothed_loss(logits, targets, None, smoothing=0.1)
+    reference = F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), label_smoothing=0.1)
+    torch.testing.assert_close(out.loss, reference)
+    torch.testing.assert_close(out.nll_sum, F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), reduction="sum"))
+    (grad,) = torch.autograd.grad(out.loss, logits)
+    (expected,) = torch.autograd.grad(reference, logits)
+    torch.testing.assert_close(grad, expected)
 
 
 # -- text ---------------------------------------------------------------------------------

@@ -107,8 +107,10 @@ def label_smoothed_loss(
     flat_logits = logits.reshape(-1, V).float()  # (N, V)
     flat_targets = targets.reshape(-1)  # (N,)
     real = torch.ones_like(flat_targets, dtype=torch.bool) if mask is None else mask.reshape(-1)
-    smoothed = F.cross_entropy(flat_logits, flat_targets, reduction="none", label_smoothing=smoothing)
-    nll = F.cross_entropy(flat_logits, flat_targets, reduction="none")
+    # One log-softmax for both: F.cross_entropy's label smoothing is (1 - ε)·nll + ε·mean(-log p).
+    logp = F.log_softmax(flat_logits, dim=-1)  # (N, V)
+    nll = -logp.gather(1, flat_targets[:, None]).squeeze(1)  # (N,)
+    smoothed = (1.0 - smoothing) * nll - smoothing * logp.mean(-1)  # (N,)
     weight = real.to(smoothed.dtype)
     count = weight.sum()
     correct = ((flat_logits.argmax(-1) == flat_targets) & real).sum()

@@ -182,6 +182,19 @@ def test_a_fresh_start_in_an_earlier_run_is_refused_unless_it_overwrites(tmp_pat
         train(shorter, run, resume=True, overwrite=True, log=quiet, progress=False)
 
 
+def test_resume_without_a_checkpoint_starts_fresh_with_fresh_logs(tmp_path):
+    """An attempt that died before its first checkpoint leaves only logs; resuming starts over."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 50, "loss/digits": 9.0}\n')
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=2", "train.log_every=1")
+    messages: list[str] = []
+    result = train(cfg, run, resume=True, log=messages.append, progress=False)
+    assert result.step == 2 and any("nothing to resume" in m for m in messages)
+    steps = [json.loads(line).get("step") for line in (run / "log.jsonl").read_text().splitlines()]
+    assert 50 not in steps and 2 in steps
+
+
 def test_nonfinite_losses_are_skipped_then_abort(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=20", "train.max_bad_steps=3")
     original = MultiModel.forward

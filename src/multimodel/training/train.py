@@ -230,7 +230,9 @@ def train(
     Args:
         cfg: the run's config (None only with ``resume``: the checkpoint's config is used).
         run_dir: directory for logs and checkpoints.
-        resume: continue from the newest checkpoint in ``run_dir`` (fresh start if none).
+        resume: continue from the newest checkpoint in ``run_dir``. Without one it starts
+            fresh, deleting what an earlier attempt that never reached a checkpoint left
+            (its logs would otherwise interleave with the new run's).
         log: where human-readable messages go.
         progress: show a progress bar.
         stop_after: stop (with a checkpoint) after this global step; for tests and debugging.
@@ -269,10 +271,11 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     main = dist_info.is_main
     say = log if main else (lambda _msg: None)
-    if overwrite and previous and main:
+    if previous and main:  # only with overwrite, or resume without a checkpoint
         for path in previous:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        say(f"--overwrite: deleted the earlier run's {', '.join(p.name for p in previous)} in {run_dir}")
+        why = "--overwrite" if overwrite else "nothing to resume (no checkpoint)"
+        say(f"{why}: deleted the earlier run's {', '.join(p.name for p in previous)} in {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.train.seed)

@@ -25,7 +25,8 @@ system-deps:
 	else echo "note: install Debian packages dataset-fashion-mnist and espeak-ng (or see README: --data-dir)"; fi
 
 # glibc would return big activations to the kernel after every step and fault them in again;
-# these thresholds keep them (measured: 1.3-1.6x faster steps, docs/benchmarks.md).
+# these thresholds keep them (session 1 measured 1.3-1.6x faster steps; since session 2's
+# changes they make no measurable difference, docs/benchmarks.md, but do no harm).
 DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 # Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,

@@ -22,8 +22,8 @@ every parameter) of:
   ``ours/experts`` is the cost of the routing around them.
 
 Reports the median over repetitions with the min–max spread, and the ratios ours/floor,
-experts/floor, loop/floor and dense/ours, both of the medians and of the minimums (on a shared machine the
-minimum is the repetition least disturbed by other work). The repetitions of the variants are
+experts/floor, loop/floor and dense/ours, both of the medians and of the minimums (on a
+shared machine the minimum is the repetition least disturbed by other work). The repetitions of the variants are
 interleaved, so a change in background load hits all of them alike. Before timing, the script
 checks that ours, loop and dense give the same outputs (eval mode).
 

@@ -6,13 +6,14 @@ import torch
 from multimodel.layers.dropout import Dropout
 
 
-def test_training_keeps_one_minus_p_and_scales_the_kept_values():
+@pytest.mark.parametrize("p", [0.02, 0.3, 0.9])
+def test_training_keeps_one_minus_p_and_scales_the_kept_values(p):
     torch.manual_seed(0)
     x = torch.rand(200, 500) + 0.5  # no zeros of its own
-    y = Dropout(0.3).train()(x)
+    y = Dropout(p).train()(x)
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 100,000 draws: std ~0.0015
-    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # 100,000 draws: std <= 0.0016
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
 
 
 def test_gradient_is_the_same_mask_and_scale():

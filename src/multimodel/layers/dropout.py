@@ -1,11 +1,13 @@
-"""Dropout (Srivastava et al. 2014) with its keep mask drawn by ``torch.rand``.
+"""Dropout (Srivastava et al. 2014) with its keep mask drawn as random integers.
 
 The same maths as ``torch.nn.Dropout``: in training each value is kept with probability
 1 − p and kept values are scaled by 1 / (1 − p); at evaluation it is the identity. The mask
-comes from uniform draws compared with p instead of ``bernoulli_``, which on CPU is the
-slower of the two (forward + backward of a (32, 32, 128) batch: 1.45 vs 1.86 ms on 2 threads,
-1.84 vs 2.16 ms on 1; the demo model runs a dozen dropouts per training step). The draws
-are float32 whatever the input dtype, so a bfloat16 input does not coarsen p.
+compares uniform random 31-bit integers (``random_()`` on int32, uniform on [0, 2³¹)) with
+p · 2³¹, so p is honoured to 2⁻³¹ whatever the input dtype. On CPU that is the cheapest of
+the ways tried: it skips the float conversion of ``torch.rand`` and the slower
+``bernoulli_`` (forward + backward of a (32, 32, 128) batch, 2 threads, median of 30
+interleaved repetitions: 1.25 ms with integers, 1.50 ms with ``torch.rand``, 1.99 ms for
+``F.dropout``; the demo model runs a dozen dropouts per training step).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p  # float32 draws
+        draws = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_()  # uniform on [0, 2^31)
+        keep = draws >= round(self.p * 2**31)
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multimodel.config import MoEConfig
+from multimodel.layers import moe as moe_module
 from multimodel.layers.expert_threads import expert_threads
 from multimodel.layers.moe import (
     FEW_SLOTS,
@@ -74,6 +75,24 @@ def test_top_k_equal_to_num_experts_is_the_dense_softmax_mixture():
     expected = sum(gates[..., e : e + 1] * expert(moe, e, x) for e in range(5))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert stats.tokens_per_expert.tolist() == [14.0] * 5
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 1.0])
+def test_both_ways_of_mixing_the_k_outputs_agree(monkeypatch, capacity_factor):
+    """Small layers mix elementwise, big ones with bmm (ELEMENTWISE_MIX_MAX): same values, same gradients."""
+    moe = make_moe(E=4, K=3, capacity_factor=capacity_factor).train()
+    x = torch.randn(2, 9, 8, requires_grad=True)
+    results = []
+    for limit in (1 << 30, 0):  # everything elementwise, then everything bmm
+        monkeypatch.setattr(moe_module, "ELEMENTWISE_MIX_MAX", limit)
+        torch.manual_seed(1)  # the same gate noise
+        out, aux, _ = moe(x)
+        grads = torch.autograd.grad((out.square().sum() + aux), [x, *moe.parameters()])
+        results.append((out, grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_one_expert_equals_that_expert():

@@ -166,6 +166,15 @@ PARALLEL_ROWS_PER_EXPERT = 512
 per core (:mod:`multimodel.layers.expert_threads`); above it one expert's matmuls are big
 enough to split across the cores themselves."""
 
+ELEMENTWISE_MIX_MAX = 1 << 20
+"""Up to this many (N, K, D) values, the gate-weighted sum of each token's K expert outputs is
+an elementwise multiply and a sum over K; above it, N small (1, K) @ (K, D) matrix products,
+whose temporaries stay smaller. Forward + backward, 2 threads, median of 15 (a throw-away
+timing script; docs/benchmarks.md): 1.1 vs 2.1 ms at N, K, D = 1024, 2, 128 and 7.0 vs
+9.3 ms at 4096, 2, 128, but 7.5 vs 4.4 ms at 1024, 4, 512 and 76 vs 34 ms at 4096, 4, 512. Either way
+each token's K outputs are summed in a fixed order, so results do not depend on the other
+tokens."""
+
 FEW_SLOTS = 16
 """Without autograd, up to this many token-slots (N·K) skip the sort-and-gather dispatch
 (:meth:`MixtureOfExperts._few_tokens`): a decoding step of a small batch or beam."""
@@ -436,8 +445,9 @@ class MixtureOfExperts(nn.Module):
             counts = [min(c, capacity) for c in counts]
 
         # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
-        # tokens), so each token's K outputs are summed in a fixed order by one small matmul:
-        # results are deterministic on every device and do not depend on the other tokens.
+        # tokens), so each token's K outputs are summed in a fixed order (see
+        # ELEMENTWISE_MIX_MAX): results are deterministic on every device and do not depend on
+        # the other tokens.
         xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
         ys = self._experts(xs, counts)  # (S_kept, D)
         if self.config.capacity_factor is None:
@@ -449,10 +459,11 @@ class MixtureOfExperts(nn.Module):
         else:
             per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # dropped rows → 0
             per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
-        # N tiny (1, K) @ (K, D) products. (Elementwise multiply-and-sum measured faster only
-        # while N·K·D is small, e.g. 1.1 vs 1.8 ms fwd + bwd at 1024 × 2 × 128, but 73 vs 32 ms
-        # at 4096 × 4 × 512, where its (N, K, D) temporaries leave the cache.)
-        mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
+        gates = gates.to(tokens.dtype)
+        if per_slot.numel() <= ELEMENTWISE_MIX_MAX:
+            mixed = (per_slot * gates.unsqueeze(2)).sum(1)  # (N, D)
+        else:  # N tiny (1, K) @ (K, D) products
+            mixed = torch.bmm(gates.unsqueeze(1), per_slot).squeeze(1)  # (N, D)
         return mixed, dropped
 
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:

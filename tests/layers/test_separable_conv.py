@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from multimodel.layers.separable_conv import ConvBlock, ConvStep, DownsampleBlock2d, SeparableConv1d
 
@@ -20,28 +19,29 @@ def single_thread():
 
 
 def reference_sepconv(conv: SeparableConv1d, x: torch.Tensor, causal: bool) -> torch.Tensor:
-    """nn.Conv1d(groups=C) then a 1×1 nn.Conv1d, with explicit padding."""
+    """Grouped ``F.conv1d`` then a 1×1 ``F.conv1d`` on (B, C, T), with explicit padding."""
     C = x.shape[-1]
     k, d = conv.depthwise.kernel_size[0], conv.depthwise.dilation[0]
-    depthwise = nn.Conv1d(C, C, k, dilation=d, groups=C, bias=False)
-    pointwise = nn.Conv1d(C, conv.pointwise.out_features, 1)
-    with torch.no_grad():
-        depthwise.weight.copy_(conv.depthwise.weight)
-        pointwise.weight.copy_(conv.pointwise.weight[:, :, None])
-        pointwise.bias.copy_(conv.pointwise.bias)
     total = (k - 1) * d
     pad = (total, 0) if causal else (total // 2, total - total // 2)
-    y = pointwise(depthwise(F.pad(x.transpose(1, 2), pad)))
+    y = F.conv1d(F.pad(x.transpose(1, 2), pad), conv.depthwise.weight, dilation=d, groups=C)
+    y = F.conv1d(y, conv.pointwise.weight[:, :, None], conv.pointwise.bias)
     return y.transpose(1, 2)
 
 
+@pytest.mark.parametrize("length", [11, 16])  # 16: odd kernels pad "same" inside the conv
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("kernel,dilation", [(1, 1), (3, 1), (5, 2), (4, 3), (15, 8)])
-def test_separable_conv_matches_depthwise_plus_pointwise(causal, kernel, dilation):
+def test_separable_conv_matches_depthwise_plus_pointwise(causal, kernel, dilation, length):
     torch.manual_seed(0)
     conv = SeparableConv1d(D, 6, kernel, dilation, causal)
-    x = torch.randn(3, 11, D)
-    torch.testing.assert_close(conv(x), reference_sepconv(conv, x, causal), atol=1e-5, rtol=1e-5)
+    x = torch.randn(3, length, D, requires_grad=True)
+    ours, reference = conv(x), reference_sepconv(conv, x, causal)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ours)
+    weights = [conv.depthwise.weight, conv.pointwise.weight]
+    for a, b in zip(torch.autograd.grad(ours, [x, *weights], g), torch.autograd.grad(reference, [x, *weights], g)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_causal_conv_block_ignores_the_future():

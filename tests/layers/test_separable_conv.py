@@ -80,6 +80,26 @@ def test_incremental_chunks_equal_full_sequence(grad, dilation):
     assert cache[step.conv].shape == (2, 4 * dilation, D)  # (k - 1) · dilation past inputs
 
 
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_long_one_position_decoding_and_row_reordering(dilation):
+    """Many single positions, a chunk through the general path in the middle, and
+    beam-search-style row reordering of the saved window."""
+    torch.manual_seed(0)
+    step = ConvStep(D, D, 5, dilation=dilation, causal=True).eval()
+    x = torch.randn(3, 70, D)
+    order = torch.tensor([2, 2, 0])  # rows kept after a re-ranking at position 40
+    cache: dict = {}
+    pieces = []
+    with torch.no_grad():
+        for chunk in x[:, :40].split([1] * 25 + [6] + [1] * 9, dim=1):
+            pieces.append(step(chunk, None, cache))
+        torch.testing.assert_close(torch.cat(pieces, dim=1), step(x[:, :40]), atol=1e-6, rtol=1e-5)
+        cache = {layer: saved.index_select(0, order) for layer, saved in cache.items()}
+        later = [step(chunk, None, cache) for chunk in x[order, 40:].split(1, dim=1)]
+        expected = step(x[order])[:, 40:]  # row i's whole history is now that of old row order[i]
+    torch.testing.assert_close(torch.cat(later, dim=1), expected, atol=1e-6, rtol=1e-5)
+
+
 def test_non_causal_conv_refuses_a_cache():
     with pytest.raises(ValueError, match="non-causal"):
         SeparableConv1d(D, D, 3)(torch.randn(1, 4, D), cache={})

@@ -93,7 +93,7 @@ def test_single_batch_can_be_overfit(tmp_path):
     first = None
     for _ in range(cfg.train.steps):
         out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
-        first = first if first is not None else float(out.loss.loss)
+        first = first if first is not None else float(out.loss.loss.detach())
         opt.zero_grad()
         (out.loss.loss + out.aux_loss).backward()
         opt.step()

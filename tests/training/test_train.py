@@ -98,7 +98,8 @@ def test_single_batch_can_be_overfit(tmp_path):
         (out.loss.loss + out.aux_loss).backward()
         opt.step()
     model.eval()
-    out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    with torch.no_grad():
+        out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
     assert float(out.loss.loss) < 0.05 * first
     assert int(out.loss.correct) == int(out.loss.count)
 

@@ -171,9 +171,9 @@ ELEMENTWISE_MIX_MAX = 1 << 20
 an elementwise multiply and a sum over K; above it, N small (1, K) @ (K, D) matrix products,
 whose temporaries stay smaller. Forward + backward, 2 threads, median of 15 (a throw-away
 timing script; docs/benchmarks.md): 1.1 vs 2.1 ms at N, K, D = 1024, 2, 128 and 7.0 vs
-9.3 ms at 4096, 2, 128, but 7.5 vs 4.4 ms at 1024, 4, 512 and 76 vs 34 ms at 4096, 4, 512. Either way
-each token's K outputs are summed in a fixed order, so results do not depend on the other
-tokens."""
+9.3 ms at 4096, 2, 128, but 7.5 vs 4.4 ms at 1024, 4, 512 and 76 vs 34 ms at 4096, 4, 512.
+Either way each token's K outputs are summed in a fixed order, so results do not depend on
+the other tokens."""
 
 FEW_SLOTS = 16
 """Without autograd, up to this many token-slots (N·K) skip the sort-and-gather dispatch

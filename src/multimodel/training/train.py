@@ -17,6 +17,7 @@ import math
 import shutil
 import signal
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,7 +434,7 @@ def train(
                         f"{bad_in_a_row} consecutive non-finite losses (last on task {name});"
                         " lower train.learning_rate or raise train.warmup_steps, then --resume")
                 step += 1
-                scheduler.step()
+                advance_schedule(scheduler)
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -449,7 +450,7 @@ def train(
             else:
                 optimizer.step()
                 bad_in_a_row = 0
-            scheduler.step()
+            advance_schedule(scheduler)
             step += 1
 
             meters[name].add(out.loss.loss.item(), float(out.aux_loss.detach()), float(out.loss.correct),
@@ -513,6 +514,15 @@ def train(
     shutdown(dist_info)
     model.eval()
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
+
+
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One step of the learning-rate schedule, taken after skipped updates too: the schedule
+    follows the step count. (torch warns when the schedule moves before the optimiser's first
+    step, which is expected here when the very first steps are skipped.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def evaluate_all(model: MultiModel, task_data: dict[str, TaskData], tokenizer: Tokenizer, cfg: Config,

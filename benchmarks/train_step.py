@@ -20,7 +20,9 @@ warm-up steps). A step is forward + backward + gradient clipping + Adam, as in t
 4. **Memory and scaling**: peak resident memory (VmHWM, reset before the step) of one training
    step per demo task, and how step time and memory grow with sequence length and number of
    experts; each row runs in a fresh subprocess so earlier rows cannot inflate it.
-5. ``--compile``: the same step under ``torch.compile`` vs eager (not in the smoke test).
+5. **Operators** (``torch.profiler``): the operators with the most self CPU time in the first
+   preset's text step, per step and as a share of the step: where to look next.
+6. ``--compile``: the same step under ``torch.compile`` vs eager (not in the smoke test).
 
     python benchmarks/train_step.py              # everything, 2 threads (~10 minutes)
     python benchmarks/train_step.py --quick      # tiny preset, 1 timed step: smoke test
@@ -592,6 +594,34 @@ def section_memory(args: argparse.Namespace) -> None:
                                                                     "experts": experts})
 
 
+def section_profile(args: argparse.Namespace, top: int = 15) -> None:
+    """torch.profiler's view of the first preset's text step: the operators with the most self
+    CPU time (an operator's own time, without the operators it calls)."""
+    name = args.presets[0]
+    task = "text" if "text" in args.tasks else args.tasks[0]
+    torch.manual_seed(0)
+    model = MultiModel(preset(name), VOCAB, SPECS).train()
+    step = multimodel_step(model, adam(model), demo_batches(args.batch, args.scale)[task])
+    step()  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(args.reps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\n### Operators with the most self CPU time ({name} preset, {task} step, batch {args.batch};"
+          f" torch.profiler, {args.reps} step{'s' if args.reps != 1 else ''})\n")
+    print("Self time is an operator's own, without the operators it calls; `_ExpertFFN` and"
+          " `_ExpertFFNBackward` (the MoE's experts) hold the matrix products their worker threads run,"
+          " which the profiler does not see. Shares are of all self time recorded (profiler overhead"
+          " included).\n")
+    print("| operator | calls per step | self ms per step | share |")
+    print("|---|---:|---:|---:|")
+    for e in events[:top]:
+        print(f"| `{e.key}` | {e.count / args.reps:.0f} | {e.self_cpu_time_total / 1e3 / args.reps:.2f} |"
+              f" {e.self_cpu_time_total / total:.1%} |")
+    print(f"\nAll {len(events)} operators: {total / 1e3 / args.reps:.1f} ms of self time per step.")
+
+
 def section_compile(args: argparse.Namespace) -> None:
     print(f"\n### torch.compile vs eager ({args.presets[0]} preset, batch {args.batch})\n")
     cfg = preset(args.presets[0])
@@ -634,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experts", type=int, nargs="+", default=[4, 16, 64], help="memory/scaling rows")
     parser.add_argument("--matmul", type=int, default=1536, help="side of the peak-FLOP/s matmul")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile against eager")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tasks", "transformer", "memory"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tasks", "transformer", "memory", "profile"])
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -663,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
             section_transformer(args, peaks)
         if "memory" not in args.skip:
             section_memory(args)
+        if "profile" not in args.skip:
+            section_profile(args)
         if args.compile:
             section_compile(args)
         last = peaks.update()

@@ -8,3 +8,4 @@ def test_train_step_benchmark_quick(capsys, load_benchmark):
     assert "| tiny (D=32) | classification |" in out and "| tiny (D=32) | text |" in out
     assert "Where the time goes" in out and "MFU ratio ours / nn.Transformer" in out
     assert "4 experts |" in out and "peak RSS (MB)" in out
+    assert "Operators with the most self CPU time" in out and "| `aten::" in out

@@ -16,6 +16,13 @@ def test_training_keeps_one_minus_p_and_scales_the_kept_values(p):
     torch.testing.assert_close(y[kept], x[kept] / (1 - p))
 
 
+def test_p_next_to_one_keeps_almost_nothing():
+    """p · 2^31 rounds to 2^31, which must not wrap around to keeping everything."""
+    torch.manual_seed(0)
+    y = Dropout(1 - 2**-33).train()(torch.ones(100_000))
+    assert int(y.count_nonzero()) <= 1  # keep probability 2^-31
+
+
 def test_gradient_is_the_same_mask_and_scale():
     torch.manual_seed(0)
     x = torch.randn(50, 40, requires_grad=True)

@@ -345,6 +345,7 @@ def train(
     logger = JsonlLogger(run_dir, main)
     meters: dict[str, TaskMeter] = defaultdict(TaskMeter)
     bad_in_a_row = 0
+    updated = False  # has this process taken an optimiser step yet (see advance_schedule)
     last_log_time = time.time()
 
     def save(at_step: int) -> Path | None:
@@ -434,7 +435,7 @@ def train(
                         f"{bad_in_a_row} consecutive non-finite losses (last on task {name});"
                         " lower train.learning_rate or raise train.warmup_steps, then --resume")
                 step += 1
-                advance_schedule(scheduler)
+                advance_schedule(scheduler, updated)
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -450,7 +451,8 @@ def train(
             else:
                 optimizer.step()
                 bad_in_a_row = 0
-            advance_schedule(scheduler)
+                updated = True
+            advance_schedule(scheduler, updated)
             step += 1
 
             meters[name].add(out.loss.loss.item(), float(out.aux_loss.detach()), float(out.loss.correct),
@@ -516,10 +518,15 @@ def train(
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
 
 
-def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, updated: bool) -> None:
     """One step of the learning-rate schedule, taken after skipped updates too: the schedule
-    follows the step count. (torch warns when the schedule moves before the optimiser's first
-    step, which is expected here when the very first steps are skipped.)"""
+    follows the step count. Until the optimiser has taken a step (``updated``), torch warns
+    that the schedule moved first, which is expected here when the very first steps are
+    skipped; only then is that one warning silenced (``catch_warnings`` would otherwise reset
+    the once-per-location record of every other warning on each call)."""
+    if updated:
+        scheduler.step()
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
         scheduler.step()

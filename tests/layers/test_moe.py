@@ -95,6 +95,18 @@ def test_both_ways_of_mixing_the_k_outputs_agree(monkeypatch, capacity_factor):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_both_ways_of_mixing_return_the_experts_dtype_under_autocast(monkeypatch):
+    moe = make_moe(E=4, K=2).eval()
+    x = torch.randn(2, 9, 8)
+    outs = []
+    for limit in (1 << 30, 0):  # elementwise, then bmm (which autocast would otherwise run in bf16)
+        monkeypatch.setattr(moe_module, "ELEMENTWISE_MIX_MAX", limit)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(moe(x)[0])
+    assert outs[0].dtype == outs[1].dtype == torch.float32
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-6)
+
+
 def test_one_expert_equals_that_expert():
     moe = make_moe(E=1, K=1).train()  # with one expert the noise cannot change anything
     x = torch.randn(3, 5, 8)

@@ -172,8 +172,9 @@ an elementwise multiply and a sum over K; above it, N small (1, K) @ (K, D) matr
 whose temporaries stay smaller. Forward + backward, 2 threads, median of 15 (a throw-away
 timing script; docs/benchmarks.md): 1.1 vs 2.1 ms at N, K, D = 1024, 2, 128 and 7.0 vs
 9.3 ms at 4096, 2, 128, but 7.5 vs 4.4 ms at 1024, 4, 512 and 76 vs 34 ms at 4096, 4, 512.
-Either way each token's K outputs are summed in a fixed order, so results do not depend on
-the other tokens."""
+Both sum each token's K outputs in a fixed order, in at least float32, and return the experts'
+dtype; which one runs depends on the batch's size, and they agree to rounding (bitwise in
+float32 on this CPU, in a review's check)."""
 
 FEW_SLOTS = 16
 """Without autograd, up to this many token-slots (N·K) skip the sort-and-gather dispatch
@@ -446,8 +447,8 @@ class MixtureOfExperts(nn.Module):
 
         # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
         # tokens), so each token's K outputs are summed in a fixed order (see
-        # ELEMENTWISE_MIX_MAX): results are deterministic on every device and do not depend on
-        # the other tokens.
+        # ELEMENTWISE_MIX_MAX): results are deterministic on every device, and do not depend on
+        # the other tokens beyond the batch's size choosing the way of mixing.
         xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
         ys = self._experts(xs, counts)  # (S_kept, D)
         if self.config.capacity_factor is None:
@@ -459,11 +460,14 @@ class MixtureOfExperts(nn.Module):
         else:
             per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # dropped rows → 0
             per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
-        gates = gates.to(tokens.dtype)
         if per_slot.numel() <= ELEMENTWISE_MIX_MAX:
-            mixed = (per_slot * gates.unsqueeze(2)).sum(1)  # (N, D)
-        else:  # N tiny (1, K) @ (K, D) products
-            mixed = torch.bmm(gates.unsqueeze(1), per_slot).squeeze(1)  # (N, D)
+            # Products and sum in float32 at least, as bmm accumulates: bf16 products would
+            # each be rounded before the sum.
+            acc = torch.promote_types(per_slot.dtype, torch.float32)
+            mixed = (per_slot.to(acc) * gates.to(acc).unsqueeze(2)).sum(1).to(tokens.dtype)  # (N, D)
+        else:  # N tiny (1, K) @ (K, D) products, not autocast: the output keeps the experts' dtype
+            with torch.autocast(tokens.device.type, enabled=False):
+                mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
         return mixed, dropped
 
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:

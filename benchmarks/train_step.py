@@ -54,6 +54,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from multimodel.config import ModelConfig, MoEConfig, load_config
+from multimodel.layers.expert_threads import expert_threads
 from multimodel.model.multimodel import MultiModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -610,10 +611,12 @@ def section_profile(args: argparse.Namespace, top: int = 15) -> None:
     total = sum(e.self_cpu_time_total for e in events)
     print(f"\n### Operators with the most self CPU time ({name} preset, {task} step, batch {args.batch};"
           f" torch.profiler, {args.reps} step{'s' if args.reps != 1 else ''})\n")
-    print("Self time is an operator's own, without the operators it calls; `_ExpertFFN` and"
-          " `_ExpertFFNBackward` (the MoE's experts) hold the matrix products their worker threads run,"
-          " which the profiler does not see. Shares are of all self time recorded (profiler overhead"
-          " included).\n")
+    pool = expert_threads() is not None and model.config.moe.parallel_experts
+    experts = ("`_ExpertFFN` and `_ExpertFFNBackward` (the MoE's experts) hold the matrix products"
+               " their worker threads run, which the profiler does not see" if pool else
+               "the MoE's expert products run on this thread and are counted as matrix products")
+    print(f"Self time is an operator's own, without the operators it calls; {experts}. Shares are of all"
+          " self time recorded (profiler overhead included).\n")
     print("| operator | calls per step | self ms per step | share |")
     print("|---|---:|---:|---:|")
     for e in events[:top]:
@@ -667,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=["tasks", "transformer", "memory", "profile"])
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
     if args.probe:
         print(json.dumps(run_probe(json.loads(args.probe))))
         return 0

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimodel.layers.dropout import Dropout
+from multimodel.layers.padding import padding_or_none
 from multimodel.layers.separable_conv import Cache, ConvStep
 from multimodel.layers.timing import timing_signal
 
@@ -73,8 +74,9 @@ class MultiHeadAttention(nn.Module):
                 # The memory never changes while decoding: project it and prepare its mask once.
                 # SDPA turns a boolean mask into an additive one on every call, so store that
                 # form, or nothing when no position is padded.
+                attn_mask = padding_or_none(attn_mask)
                 if attn_mask is not None:
-                    attn_mask = None if bool(attn_mask.all()) else _additive_mask(attn_mask, k.dtype)
+                    attn_mask = _additive_mask(attn_mask, k.dtype)
                 saved = (k, v) if attn_mask is None else (k, v, attn_mask)
                 cache[self] = saved
         else:

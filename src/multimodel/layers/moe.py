@@ -43,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from multimodel.config import MoEConfig
 from multimodel.layers.expert_threads import balanced_groups, expert_threads
+from multimodel.layers.padding import padding_or_none
 
 NOISE_EPSILON = 1e-2
 """Added to softplus(x W_noise) so the noise scale (a divisor in the load) is never 0."""
@@ -504,7 +505,8 @@ class MixtureOfExperts(nn.Module):
         B, T, D = x.shape
         E = self.num_experts
         flat = x.reshape(B * T, D)  # (B·T, D)
-        if mask is None or bool(mask.all()):  # no padding: skip the gather and scatter
+        mask = padding_or_none(mask)
+        if mask is None:  # no padding: skip the gather and scatter
             real_positions = None
             tokens = flat  # (N, D), N = B·T
         else:

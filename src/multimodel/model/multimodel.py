@@ -23,6 +23,7 @@ from torch import nn
 
 from multimodel.config import ModelConfig, from_dict, to_dict
 from multimodel.layers.moe import RoutingStats
+from multimodel.layers.padding import padding_or_none
 from multimodel.modalities import build_modality, parse_spec
 from multimodel.modalities.base import LossOutput, Modality, ModalityError, check_mask
 from multimodel.model.decoder import Decoder
@@ -88,15 +89,6 @@ class ModelOutput:
 def modality_key(spec: str) -> str:
     """A ModuleDict-safe name for a modality spec: ``"class_label:10"`` -> ``"class_label_10"``."""
     return re.sub(r"[^0-9A-Za-z_]", "_", spec)
-
-
-def padding_or_none(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """``mask`` if it marks any padding, else None.
-
-    Without padding the body skips its masking work: zeroing padded positions before every
-    ConvStep, gathering the real tokens before each MoE, masking attention to the memory.
-    """
-    return None if mask is None or bool(mask.all()) else mask
 
 
 class MultiModel(nn.Module):

@@ -31,7 +31,8 @@ CONFIG = Config(
         image_channels=3,
         image_entry_filters=(32, 64),
         audio_mels=80,
-        audio_frequency_patch=1,  # the paper's one-channel spectrogram net
+        audio_frequency_patch=1,  # the paper's one-channel spectrogram net ...
+        audio_block_filters=(2, 4, 8, 16, 32, 64, 128, 256),  # ... of 8 ConvRes blocks, 2^i filters
         max_target_length=256,
     ),
     data=DataConfig(vocab_size=8192, batch_size=64),

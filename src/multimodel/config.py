@@ -69,6 +69,13 @@ class ModelConfig:
     """Kernel of the two conv steps (dilations 1 and 4) inside an attention block."""
     use_attention: bool = True
     """False removes the attention blocks (paper Table 4 ablation)."""
+    self_attention: bool = True
+    """Masked multi-head self-attention of the mixed targets inside each attention block, before
+    the attention to the memory (paper §2.2); False = the released code's attention-to-memory
+    only ("simple" attention)."""
+    encoder_timing_signal: bool = True
+    """Add the sinusoidal timing signal to the encoder's input (the released code's encoder
+    does), so that the memory's keys carry each input position."""
     use_moe: bool = True
     """False removes the MoE layers (paper Table 4 ablation)."""
     moe: MoEConfig = field(default_factory=MoEConfig)
@@ -89,9 +96,24 @@ class ModelConfig:
     """Adjacent mel bands folded into channels before the audio net's 2-D convs (space-to-depth
     over frequency, ~20x cheaper on CPU); 1 = the paper's one-channel spectrogram."""
     audio_time_strides: int = 2
-    """Number of stride-2 residual blocks over time in the audio net (each halves T)."""
+    """Number of stride-2 residual blocks over time in the audio net (each halves T), after an
+    entry ConvStep, each with ``image_entry_filters[1]`` filters. Ignored when
+    ``audio_block_filters`` is set."""
+    audio_block_filters: tuple[int, ...] = ()
+    """The paper's audio net when set: one stride-2 residual block over time per entry, with that
+    many filters, and no entry ConvStep (paper: l_i = ConvRes(l_(i-1), 2^i), i = 1..8, i.e.
+    2, 4, ..., 256). Empty = the ``audio_time_strides`` net above."""
+    class_label_net: str = "downsample"
+    """Class-label output net: 'downsample' = the released code's downsampling conv block
+    (strided residual, two ConvSteps + max-pool, ConvSteps widening, ReLU, mean pool, linear);
+    'convstep' = the earlier narrow net (ConvStep + stride-2 subsampling per block, mean pool)."""
     class_label_blocks: int = 1
-    """Downsampling conv blocks of the class-label output net before global pooling."""
+    """Downsampling blocks of the class-label output net before global pooling."""
+    class_label_widths: tuple[float, float, float, float] = (1.25, 1.25, 2.0, 2.5)
+    """Widths of the 'downsample' net's residual conv, second ConvStep and last two ConvSteps,
+    as multiples of hidden_size (released code: 1.25, 1.25, 2, 2.5; the first ConvStep keeps D)."""
+    class_label_kernel_size: int = 3
+    """Kernel of the 'downsample' net's ConvSteps and max-pool over the memory sequence."""
     task_tokens: tuple[str, ...] = ("To-English", "To-German", "To-French", "To-Parse-Tree")
     """Task tokens the decoder knows; a task's token must be one of these."""
     max_target_length: int = 256
@@ -125,7 +147,12 @@ class DataConfig:
     train_size: int = 4000
     """Training examples generated per built-in task (real corpora: a cap; 0 = all)."""
     eval_size: int = 200
-    """Held-out examples per task used by evaluation."""
+    """Held-out examples per task used by evaluation (0 = the task's whole test split; a
+    built-in corpus's natural test size)."""
+    eval_sizes: dict[str, int] = field(default_factory=dict)
+    """Per-task override of ``eval_size`` (0 = the task's whole test split, e.g. all 10,000
+    Fashion-MNIST test images), used by the evaluation after training and ``multimodel eval``;
+    evaluation during training (``train.eval_every``) keeps to the first ``eval_size``."""
     task_sizes: dict[str, int] = field(default_factory=dict)
     """Per-task override of ``train_size`` (e.g. keep parsing data-scarce)."""
     batch_size: int = 32
@@ -319,6 +346,25 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                     raise ConfigError(f"unknown config key {dotted!r}: {part!r} is not a section")
                 node, cls = node[part], hint
     return from_dict(Config, data)
+
+
+#: Model settings that a saved model of an earlier format version was built with, for fields
+#: that format did not store (their defaults have changed since). Format 1 (before the paper's
+#: self-attention, encoder timing signal and class-label net) built the model these describe.
+LEGACY_MODEL_FIELDS: dict[int, dict[str, Any]] = {
+    1: {"self_attention": False, "encoder_timing_signal": False, "class_label_net": "convstep"},
+}
+
+
+def upgrade_model_dict(model: dict[str, Any], format_version: int) -> dict[str, Any]:
+    """A saved ``ModelConfig`` dict of ``format_version`` with the fields it predates filled in
+    with the values its model was built with (see :data:`LEGACY_MODEL_FIELDS`)."""
+    filled = dict(model)
+    for version, fields in LEGACY_MODEL_FIELDS.items():
+        if format_version <= version:
+            for key, value in fields.items():
+                filled.setdefault(key, value)
+    return filled
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

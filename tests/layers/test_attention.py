@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from multimodel.layers.attention import AttentionBlock, MultiHeadAttention
+from multimodel.layers.attention import AttentionBlock, MultiHeadAttention, MultiHeadSelfAttention
 from multimodel.layers.timing import timing_signal
 
 D, H = 16, 4
@@ -68,6 +68,76 @@ def test_attention_block_is_causal_and_incremental(grad):
     with torch.set_grad_enabled(grad):
         steps = [block(x[:, t : t + 1], None, memory, None, cache, offset=t) for t in range(9)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def naive_self_attention(layer: MultiHeadSelfAttention, x, mask):
+    """Causal softmax(Q Kᵀ / sqrt(hd)) V per head over real keys, written out."""
+    B, T, _ = x.shape
+    hd = D // H
+    q, k, v = layer.qkv(x).split(D, dim=-1)
+    q, k, v = (t.view(B, T, H, hd).permute(0, 2, 1, 3) for t in (q, k, v))  # (B, H, T, hd)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)  # (B, H, T, T)
+    allowed = torch.ones(T, T, dtype=torch.bool).tril() & mask[:, None, None, :]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    y = torch.softmax(scores, dim=-1) @ v  # (B, H, T, hd)
+    return layer.out(y.permute(0, 2, 1, 3).reshape(B, T, D))
+
+
+def test_self_attention_matches_naive_causal_reference_with_padding():
+    torch.manual_seed(0)
+    layer = MultiHeadSelfAttention(D, H, causal=True)
+    x = torch.randn(3, 6, D)
+    mask = torch.arange(6)[None, :] < torch.tensor([[6], [4], [1]])
+    expected = naive_self_attention(layer, x, mask)
+    got = layer(x, mask)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer(x, None), naive_self_attention(layer, x, torch.ones(3, 6, dtype=torch.bool)),
+                               atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(got).all()  # padded queries too
+
+
+def test_self_attention_is_causal_and_chunks_continue_the_cache():
+    torch.manual_seed(0)
+    layer = MultiHeadSelfAttention(D, H, causal=True)
+    x = torch.randn(2, 8, D)
+    full = layer(x, None)
+    y = x.clone()
+    y[:, 5:] = torch.randn(2, 3, D)  # a future target never changes an earlier output
+    torch.testing.assert_close(layer(y, None)[:, :5], full[:, :5])
+    cache: dict = {}
+    chunks = [layer(x[:, a:b], None, cache) for a, b in ((0, 1), (1, 4), (4, 5), (5, 8))]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache[layer][0].shape == (2, H, 8, D // H)
+
+
+def test_non_causal_self_attention_sees_the_future_but_not_padding():
+    torch.manual_seed(0)
+    layer = MultiHeadSelfAttention(D, H, causal=False)
+    x = torch.randn(1, 5, D)
+    y = x.clone()
+    y[:, 4] += 1.0
+    assert not torch.allclose(layer(x, None)[:, 0], layer(y, None)[:, 0])
+    mask = torch.tensor([[True, True, True, False, False]])
+    garbage = torch.where(mask[..., None], x, torch.randn_like(x) * 30)
+    torch.testing.assert_close(layer(x, mask)[:, :3], layer(garbage, mask)[:, :3])
+    torch.testing.assert_close(layer(x, mask)[:, :3], layer(x[:, :3], None))
+    with pytest.raises(ValueError, match="incrementally"):
+        layer(x, None, {})
+
+
+def test_attention_block_self_attention_reads_the_whole_prefix():
+    """With self-attention, an early target changes a late output even past the ConvSteps'
+    receptive field (kernel 3, dilations 1 and 4: 10 positions); without it, it cannot."""
+    torch.manual_seed(0)
+    x, memory = torch.randn(1, 16, D), torch.randn(1, 3, D)
+    y = x.clone()
+    y[:, 0] += 3.0
+    for self_attention, reaches in ((True, True), (False, False)):
+        block = AttentionBlock(D, H, kernel_size=3, self_attention=self_attention).eval()
+        changed = not torch.allclose(block(x, None, memory, None)[:, 15], block(y, None, memory, None)[:, 15])
+        assert changed == reaches
+    assert sum(isinstance(m, MultiHeadSelfAttention) for m in AttentionBlock(D, H).modules()) == 1
+    assert not any(isinstance(m, MultiHeadSelfAttention) for m in AttentionBlock(D, H, self_attention=False).modules())
 
 
 def test_timing_signal_values_and_offset():

@@ -217,3 +217,112 @@ def test_class_label_pooling_ignores_padding_and_checks_targets():
     torch.testing.assert_close(labels.top(h, mask)[1], labels.top(h[1:, :3], None)[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ModalityError, match=r"\[0, 10\)"):
         labels.loss(torch.randn(2, 10), torch.tensor([3, 10]), None)
+
+
+# -- blind control ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_input_modality_has_a_blind_control(spec):
+    modality = build(spec)
+    if not modality.is_input:
+        with pytest.raises(NotImplementedError, match="no blind control"):
+            modality.blind(torch.zeros(2, 3), None)
+        return
+    inputs, mask = modality.example_inputs(3, 11, torch.Generator().manual_seed(0))
+    blinded, blind_mask = modality.blind(inputs, mask, torch.Generator().manual_seed(1))
+    assert blinded.shape == inputs.shape and blinded.dtype == inputs.dtype
+    assert (blind_mask is None) == (mask is None) and (mask is None or torch.equal(blind_mask, mask))
+    x, _ = modality.bottom(blinded, blind_mask)  # still a valid input
+    assert torch.isfinite(x).all()
+
+
+def test_image_blind_is_a_blank_canvas_whatever_the_image():
+    image = build("image")
+    a, b = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    blind_a, _ = image.blind(a, None)
+    blind_b, _ = image.blind(b, None)
+    assert torch.equal(blind_a, blind_b) and not blind_a.any()  # the corpora's black background
+    torch.testing.assert_close(image.bottom(blind_a, None)[0], image.bottom(blind_b, None)[0], rtol=0, atol=0)
+
+
+def test_audio_blind_is_the_silence_of_the_front_end():
+    import math
+
+    from multimodel.modalities.audio import LOG_FLOOR
+
+    audio = build("audio")
+    mask = torch.arange(9)[None, :] < torch.tensor([[9], [4]])
+    a = torch.randn(2, 9, CONFIG.audio_mels).masked_fill(~mask[..., None], 0.0)
+    b = torch.randn(2, 9, CONFIG.audio_mels).masked_fill(~mask[..., None], 0.0)
+    blind_a, mask_a = audio.blind(a, mask)
+    blind_b, _ = audio.blind(b, mask)
+    assert torch.equal(mask_a, mask) and torch.equal(blind_a, blind_b)
+    assert torch.equal(blind_a[~mask], a[~mask])  # padded frames untouched
+    torch.testing.assert_close(blind_a[mask], torch.full_like(blind_a[mask], math.log(LOG_FLOOR)))
+    # The value is what the front end makes of a silent waveform.
+    silent_features, _ = audio.front_end(torch.zeros(1, 1600), None)
+    torch.testing.assert_close(silent_features, torch.full_like(silent_features, math.log(LOG_FLOOR)))
+    x_a, m_a = audio.bottom(blind_a, mask)
+    x_b, m_b = audio.bottom(blind_b, mask)
+    assert torch.equal(m_a, m_b) and torch.equal(x_a[m_a], x_b[m_b])
+    wave_mask = torch.arange(800)[None, :] < torch.tensor([[800], [300]])
+    blind_wave, blind_wave_mask = audio.blind(torch.randn(2, 800), wave_mask)
+    assert not blind_wave.any() and torch.equal(blind_wave_mask, wave_mask)
+
+
+def test_text_blind_shuffles_the_real_tokens_and_leaves_padding():
+    from multimodel.modalities.text import EOS_ID, PAD_ID
+
+    text = build("text")
+    ids = torch.randint(3, VOCAB, (4, 30), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([30, 17, 2, 1])
+    mask = torch.arange(30)[None, :] < lengths[:, None]
+    ids = ids.masked_fill(~mask, PAD_ID)
+    ids[1, 16] = EOS_ID  # a row ending in EOS keeps it last
+    blinded, blind_mask = text.blind(ids, mask, torch.Generator().manual_seed(3))
+    assert torch.equal(blind_mask, mask) and torch.equal(blinded[~mask], ids[~mask])
+    for row in range(4):
+        n = int(lengths[row])
+        assert sorted(blinded[row, :n].tolist()) == sorted(ids[row, :n].tolist())  # same multiset
+    assert int(blinded[1, 16]) == EOS_ID
+    assert not torch.equal(blinded[0], ids[0]) and not torch.equal(blinded[1, :16], ids[1, :16])
+    assert torch.equal(blinded[3], ids[3])  # one token has one order
+    again, _ = text.blind(ids, mask, torch.Generator().manual_seed(3))
+    other, _ = text.blind(ids, mask, torch.Generator().manual_seed(4))
+    assert torch.equal(again, blinded) and not torch.equal(other, blinded)  # the generator decides
+    no_mask, none = text.blind(ids, None, torch.Generator().manual_seed(3))  # mask None: ids != PAD
+    assert none is None and torch.equal(no_mask, blinded)
+
+
+def test_class_label_net_reaches_its_documented_widths():
+    """The released code's downsampling block: residual and pooled width 1.25 D, then 2 D and
+    2.5 D before the pool; the sequence halves."""
+    D = CONFIG.hidden_size
+    labels = build("class_label:10")
+    (block,) = labels.downsample
+    widths = [step.norm.normalized_shape[0] for step in (block.residual, block.conv0, block.conv1, block.conv2, block.conv3)]
+    assert widths == [round(1.25 * D), D, round(1.25 * D), 2 * D, round(2.5 * D)]
+    assert labels.output.in_features == round(2.5 * D)
+    assert not block.conv2.first_relu and block.conv3.first_relu
+    h = torch.randn(2, 7, D)
+    out, mask = block(h, torch.ones(2, 7, dtype=torch.bool))
+    assert out.shape == (2, 4, round(2.5 * D)) and mask.shape == (2, 4)
+    wider = build("class_label:10", class_label_widths=(2.0, 2.0, 3.0, 4.0), class_label_blocks=2)
+    assert wider.output.in_features == 4 * D and len(wider.downsample) == 2
+    assert wider.top(h, None).shape == (2, 10)
+    legacy = build("class_label:10", class_label_net="convstep")
+    assert legacy.output.in_features == D
+    with pytest.raises(ModalityError, match="class_label_net"):
+        build("class_label:10", class_label_net="pool")
+
+
+def test_paper_audio_net_stacks_eight_strided_blocks():
+    audio = build("audio", audio_block_filters=(2, 4, 8, 16, 32, 64, 128, 256), audio_frequency_patch=1)
+    assert audio.entry is None and len(audio.blocks) == 8
+    assert [b.conv2.norm.normalized_shape[0] for b in audio.blocks] == [2, 4, 8, 16, 32, 64, 128, 256]
+    features = torch.randn(2, 600, CONFIG.audio_mels)
+    mask = torch.arange(600)[None, :] < torch.tensor([[600], [300]])
+    x, out_mask = audio.bottom(features, mask)
+    assert x.shape == (2, 3, CONFIG.hidden_size)  # 600 frames halved 8 times: ceil(600 / 256)
+    assert out_mask.tolist() == [[True, True, True], [True, True, False]]

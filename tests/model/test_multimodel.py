@@ -1,6 +1,8 @@
 """The assembled MultiModel: every modality pair, causality, padding, train/eval, gradients,
 ablations, save/load and bad-input errors."""
 
+import json
+
 import pytest
 import torch
 
@@ -132,10 +134,46 @@ def test_save_load_reproduces_outputs(tmp_path):
     assert torch.equal(run(model, "audio", "text", *data).logits, run(loaded, "audio", "text", *data).logits)
 
 
+def test_format_1_models_load_with_the_body_they_were_built_with(tmp_path):
+    """A model saved before the paper's self-attention, encoder timing and class-label net
+    (format 1, whose config lacks those fields) loads as the model it was."""
+    model = make_model(self_attention=False, encoder_timing_signal=False, class_label_net="convstep").eval()
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    for key in ("self_attention", "encoder_timing_signal", "class_label_net"):
+        del meta["config"][key]
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "format_version": 1}))
+    loaded = MultiModel.load(tmp_path).eval()
+    assert loaded.config == model.config
+    for target in ("text", "class_label:10"):
+        data = batch(model, "image", target)
+        assert torch.equal(run(model, "image", target, *data).logits, run(loaded, "image", target, *data).logits)
+
+
+def test_encoder_output_depends_on_input_order():
+    """The timing signal marks positions: the same vector at every input position gives
+    different memory rows, so the decoder's attention can tell positions apart. Without it,
+    interior rows (away from the convs' zero padding) are identical."""
+    with_timing = make_model(use_moe=False).eval()
+    without = make_model(use_moe=False, encoder_timing_signal=False).eval()
+    x = torch.randn(1, 1, TINY.hidden_size).expand(1, 100, -1)  # (1, 100, D), one vector repeated
+    memory, _, _ = with_timing.encoder(x, None)
+    assert (memory[0, 45] - memory[0, 55]).abs().max() > 1e-2
+    memory, _, _ = without.encoder(x, None)
+    torch.testing.assert_close(memory[0, 45], memory[0, 55])
+    # And a permutation of a real input changes what each position holds, not just where.
+    inputs = torch.randn(2, 9, TINY.hidden_size)
+    perm = torch.randperm(9)
+    memory, _, _ = with_timing.encoder(inputs, None)
+    permuted, _, _ = with_timing.encoder(inputs[:, perm], None)
+    assert not torch.allclose(memory[:, perm], permuted, atol=1e-3)
+
+
 def test_load_refuses_an_unknown_format(tmp_path):
     model = make_model()
     model.save(tmp_path)
-    meta = (tmp_path / "model.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta = json.dumps({**meta, "format_version": 99})
     (tmp_path / "model.json").write_text(meta)
     with pytest.raises(ValueError, match="format_version 99"):
         MultiModel.load(tmp_path)

@@ -1,13 +1,23 @@
-"""Multi-head dot-product attention and the attention block (MultiModel §2.2).
+"""Multi-head dot-product attention and the attention block (MultiModel §2.2, Figure 3).
 
 The attention block lets the decoder side (the shifted targets) look at the encoder's
-memory. The timing signal is added to the query side only; two ConvSteps (kernel 5 by
-default, dilations 1 and 4, causal over targets) mix neighbouring target positions; then
-multi-head dot-product attention reads the memory, and the result is added back to the block
-input. As in the released code, the sum is layer-normalised.
+memory:
+
+    x -> + timing signal -> ConvStep(k, dilation 1) -> ConvStep(k, dilation 4)
+      -> masked multi-head self-attention            (the paper's "self-attend"; optional)
+      -> multi-head attention to the memory          (its result is the block's update)
+      -> LayerNorm(x + Dropout(update))
+
+The timing signal tells the order-blind dot products where each target position is; the two
+ConvSteps (kernel 5 in the paper, causal over targets) mix neighbouring positions; the
+self-attention (masked to the past on the decoder side) lets every position gather the whole
+prefix; its output is the query of the attention to the source, whose keys and values are two
+pointwise (linear) maps of the memory. The paper chains the two attentions without a residual
+between them; the outer residual and LayerNorm are the released code's.
 
 For incremental decoding the memory's keys and values are computed once and kept in the
-``cache`` (keyed by the attention layer); the causal ConvSteps keep their own windows.
+``cache`` (keyed by the attention layer); the self-attention appends each new position's keys
+and values to its cached ones; the causal ConvSteps keep their own windows.
 
 Dimensions: B batch, T query (target) length, S memory length, D hidden size, H heads,
 hd = D / H head size.
@@ -92,23 +102,91 @@ class MultiHeadAttention(nn.Module):
         return self.out(y)
 
 
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head dot-product self-attention, masked to the past when ``causal``.
+
+    Args:
+        hidden_size: D, model width; queries, keys, values and output all have it.
+        num_heads: H; must divide D.
+        causal: position t attends only to positions <= t (decoder side).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, causal: bool = True) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.causal = causal
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None = None) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) True = real or None -> (B, T, D).
+
+        With ``cache`` (causal only), x holds the next T positions; their keys and values are
+        appended to the cached ones of the earlier positions, which they may all attend to.
+        """
+        B, T, D = x.shape
+        H = self.num_heads
+        q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+        if cache is not None:
+            if not self.causal:
+                raise ValueError("non-causal self-attention cannot be run incrementally")
+            past = cache.get(self)
+            if past is not None:
+                k = torch.cat([past[0], k], dim=2)  # (B, H, P + T, hd)
+                v = torch.cat([past[1], v], dim=2)  # (B, H, P + T, hd)
+            cache[self] = (k, v)
+        P = k.shape[2] - T  # positions before the first query
+        attn_mask = None
+        is_causal = False
+        if self.causal and T > 1:
+            if mask is None and P == 0:
+                is_causal = True
+            else:
+                # Query i (position P + i) sees keys 0 .. P + i.
+                attn_mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)  # (T, P + T)
+        if mask is not None:
+            keys_real = mask[:, None, None, :]  # (B, 1, 1, T)
+            if P:
+                keys_real = F.pad(keys_real, (P, 0), value=True)  # cached keys are real
+            attn_mask = keys_real if attn_mask is None else attn_mask & keys_real  # (B, 1, T, P + T)
+            # A padded query with no real key left to see gets all -inf scores (NaN); let it
+            # see itself instead: its output is padding and never reaches a real position.
+            attn_mask = attn_mask | torch.eye(T, P + T, dtype=torch.bool, device=x.device).roll(P, 1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.out(y)
+
+
 class AttentionBlock(nn.Module):
-    """Timing signal + two ConvSteps on the query side, attention to the memory, residual.
+    """Timing signal + two ConvSteps + self-attention on the query side, attention to the
+    memory, residual.
 
     Args:
         hidden_size: D.
         num_heads: attention heads H.
         kernel_size: kernel of the two ConvSteps (paper: 5); their dilations are 1 and 4.
         dropout: dropout on the attention output in training.
-        causal: causal ConvSteps (True whenever the query side is the target sequence).
+        causal: causal ConvSteps and self-attention (True whenever the query side is the
+            target sequence).
+        self_attention: self-attend the mixed targets before attending to the memory (paper);
+            False gives the released code's "simple" block, which attends to the memory only.
     """
 
     def __init__(
-        self, hidden_size: int, num_heads: int, kernel_size: int = 5, dropout: float = 0.0, causal: bool = True
+        self,
+        hidden_size: int,
+        num_heads: int,
+        kernel_size: int = 5,
+        dropout: float = 0.0,
+        causal: bool = True,
+        self_attention: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=1, causal=causal)
         self.conv2 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=4, causal=causal)
+        self.self_attention = MultiHeadSelfAttention(hidden_size, num_heads, causal) if self_attention else None
         self.attention = MultiHeadAttention(hidden_size, num_heads)
         self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
@@ -137,6 +215,8 @@ class AttentionBlock(nn.Module):
         B, T, D = x.shape
         y = x + self.timing(T, offset, x)  # (B, T, D)
         y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
+        if self.self_attention is not None:
+            y = self.self_attention(y, x_mask, cache)
         attended = self.attention(y, memory, memory_mask, cache)
         if self.training:
             attended = self.dropout(attended)

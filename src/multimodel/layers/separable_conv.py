@@ -143,20 +143,31 @@ class ConvStep(nn.Module):
         kernel_size: taps of the depthwise filter.
         dilation: spacing between taps.
         causal: see :class:`SeparableConv1d`.
+        first_relu: apply the ReLU (the released code turns it off where its input already
+            passed one, e.g. after a max-pool of ReLU outputs).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, causal: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        causal: bool = False,
+        *,
+        first_relu: bool = True,
     ) -> None:
         super().__init__()
+        self.first_relu = first_relu
         self.conv = SeparableConv1d(in_channels, out_channels, kernel_size, dilation, causal)
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
         """(B, T, C_in), mask (B, T) bool or None -> (B, T, C_out)."""
-        if cache is not None and mask is None and x.shape[1] == 1 and not torch.is_grad_enabled():
+        if cache is not None and mask is None and x.shape[1] == 1 and not torch.is_grad_enabled() and self.first_relu:
             return self._next_position(x, cache)
-        x = F.relu(x)
+        if self.first_relu:
+            x = F.relu(x)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)  # padding must not reach real positions
         return self.norm(self.conv(x, cache))

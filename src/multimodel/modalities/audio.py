@@ -12,6 +12,11 @@ then ``audio_time_strides`` Xception-style residual blocks that stride over time
 halves T, frequency resolution is kept). Frequency is then folded into channels and a linear
 map gives width D. The padding mask is downsampled with the time axis.
 
+The paper's net (``audio_block_filters``, used by configs/paper.py) has no entry ConvStep and
+stacks 8 such blocks with 2, 4, ..., 256 filters (l_i = ConvRes(l_(i-1), 2^i)), so T shrinks
+256-fold: right for WSJ's long utterances at 100 frames a second, too coarse for the built-in
+task's ~1-3 s clips, hence the two-block default (docs/architecture.md, Deviations).
+
 Deviation (an option, ``frequency_patch``; 1 = the paper): before the 2-D net, each frame's
 F mel bands are cut into F / P patches of P adjacent bands, and a patch becomes the channels
 of one frequency position (space-to-depth over frequency, a reshape that loses nothing; F is
@@ -103,12 +108,12 @@ class LogMelFrontEnd(nn.Module):
 
 
 class AudioModality(Modality):
-    """Log-mel frames or waveforms -> a (B, T', D) sequence, T' = T / 2^audio_time_strides.
+    """Log-mel frames or waveforms -> a (B, T', D) sequence, T' = T / 2^(number of blocks).
 
     Args:
         config: model config (``hidden_size``, ``audio_mels``, ``audio_sample_rate``,
-            ``audio_time_strides``, ``image_entry_filters`` for the conv widths, and
-            ``audio_frequency_patch``).
+            ``audio_time_strides``, ``image_entry_filters`` for the conv widths,
+            ``audio_block_filters`` for the paper's net, and ``audio_frequency_patch``).
         frequency_patch: P, adjacent mel bands folded into channels before the 2-D net (see
             the module docstring; 1 = the paper). None = ``config.audio_frequency_patch``.
     """
@@ -124,12 +129,17 @@ class AudioModality(Modality):
         self.frequency_patch = P = frequency_patch
         self.bands = -(-config.audio_mels // P)  # frequency positions of the 2-D map
         self.front_end = LogMelFrontEnd(config.audio_sample_rate, config.audio_mels)
-        self.entry = ConvStep2d(P, f1, (3, 3), separable=False, first_relu=False)
+        if config.audio_block_filters:  # the paper's net: ConvRes blocks straight on the features
+            self.entry = None
+            widths = (P, *config.audio_block_filters)
+        else:  # an entry ConvStep, then audio_time_strides blocks of f2 filters
+            self.entry = ConvStep2d(P, f1, (3, 3), separable=False, first_relu=False)
+            widths = (f1, *([f2] * config.audio_time_strides))
         self.blocks = nn.ModuleList(
-            DownsampleBlock2d(f1 if i == 0 else f2, f2, stride=(2, 1), residual_relu=(i > 0))
-            for i in range(config.audio_time_strides)
+            DownsampleBlock2d(c_in, c_out, stride=(2, 1), residual_relu=(i > 0))
+            for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))
         )
-        channels = f2 if config.audio_time_strides else f1
+        channels = widths[-1]
         self.project = nn.Linear(channels * self.bands, config.hidden_size)
 
     def example_inputs(self, batch, length, generator=None):
@@ -162,7 +172,8 @@ class AudioModality(Modality):
         # Time is the image height; patch p of band f is channel p at width f. The (B, T, bands, P)
         # view is already the channels-last layout of (B, P, T, bands): no copy.
         x = inputs.reshape(B, T, bands, P).permute(0, 3, 1, 2)  # (B, P, T, bands)
-        x = self.entry(x, mask)  # (B, f1, T, bands)
+        if self.entry is not None:
+            x = self.entry(x, mask)  # (B, f1, T, bands)
         for block in self.blocks:
             x, mask = block(x, mask)  # (B, f2, ceil(T/2), bands)
         B, C, T, F = x.shape
@@ -170,3 +181,14 @@ class AudioModality(Modality):
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
         return self.project(x), mask
+
+    def blind(self, inputs, mask, generator=None):
+        """Silence of the same length: log-mel frames (B, T, F) become log(LOG_FLOOR), what the
+        front end (and the corpora's features) give a silent frame; a waveform (B, N) becomes
+        zeros. Padded frames and the mask are kept."""
+        if inputs.dim() == 2:
+            return torch.zeros_like(inputs), mask  # waveform: padded samples are zeros already
+        silence = torch.full_like(inputs, math.log(LOG_FLOOR))
+        if mask is None:
+            return silence, mask
+        return torch.where(mask[..., None], silence, inputs), mask  # (B, T, F), padding untouched

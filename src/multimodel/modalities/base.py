@@ -85,6 +85,22 @@ class Modality(nn.Module):
         """Whether this modality can produce outputs (implements ``top``)."""
         return type(self).top is not Modality.top
 
+    def blind(
+        self, inputs: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The same batch with its content removed: ``(inputs, mask)`` of the same shapes.
+
+        The blind control of evaluation: a model scored on blinded inputs shows what a task's
+        metric gives for outputs that do not depend on the input (class priors, a memorised
+        favourite sentence). Each input modality says what "no content" means for its data
+        (a blank image, silence, the words in a random order); padding stays where it is.
+        ``generator`` makes random blinding deterministic.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no blind control: implement blind(inputs, mask, generator) to return"
+            " its inputs with the content removed (same shapes, same padding)"
+        )
+
 
 # ----------------------------------------------------------------------------------------
 # Helpers shared by the modality nets.

@@ -1,11 +1,24 @@
 """Categorical output modality net (MultiModel §2.5, "categorical modality net").
 
-Classification tasks skip the decoder: this net reads the encoder memory directly.
-``class_label_blocks`` downsampling blocks (a ConvStep over the sequence, then every second
-position kept) shrink the memory, a ReLU and a masked global average pool give one vector per
-example, and a linear map gives the class logits.
+Classification tasks skip the decoder: this net reads the encoder memory (a sequence; for an
+image, its grid in raster order) directly. The default, ``class_label_net="downsample"``, is
+the released code's downsampling conv block (tensor2tensor ``conv_block_downsample``, an
+Xception exit flow) run over the memory sequence, once per ``class_label_blocks``:
 
-Dimensions: B batch, T memory length, D hidden size, C classes.
+    residual = ConvStep(w_res, stride 2)(x)
+    x = ConvStep(D) -> ConvStep(w1) -> max-pool (kernel k, stride 2) -> + residual
+    x = ConvStep(w2, no first ReLU) -> ConvStep(w3)
+
+with widths (w_res, w1, w2, w3) = ``class_label_widths`` × D (released code: 1.25, 1.25, 2, 2.5),
+then a ReLU, a masked global average pool and a linear map (the released code's 1×1 conv) to
+the classes. The released code ran it over the 2-D image grid; here it runs over the 1-D
+memory sequence the body produces (docs/architecture.md, Deviations). A stride-2 "same"
+ConvStep is computed as the full ConvStep with every second position kept.
+
+``class_label_net="convstep"`` is the narrower net of earlier releases of this project: per
+block one D-wide ConvStep with every second position kept, then ReLU, pool and linear.
+
+Dimensions: B batch, T memory length, D hidden size, C classes, W a net's width.
 """
 
 from __future__ import annotations
@@ -18,12 +31,58 @@ from multimodel.config import ModelConfig
 from multimodel.layers.separable_conv import ConvStep
 from multimodel.modalities.base import LossOutput, Modality, ModalityError, label_smoothed_loss
 
+CLASS_LABEL_NETS = ("downsample", "convstep")
+
+
+def _keep_every_second(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, W), mask (B, T) -> (B, ceil(T/2), W), mask: a stride-2 "same" conv's positions."""
+    return x[:, ::2], (None if mask is None else mask[:, ::2])
+
+
+class DownsampleBlock(nn.Module):
+    """One downsampling conv block over a (B, T, W_in) sequence: T -> ceil(T/2), W_in -> w3.
+
+    Args:
+        in_channels: W_in.
+        hidden_size: D, width of the first ConvStep.
+        widths: (w_res, w1, w2, w3) channels of the residual, second, third and fourth ConvStep.
+        kernel_size: k of every ConvStep and of the max-pool (odd).
+    """
+
+    def __init__(self, in_channels: int, hidden_size: int, widths: tuple[int, int, int, int], kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ModalityError(f"class_label_kernel_size must be odd, got {kernel_size}")
+        w_res, w1, w2, w3 = widths
+        if w_res != w1:
+            raise ModalityError(f"the residual ({w_res}) and the pooled ConvStep ({w1}) must have one width")
+        self.kernel_size = kernel_size
+        self.residual = ConvStep(in_channels, w_res, kernel_size)
+        self.conv0 = ConvStep(in_channels, hidden_size, kernel_size)
+        self.conv1 = ConvStep(hidden_size, w1, kernel_size)
+        self.conv2 = ConvStep(w1, w2, kernel_size, first_relu=False)
+        self.conv3 = ConvStep(w2, w3, kernel_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, W_in), mask (B, T) or None -> ((B, ceil(T/2), w3), mask (B, ceil(T/2)))."""
+        residual, out_mask = _keep_every_second(self.residual(x, mask), mask)  # (B, T', w1)
+        y = self.conv1(self.conv0(x, mask), mask)  # (B, T, w1)
+        if mask is not None:
+            y = y.masked_fill(~mask[..., None], float("-inf"))  # padding never wins the max
+        k = self.kernel_size
+        y = F.max_pool1d(y.transpose(1, 2), k, stride=2, padding=k // 2).transpose(1, 2)  # (B, T', w1)
+        y = y + residual
+        if out_mask is not None:
+            y = y.masked_fill(~out_mask[..., None], 0.0)  # -inf + residual on padded positions
+        return self.conv3(self.conv2(y, out_mask), out_mask), out_mask
+
 
 class ClassLabelModality(Modality):
     """Encoder memory (B, T, D) -> class logits (B, C); targets are class indices (B,).
 
     Args:
-        config: model config (``hidden_size``, ``class_label_blocks``, ``label_smoothing``).
+        config: model config (``hidden_size``, ``class_label_net``, ``class_label_blocks``,
+            ``class_label_widths``, ``class_label_kernel_size``, ``label_smoothing``).
         num_classes: C.
     """
 
@@ -33,23 +92,39 @@ class ClassLabelModality(Modality):
         super().__init__()
         if num_classes < 2:
             raise ModalityError(f"class_label needs at least 2 classes, got {num_classes}")
+        if config.class_label_net not in CLASS_LABEL_NETS:
+            raise ModalityError(
+                f"model.class_label_net must be one of {', '.join(CLASS_LABEL_NETS)}, got {config.class_label_net!r}"
+            )
         D = config.hidden_size
         self.num_classes = num_classes
         self.label_smoothing = config.label_smoothing
-        self.downsample = nn.ModuleList(ConvStep(D, D, 3) for _ in range(config.class_label_blocks))
-        self.output = nn.Linear(D, num_classes)
+        self.net = config.class_label_net
+        if self.net == "downsample":
+            widths = tuple(max(1, round(m * D)) for m in config.class_label_widths)
+            self.downsample = nn.ModuleList(
+                DownsampleBlock(D if i == 0 else widths[3], D, widths, config.class_label_kernel_size)
+                for i in range(config.class_label_blocks)
+            )
+            width = widths[3] if config.class_label_blocks else D
+        else:
+            self.downsample = nn.ModuleList(ConvStep(D, D, 3) for _ in range(config.class_label_blocks))
+            width = D
+        self.output = nn.Linear(width, num_classes)
 
     def top(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """memory (B, T, D), mask (B, T) or None -> logits (B, C)."""
-        for step in self.downsample:
-            h = step(h, mask)[:, ::2]  # (B, ceil(T/2), D): stride 2 after a "same" conv
-            mask = None if mask is None else mask[:, ::2]
+        for block in self.downsample:
+            if self.net == "downsample":
+                h, mask = block(h, mask)  # (B, ceil(T/2), W)
+            else:
+                h, mask = _keep_every_second(block(h, mask), mask)  # (B, ceil(T/2), D)
         h = F.relu(h)
         if mask is None:
-            pooled = h.mean(dim=1)  # (B, D)
+            pooled = h.mean(dim=1)  # (B, W)
         else:
             weight = mask[..., None].to(h.dtype)  # (B, T, 1)
-            pooled = (h * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)  # (B, D)
+            pooled = (h * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)  # (B, W)
         return self.output(pooled)
 
     def example_targets(self, batch, length, generator=None):

@@ -82,3 +82,8 @@ class ImageModality(Modality):
         B, D, H, W = x.shape
         x = x.permute(0, 2, 3, 1).reshape(B, H * W, D)  # (B, H'·W', D), row-major over the grid
         return x, torch.ones(B, H * W, dtype=torch.bool, device=x.device)
+
+    def blind(self, inputs, mask, generator=None):
+        """A blank image of the same shape: all zeros, the background of the built-in corpora
+        (Fashion-MNIST photos and the caption canvases are light items on black)."""
+        return torch.zeros_like(inputs), mask

@@ -31,7 +31,14 @@ class DecoderBlock(nn.Module):
         D = config.hidden_size
         self.conv = ConvBlock(D, config.conv_kernel_sizes, config.conv_dilations, True, config.dropout)
         self.attention = (
-            AttentionBlock(D, config.num_heads, config.attention_kernel_size, config.dropout, causal=True)
+            AttentionBlock(
+                D,
+                config.num_heads,
+                config.attention_kernel_size,
+                config.dropout,
+                causal=True,
+                self_attention=config.self_attention,
+            )
             if config.use_attention
             else None
         )

@@ -28,7 +28,14 @@ class IOMixer(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.attention = (
-            AttentionBlock(D, config.num_heads, config.attention_kernel_size, config.dropout, causal=True)
+            AttentionBlock(
+                D,
+                config.num_heads,
+                config.attention_kernel_size,
+                config.dropout,
+                causal=True,
+                self_attention=config.self_attention,
+            )
             if config.use_attention
             else None
         )

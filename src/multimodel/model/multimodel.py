@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from multimodel.config import ModelConfig, from_dict, to_dict
+from multimodel.config import ModelConfig, from_dict, to_dict, upgrade_model_dict
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.padding import padding_or_none
 from multimodel.modalities import build_modality, parse_spec
@@ -33,7 +33,8 @@ from multimodel.model.mixer import IOMixer
 
 PAD_ID = 0
 EOS_ID = 1
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the paper's self-attention, encoder timing and class-label net
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -325,9 +326,11 @@ class MultiModel(nn.Module):
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text())
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {version!r} is not supported (this code reads {FORMAT_VERSION})")
-        config = from_dict(ModelConfig, meta["config"])
+        if version not in READABLE_VERSIONS:
+            raise ValueError(
+                f"{path}: format_version {version!r} is not supported (this code reads {READABLE_VERSIONS})"
+            )
+        config = from_dict(ModelConfig, upgrade_model_dict(meta["config"], version))
         model = cls(config, meta["vocab_size"], meta["modality_specs"])
         load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(device))
         return model.to(device)

@@ -27,7 +27,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-FORMAT_VERSION = 1
+from multimodel.config import upgrade_model_dict
+
+FORMAT_VERSION = 2
+"""2: the paper's self-attention, encoder timing signal and class-label net; version 1
+checkpoints still load (their model config is upgraded, ``config.upgrade_model_dict``)."""
+READABLE_VERSIONS = (1, 2)
 PREFIX = "step-"
 
 
@@ -129,10 +134,12 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{meta_path}: corrupt JSON ({err}); use an earlier checkpoint") from None
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{meta_path}: checkpoint format version {version!r}, this multimodel reads version"
-            f" {FORMAT_VERSION}; use the multimodel release that wrote it")
+            f"{meta_path}: checkpoint format version {version!r}, this multimodel reads versions"
+            f" {', '.join(map(str, READABLE_VERSIONS))}; use the multimodel release that wrote it")
+    if version < FORMAT_VERSION and isinstance(meta.get("config", {}).get("model"), dict):
+        meta["config"]["model"] = upgrade_model_dict(meta["config"]["model"], version)
     return meta
 
 

@@ -54,3 +54,9 @@ def test_train_takes_resume_or_overwrite_not_both(capsys):
     with pytest.raises(SystemExit) as exit_info:
         _parse(["train", "--config", "configs/tiny.py", "--run-dir", "r", "--resume", "--overwrite"])
     assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_no_blind_skips_the_blind_control_of_train_and_eval():
+    assert not _parse(["eval", "runs/x"]).no_blind
+    assert _parse(["eval", "runs/x", "--no-blind"]).no_blind
+    assert _parse(["train", "--config", "configs/tiny.py", "--run-dir", "r", "--no-blind"]).no_blind

@@ -30,6 +30,7 @@ examples:
   multimodel tasks
   multimodel info --config configs/paper.py
   multimodel experiment joint-vs-single --config configs/demo.py --seeds 3
+  multimodel experiment baselines --run runs/demo
   multimodel analyze-routing runs/demo
 """
 
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start over in a --run-dir that holds an earlier run: delete its checkpoints,"
                        " logs and results first (without --resume or --overwrite such a directory is refused)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    p.add_argument("--no-blind", action="store_true",
+                   help="skip the blind control of the evaluation after training (each task scored"
+                   " again on blank images, silence, shuffled words: the blind_<metric> numbers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its tasks' held-out data",
@@ -93,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=None, help="beam size (default: the config's)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--no-blind", action="store_true",
+                   help="skip the blind control (each task scored again on inputs with their content"
+                   " removed, reported as blind_<metric>); halves the time")
 
     p = sub.add_parser("predict", help="run a checkpoint on one image, audio file or sentence",
                        epilog="examples:\n  multimodel predict runs/demo --image shoe.png\n"
@@ -137,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  multimodel experiment joint-vs-single --config configs/demo.py --seeds 3\n"
                        "  multimodel experiment transfer --config configs/demo.py --seeds 2"
                        " data.corpora_dir=../shared/corpora\n"
-                       "  multimodel experiment add-task --config configs/demo.py --new-task numbers_fr_en",
+                       "  multimodel experiment add-task --config configs/demo.py --new-task numbers_fr_en\n"
+                       "  multimodel experiment baselines --run runs/demo --out results/baselines",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = p.add_subparsers(dest="experiment", required=True, metavar="NAME", parser_class=_IntermixedParser)
     for name, text in (("joint-vs-single", "joint model vs. each task alone (RQ1, RQ2; paper Table 2)"),
@@ -162,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--new-task", default=None, help="the task added (default: the last of data.tasks)")
             e.add_argument("--add-steps", type=int, default=None,
                            help="steps after adding the task (default train.steps)")
+    text = "a MultiModel run vs. a standard single-task model per task (paper Table 1)"
+    e = esub.add_parser("baselines", help=text, description=text + ": each baseline trains on the run's"
+                        " batches of its task, as many as the task got in the run, and is scored like the run."
+                        " Writes OUT/results.md, OUT/results.json; re-running reuses finished tasks.",
+                        epilog="example: multimodel experiment baselines --run runs/demo --tasks fashion_mnist"
+                        " numbers_en_de --out results/baselines")
+    e.add_argument("--run", required=True, type=Path, help="a finished `multimodel train` run directory")
+    e.add_argument("--steps", type=int, default=None,
+                   help="training steps of every baseline (default: the batches each task got in the run)")
+    e.add_argument("--tasks", nargs="+", default=None,
+                   help="a subset of the run's tasks, space- or comma-separated (default: all)")
+    e.add_argument("--out", type=Path, default=None, help="results directory (default results/baselines)")
+    e.add_argument("--data-dir", default=None, help="where the task data is (default: the run's data.data_dir)")
+    e.add_argument("--hidden-size", type=int, default=None,
+                   help="d_model of the Transformer baselines (default: the run's model.hidden_size)")
+    e.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
+    e.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up steps, at most a tenth of the steps (default 100)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
     p = sub.add_parser("analyze-routing", help="which experts each task uses: heatmaps and a summary",
                        epilog="example: multimodel analyze-routing runs/demo --out runs/demo/routing")
@@ -233,7 +260,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg is None and args.overrides:
         raise ValueError("overrides need --config")
     train_and_evaluate(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite,
-                       evaluate=not args.no_eval, progress=not args.no_progress)
+                       evaluate=not args.no_eval, progress=not args.no_progress,
+                       blind_control=not args.no_blind)
     return 0
 
 
@@ -241,7 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from multimodel.training.run import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, beam_size=args.beam_size,
-                                  data_dir=args.data_dir)
+                                  data_dir=args.data_dir, blind_control=not args.no_blind)
     if args.json:
         args.json.write_text(json.dumps([r.to_json() for r in results], indent=2))
     return 0
@@ -331,6 +359,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from multimodel.config import load_config
     from multimodel.experiments import run_experiment
 
+    if args.experiment == "baselines":
+        return cmd_baselines(args)
     cfg = load_config(args.config, args.overrides)
     out = args.out if args.out is not None else Path("results") / args.experiment
     options = {k: getattr(args, k, None) for k in ("compute", "parsing_task", "image_task", "new_task", "add_steps")}
@@ -339,6 +369,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     words += [w for k, v in options.items() if v is not None for w in (f"--{k.replace('_', '-')}", str(v))]
     run_experiment(args.experiment, cfg, seeds=args.seeds, out=out, command=shlex.join(words + args.overrides),
                    vary_data_seed=not args.fixed_data_seed, **options)
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    import shlex
+
+    from multimodel.experiments.baselines import run_baselines
+
+    out = args.out if args.out is not None else Path("results") / "baselines"
+    tasks = [t for item in args.tasks for t in item.split(",") if t] if args.tasks else None
+    words = ["multimodel", "experiment", "baselines", "--run", str(args.run), "--out", str(out)]
+    for flag, value in (("--steps", args.steps), ("--data-dir", args.data_dir), ("--hidden-size", args.hidden_size),
+                        ("--learning-rate", args.learning_rate), ("--warmup-steps", args.warmup_steps)):
+        if value is not None:
+            words += [flag, str(value)]
+    if tasks:
+        words += ["--tasks", *tasks]
+    run_baselines(args.run, out=out, steps=args.steps, tasks=tasks, data_dir=args.data_dir,
+                  command=shlex.join(words), progress=not args.no_progress, hidden_size=args.hidden_size,
+                  learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
     return 0
 
 

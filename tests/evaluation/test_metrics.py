@@ -1,4 +1,5 @@
-"""Metrics on hand-computed cases: top-k, BLEU, WER, EVALB-style bracket F1, per-token scores."""
+"""Metrics on hand-computed cases: top-k, BLEU, WER, EVALB-style bracket F1, caption item F1,
+per-token scores."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 
 from multimodel.evaluation.metrics import (
     bracket_f1,
+    caption_item_f1,
+    caption_items,
     corpus_bleu,
     log_perplexity,
     token_accuracy,
@@ -190,3 +193,91 @@ def test_token_accuracy_and_log_perplexity():
     )  # uniform over 10 = perplexity 10
     with pytest.raises(ValueError, match="at least one token"):
         log_perplexity(1.0, 0)
+
+
+# ----------------------------------------------------------------------------------------
+# Caption items: which items a built-in caption names, and where
+
+REFERENCE = ("a t-shirt on the top left, a shirt on the top right, a t-shirt on the bottom left and a sandal on"
+             " the bottom right")
+
+
+def item_scores(hypothesis: str, reference: str = REFERENCE) -> dict[str, float]:
+    return caption_item_f1([hypothesis], [reference])
+
+
+def test_caption_items_reads_every_template_of_the_generator():
+    from collections import Counter
+
+    from multimodel.corpora.captions import NOUNS, POSITIONS, captions_for
+
+    layouts = [
+        [(7, (0, 0)), (8, (1, 1))],  # diagonal
+        [(0, (0, 0)), (1, (0, 1))],  # one row
+        [(2, (0, 1)), (2, (1, 1))],  # one column, the same item twice
+        [(9, (0, 1)), (9, (1, 0)), (3, (1, 1))],
+        [(0, (0, 0)), (6, (0, 1)), (0, (1, 0)), (5, (1, 1))],
+    ]
+    for items in layouts:
+        truth = Counter((NOUNS[c][0], POSITIONS[cell]) for c, cell in items)
+        for caption in captions_for(items):
+            found = caption_items(caption)
+            if caption.startswith("a picture of"):  # names the items, not where they are
+                assert found == Counter((NOUNS[c][0], None) for c, _ in items), caption
+            else:
+                assert found == truth, caption
+
+
+def test_caption_item_f1_exact_match_is_100_percent_whatever_the_template():
+    other_template = ("on the top left there is a t-shirt, on the top right there is a shirt, on the bottom left"
+                      " there is a t-shirt and on the bottom right there is a sandal")
+    for hypothesis in (REFERENCE, other_template):
+        scores = item_scores(hypothesis)
+        assert scores == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "position_f1": 1.0, "item_only_f1": 1.0,
+                          "exact_match": 1.0}
+
+
+def test_caption_item_f1_wrong_item_in_one_position():
+    scores = item_scores(REFERENCE.replace("a sandal", "a bag"))
+    assert scores["precision"] == scores["recall"] == pytest.approx(3 / 4)
+    assert scores["item_only_f1"] == pytest.approx(3 / 4) and scores["exact_match"] == 0.0
+
+
+def test_caption_item_f1_missing_and_extra_items():
+    missing = item_scores("a t-shirt on the top left, a shirt on the top right and a t-shirt on the bottom left")
+    assert missing["precision"] == 1.0 and missing["recall"] == pytest.approx(3 / 4)
+    assert missing["f1"] == pytest.approx(2 * 0.75 / 1.75)
+    extra = item_scores("a t-shirt on the top left and a dress on the bottom right",
+                        "a t-shirt on the top left")
+    assert extra["precision"] == pytest.approx(1 / 2) and extra["recall"] == 1.0
+
+
+def test_caption_item_f1_wrong_position_counts_for_items_only():
+    swapped = item_scores("a sandal on the top left, a shirt on the top right, a t-shirt on the bottom left"
+                          " and a t-shirt on the bottom right")
+    assert swapped["precision"] == swapped["recall"] == pytest.approx(2 / 4)
+    assert swapped["item_only_f1"] == 1.0  # the right items, two in the wrong cells
+    unplaced = item_scores("a picture of two t-shirts, a shirt and a sandal")
+    assert unplaced["f1"] == 1.0 and unplaced["position_f1"] == 0.0 and unplaced["item_only_f1"] == 1.0
+    # An unplaced mention only credits an item nothing else matched, and never a wrong one.
+    both = item_scores("a t-shirt on the bottom right and a picture of a t-shirt", "a t-shirt on the top left")
+    assert both["precision"] == pytest.approx(1 / 2) and both["recall"] == 1.0 and both["position_f1"] == 0.0
+    wrong = item_scores("a picture of a bag and a coat")
+    assert wrong["f1"] == 0.0
+
+
+def test_caption_item_f1_unparsable_text_scores_zero_without_crashing():
+    for hypothesis in ("", "the the the", "a a a on the top left", "left right top bottom row corner", "🙂 ,,, and"):
+        scores = item_scores(hypothesis)
+        assert scores["recall"] == 0.0 and scores["precision"] == 0.0 and scores["f1"] == 0.0
+    assert caption_item_f1([], []) == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "position_f1": 0.0,
+                                       "item_only_f1": 0.0, "exact_match": 0.0}
+    with pytest.raises(ValueError, match="1 hypotheses but 2 references"):
+        caption_item_f1(["a bag on the top left"], [REFERENCE, REFERENCE])
+
+
+def test_caption_item_f1_is_micro_averaged():
+    # 4 + 1 reference pairs; the first caption is perfect, the second names a wrong item.
+    scores = caption_item_f1([REFERENCE, "a bag on the top left"], [REFERENCE, "a coat on the top left"])
+    assert scores["recall"] == pytest.approx(4 / 5) and scores["precision"] == pytest.approx(4 / 5)
+    assert scores["exact_match"] == pytest.approx(1 / 2)

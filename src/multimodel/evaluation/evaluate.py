@@ -1,15 +1,22 @@
 """Per-task evaluation with the metrics people report, plus the paper's Table 2 columns.
 
 For every task: teacher-forced per-token accuracy and log-perplexity (the paper's Table 2),
-then the task's own metric on decoded outputs — top-1/top-5 accuracy for classification,
-BLEU (sacrebleu) for translation and captions, WER (jiwer) for speech, labelled bracket F1
-for parsing. Evaluation runs in eval mode (no dropout, no MoE noise), so it is deterministic.
+then the task's own metrics on decoded outputs — top-1/top-5 accuracy for classification,
+BLEU (sacrebleu) for translation, item F1 (the items named and their positions) and BLEU for
+the built-in captions, WER (jiwer) for speech, labelled bracket F1 for parsing. Evaluation
+runs in eval mode (no dropout, no MoE noise), so it is deterministic.
+
+The blind control (``blind_control=True``) scores the model a second time on the same
+examples with their content removed by the input modality (``Modality.blind``: blank images,
+silence, shuffled words), decoded the same way, and reports those scores as ``blind_<metric>``:
+what a task's metric gives a model that does not look at its input. A score is only evidence
+of learning where it stands clearly above its blind value.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +34,7 @@ METRIC_LABELS = {
     "top5": "top-5 acc %",
     "bleu": "BLEU",
     "caption_bleu": "BLEU",
+    "item_f1": "item F1",
     "wer": "WER %",
     "bracket_f1": "bracket F1",
 }
@@ -72,6 +80,11 @@ def decode_batch(model: MultiModel, batch: Batch, task: Task, tokenizer: Tokeniz
 def _score(metric: str, hyps: list[str], refs: list[list[str]]) -> dict[str, float]:
     if metric in ("bleu", "caption_bleu"):
         return {metric: M.corpus_bleu(hyps, refs)}
+    if metric == "item_f1":  # the first reference names every item with its position
+        scores = M.caption_item_f1(hyps, [r[0] for r in refs])
+        return {"item_f1": 100.0 * scores["f1"], "item_precision": 100.0 * scores["precision"],
+                "item_recall": 100.0 * scores["recall"], "item_position_f1": 100.0 * scores["position_f1"],
+                "item_only_f1": 100.0 * scores["item_only_f1"]}
     if metric == "wer":
         return {"wer": 100.0 * M.word_error_rate(hyps, [r[0] for r in refs])}
     if metric == "bracket_f1":
@@ -81,33 +94,36 @@ def _score(metric: str, hyps: list[str], refs: list[list[str]]) -> dict[str, flo
     raise ValueError(f"unknown metric {metric!r}")
 
 
-@torch.no_grad()
-def evaluate_task(
-    model: MultiModel,
-    task: Task,
-    examples: Sequence[Example],
-    collate: Collator,
-    tokenizer: Tokenizer,
-    *,
-    batch_size: int = 32,
-    beam_size: int = 1,
-    length_penalty: float = 0.6,
-    num_shown: int = 1,
-) -> TaskResult:
-    """Evaluate ``model`` on ``examples`` of ``task``; deterministic."""
-    if not examples:
-        raise ValueError(f"task {task.name}: no evaluation examples")
-    was_training = model.training
-    model.eval()
-    start = time.time()
+BLIND_PREFIX = "blind_"
+"""Prefix of the blind control's metrics in :attr:`TaskResult.metrics` (``blind_accuracy``)."""
+
+
+@dataclass
+class _Pass:
+    """What one pass over the evaluation batches adds up."""
+
+    metrics: dict[str, float]
+    nll: float
+    correct: float
+    count: float
+    shown: list[dict[str, Any]]
+
+
+def _evaluate_batches(model: MultiModel, task: Task, batches: list[tuple[list[int], Batch]],
+                      examples: Sequence[Example], tokenizer: Tokenizer, *, beam_size: int,
+                      length_penalty: float, num_shown: int, blind: torch.Generator | None) -> _Pass:
+    """Score ``batches``; with ``blind`` (the generator of random blinding), on blinded inputs."""
     device = next(model.parameters()).device
     nll = correct = count = 0.0
     hyps: list[str] = []
     refs: list[list[str]] = []
     top1 = top5 = 0.0
     shown: list[dict[str, Any]] = []
-    for indices, batch in eval_batches(examples, collate, batch_size):
+    for indices, batch in batches:
         batch = batch.to(device)
+        if blind is not None:
+            inputs, input_mask = model.modality(task.input_modality).blind(batch.inputs, batch.input_mask, blind)
+            batch = replace(batch, inputs=inputs, input_mask=input_mask)
         out = _forward(model, batch, task)
         nll += float(out.loss.nll_sum)
         correct += float(out.loss.correct)
@@ -131,14 +147,56 @@ def evaluate_task(
         n = len(examples)
         metrics = {"accuracy": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
     else:
-        metrics = _score(task.metrics[0], hyps, refs)
+        metrics = {}
+        for metric in task.metrics:
+            metrics.update(_score(metric, hyps, refs))
+    return _Pass(metrics, nll, correct, count, shown)
+
+
+@torch.no_grad()
+def evaluate_task(
+    model: MultiModel,
+    task: Task,
+    examples: Sequence[Example],
+    collate: Collator,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int = 32,
+    beam_size: int = 1,
+    length_penalty: float = 0.6,
+    num_shown: int = 1,
+    blind_control: bool = False,
+    blind_seed: int = 0,
+) -> TaskResult:
+    """Evaluate ``model`` on ``examples`` of ``task``; deterministic.
+
+    With ``blind_control`` the same batches are scored again on inputs blinded by the input
+    modality (a generator seeded with ``blind_seed`` orders shuffled text), and the metrics of
+    that pass are added as ``blind_<metric>``; each shown example gets its
+    ``blind_prediction``. Per-token accuracy and log-perplexity stay those of the real inputs.
+    """
+    if not examples:
+        raise ValueError(f"task {task.name}: no evaluation examples")
+    was_training = model.training
+    model.eval()
+    start = time.time()
+    batches = eval_batches(examples, collate, batch_size)
+    options = {"beam_size": beam_size, "length_penalty": length_penalty, "num_shown": num_shown}
+    seen = _evaluate_batches(model, task, batches, examples, tokenizer, blind=None, **options)
+    metrics = dict(seen.metrics)
+    if blind_control:
+        blind = _evaluate_batches(model, task, batches, examples, tokenizer,
+                                  blind=torch.Generator().manual_seed(blind_seed), **options)
+        metrics.update({BLIND_PREFIX + name: value for name, value in blind.metrics.items()})
+        for shown, blind_shown in zip(seen.shown, blind.shown):
+            shown["blind_prediction"] = blind_shown["prediction"]
     model.train(was_training)
     return TaskResult(
         task=task.name,
         metrics=metrics,
-        token_accuracy=100.0 * M.token_accuracy(correct, count),
-        log_perplexity=M.log_perplexity(nll, count),
-        examples=shown,
+        token_accuracy=100.0 * M.token_accuracy(seen.correct, seen.count),
+        log_perplexity=M.log_perplexity(seen.nll, seen.count),
+        examples=seen.shown,
         num_examples=len(examples),
         seconds=time.time() - start,
     )
@@ -154,12 +212,18 @@ def describe_input(inputs: Any) -> str:
 
 
 def format_table(results: Sequence[TaskResult], tasks: dict[str, Task]) -> str:
-    """A Markdown table: task, paper task, metric, per-token accuracy, log-perplexity."""
-    lines = ["| task | mirrors | metric | value | per-token acc % | log-ppl |",
-             "|---|---|---|---:|---:|---:|"]
+    """A Markdown table: task, paper task, headline metric and its blind control (— when not
+    run), the task's other decoded metrics, per-token accuracy, log-perplexity."""
+    lines = ["| task | mirrors | metric | value | blind | also | per-token acc % | log-ppl |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
     for r in results:
         task = tasks[r.task]
         name, value = r.headline(task)
+        blind = r.metrics.get(BLIND_PREFIX + name)
+        also = [f"{METRIC_LABELS.get(m, m)} {r.metrics[m]:.1f}"
+                + (f" (blind {r.metrics[BLIND_PREFIX + m]:.1f})" if BLIND_PREFIX + m in r.metrics else "")
+                for m in task.metrics[1:] if m in r.metrics]
         lines.append(f"| {r.task} | {task.paper_task} | {METRIC_LABELS.get(name, name)} | {value:.1f}"
+                     f" | {'—' if blind is None else f'{blind:.1f}'} | {'; '.join(also) or '—'}"
                      f" | {r.token_accuracy:.1f} | {r.log_perplexity:.3f} |")
     return "\n".join(lines)

@@ -7,17 +7,20 @@ sacrebleu and the paper report it. Callers multiply by 100 for display.
 * translation and captioning: :func:`corpus_bleu` (sacrebleu, several references allowed);
 * speech recognition: :func:`word_error_rate` (jiwer);
 * constituency parsing: :func:`bracket_f1` (EVALB-style labelled brackets on linearised trees);
+* the built-in captions: :func:`caption_item_f1` (which items are named, and where);
 * every task: :func:`token_accuracy` and :func:`log_perplexity` of the targets, the two
   numbers of the paper's Table 3.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
 
+from multimodel.corpora import captions
 from multimodel.corpora.trees import Tree, delinearize
 
 
@@ -247,6 +250,133 @@ def bracket_f1(predicted_trees: Sequence[str | Tree], gold_trees: Sequence[str |
         "exact_match": exact / count if count else 0.0,
         "valid_fraction": valid / count if count else 0.0,
     }
+
+
+# ----------------------------------------------------------------------------------------
+# Captions of the built-in collages: which items a caption names, and where.
+
+_COUNT_WORDS = {"a": 1, "an": 1, **{word: n for n, word in captions.COUNT_WORDS.items()}}
+_NOUN_CLASS = {form: c for c, forms in enumerate(captions.NOUNS) for form in forms}
+_POSITION_CELL = {phrase: cell for cell, phrase in captions.POSITIONS.items()}
+_ROW_WORDS = {captions.POSITIONS[(row, 0)].split()[0]: row for row in (0, 1)}  # "top" -> 0
+_SIDE_WORDS = {captions.POSITIONS[(0, col)].split()[1]: col for col in (0, 1)}  # "left" -> 0
+
+
+def _alternatives(words: Any) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # longest first
+
+
+_MENTION = re.compile(rf"\b({_alternatives(_COUNT_WORDS)}) ({_alternatives(_NOUN_CLASS)})\b")
+_POSITION = re.compile(rf"\b({_alternatives(_POSITION_CELL)})\b")
+_ROW = re.compile(rf"\b({_alternatives(_ROW_WORDS)}) row\b")
+_SIDE = re.compile(rf"\bon the ({_alternatives(_SIDE_WORDS)})\b")
+_BOTH_IN_ROW = re.compile(rf"\bboth in the ({_alternatives(_ROW_WORDS)}) row\b")
+_ON_SIDE = re.compile(rf"\bon the ({_alternatives(_SIDE_WORDS)}) side\b")
+
+
+def caption_items(caption: str) -> Counter:
+    """The multiset of ``(item, position)`` pairs a built-in caption names.
+
+    Reads every template of :mod:`multimodel.corpora.captions` with that module's own words:
+    items are its nouns (singular or plural, after "a", "an" or a count word; a plural counts
+    as that many items), positions its four cell names ("top left", ...). Positions are also
+    read from the row template ("in the top row a bag on the right"), and from the two-item
+    relations ("X to the left of Y, both in the top row", "X above Y on the left side",
+    "X at the top left and Y diagonally opposite"). An item named without a position (e.g. in
+    "a picture of a bag and two sandals") gets position None, which never matches a reference
+    pair. ``item`` is the singular noun, ``position`` the cell name. Text that names no item
+    gives an empty multiset.
+    """
+    text = " ".join(caption.lower().split())
+    pairs: Counter = Counter()
+    row = last = None  # the row named by "in the top row ..."; the last cell named
+    clauses = re.split(r",| and ", text)
+    for index, clause in enumerate(clauses):
+        mentions = [(captions.NOUNS[_NOUN_CLASS[m.group(2)]][0], _COUNT_WORDS[m.group(1)])
+                    for m in _MENTION.finditer(clause)]
+        if (found := _ROW.search(clause)) is not None:
+            row = _ROW_WORDS[found.group(1)]
+        cells: list[tuple[int, int] | None] = [None] * len(mentions)
+        position, side = _POSITION.search(clause), _SIDE.search(clause)
+        if len(mentions) == 1 and "diagonally opposite" in clause and last is not None:
+            cells = [(1 - last[0], 1 - last[1])]
+        elif len(mentions) == 2 and " to the left of " in clause:
+            both = _BOTH_IN_ROW.search(" ".join(clauses[index + 1 :]))
+            if both is not None:
+                r = _ROW_WORDS[both.group(1)]
+                cells = [(r, 0), (r, 1)]
+        elif len(mentions) == 2 and " above " in clause and (on_side := _ON_SIDE.search(clause)) is not None:
+            c = _SIDE_WORDS[on_side.group(1)]
+            cells = [(0, c), (1, c)]
+        elif len(mentions) == 1 and position is not None:
+            cells = [_POSITION_CELL[position.group(1)]]
+        elif len(mentions) == 1 and side is not None and row is not None:
+            cells = [(row, _SIDE_WORDS[side.group(1)])]
+        for (item, count), cell in zip(mentions, cells):
+            pairs[(item, None if cell is None else captions.POSITIONS[cell])] += count
+            last = cell if cell is not None else last
+    return pairs
+
+
+def _f1(matched: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    precision = matched / predicted if predicted else 0.0
+    recall = matched / gold if gold else 0.0
+    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+def _unplaced_matches(said: Counter, true: Counter) -> int:
+    """Mentions without a position ("a picture of a bag") that match a true item left over
+    after the exact (item, position) matches: the caption names it, rightly, without placing it."""
+    left_true = true - (said & true)
+    left_items: Counter = Counter()
+    for (item, _), n in left_true.items():
+        left_items[item] += n
+    unplaced = Counter({item: n for (item, position), n in said.items() if position is None})
+    return sum((unplaced & left_items).values())
+
+
+def caption_item_f1(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Micro-averaged precision, recall and F1 of the items captions name, and where.
+
+    A score BLEU cannot give: whether a caption names the right things in the right places,
+    whatever template (word order) it uses. Each caption is read by :func:`caption_items`; a
+    named (item, position) matches a true one exactly; a mention without a position (the
+    "a picture of ..." template) matches a true item of its kind that nothing else matched (it
+    is right, only less specific; ``position_f1`` gives it no credit). Matches are summed over
+    the corpus. A hypothesis that names nothing scores no matches (recall 0) without error.
+
+    Args:
+        hypotheses: generated captions.
+        references: one reference per hypothesis that names every item with its position
+            (the first template of :func:`multimodel.corpora.captions.captions_for`).
+
+    Returns:
+        ``{"precision", "recall", "f1", "position_f1", "item_only_f1", "exact_match"}`` in
+        [0, 1]: ``position_f1`` counts only mentions placed in the right cell, ``item_only_f1``
+        ignores positions (the right items, anywhere), ``exact_match`` is the fraction of
+        captions whose pair multiset equals the reference's. All 0.0 for an empty corpus.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    placed = unplaced = predicted = gold = items_matched = exact = 0
+    for hypothesis, reference in zip(hypotheses, references):
+        said, true = caption_items(hypothesis), caption_items(reference)
+        placed += sum((said & true).values())
+        unplaced += _unplaced_matches(said, true)
+        predicted += sum(said.values())
+        gold += sum(true.values())
+        said_items, true_items = Counter(), Counter()
+        for (item, _), n in said.items():
+            said_items[item] += n
+        for (item, _), n in true.items():
+            true_items[item] += n
+        items_matched += sum((said_items & true_items).values())
+        exact += said == true
+    precision, recall, f1 = _f1(placed + unplaced, predicted, gold)
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "position_f1": _f1(placed, predicted, gold)[2],
+            "item_only_f1": _f1(items_matched, predicted, gold)[2],
+            "exact_match": exact / len(references) if references else 0.0}
 
 
 # ----------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ joint-vs-single     joint model vs. each task alone (RQ1, RQ2)    Table 2
 ablation            without MoE / without attention (RQ3)         Table 4
 transfer            parsing alone / + image task / + all (RQ4)    Table 3
 add-task            add a task to a trained model; forgetting     (users' request)
+baselines           a run vs. a single-task baseline per task     Table 1
 ==================  ============================================  ==========================
+
+``baselines`` is not a grid: it compares one finished run with a standard model per task
+(:func:`multimodel.experiments.baselines.run_baselines`, its own files and table).
 
 Each writes ``OUT/results.md`` (tables, mean ± std over seeds), ``OUT/results.json`` (every
 number), ``OUT/curves.png`` (learning curves per task and arm; add-task also ``OUT/new_task.png``)

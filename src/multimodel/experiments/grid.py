@@ -126,7 +126,8 @@ def with_tasks(cfg: Config, tasks: Sequence[str], *, steps: int | None = None,
     """``cfg`` training on ``tasks`` only (per-task sizes and weights of other tasks dropped)."""
     data = dataclasses.replace(
         cfg.data, tasks=tuple(tasks),
-        task_sizes={k: v for k, v in cfg.data.task_sizes.items() if k in tasks})
+        task_sizes={k: v for k, v in cfg.data.task_sizes.items() if k in tasks},
+        eval_sizes={k: v for k, v in cfg.data.eval_sizes.items() if k in tasks})
     train = dataclasses.replace(
         cfg.train, steps=cfg.train.steps if steps is None else int(steps),
         task_weights={k: v for k, v in cfg.train.task_weights.items() if k in tasks})

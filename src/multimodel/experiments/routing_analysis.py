@@ -81,8 +81,8 @@ def recompute_routing(path: Path, *, data_dir: str | None = None, eval_size: int
     overrides = []
     if data_dir is not None:
         overrides.append(f"data.data_dir={data_dir!r}")
-    if eval_size is not None:
-        overrides.append(f"data.eval_size={int(eval_size)}")
+    if eval_size is not None:  # the same number for every task, the per-task overrides too
+        overrides += [f"data.eval_size={int(eval_size)}", "data.eval_sizes={}"]
     cfg = apply_overrides(meta["config_obj"], overrides)
     task_data = load_task_data(cfg, list(meta["tasks"]), splits=("test",), log=log)
     attach_collators(cfg, task_data, tokenizer)

@@ -15,11 +15,13 @@ from multimodel.training.train import evaluate_all, load_trained, train
 
 
 def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
-                       evaluate: bool = True, progress: bool = True,
+                       evaluate: bool = True, progress: bool = True, blind_control: bool = True,
                        log: Callable[[str], None] = print) -> list[TaskResult]:
     """Train, then evaluate every task and write ``eval.json`` and ``results.md`` to ``run_dir``.
 
-    ``resume`` and ``overwrite`` are :func:`~multimodel.training.train.train`'s.
+    ``resume`` and ``overwrite`` are :func:`~multimodel.training.train.train`'s. With
+    ``blind_control`` (the default) every task is also scored on blinded inputs
+    (``blind_<metric>`` in ``eval.json``, the "blind" column of ``results.md``).
     """
     start = time.time()
     result = train(cfg, run_dir, resume=resume, overwrite=overwrite, log=log, progress=progress)
@@ -27,7 +29,8 @@ def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = Fals
     if not evaluate or not _is_main():
         return []
     cfg_used = _config_of(run_dir)
-    results = evaluate_all(result.model, result.task_data, result.tokenizer, cfg_used, log=log)
+    results = evaluate_all(result.model, result.task_data, result.tokenizer, cfg_used, log=log,
+                           blind_control=blind_control)
     report = write_report(run_dir, results, result.task_data, train_seconds=train_seconds,
                           step=result.step)
     log("\n" + report)
@@ -54,11 +57,13 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
     lines = [table, "", "Example predictions (first held-out example of each task, greedy/beam as configured):"]
     for r in results:
         for ex in r.examples[:1]:
-            pred, ref = ex["prediction"], ex["reference"]
+            pred, ref, blind = ex["prediction"], ex["reference"], ex.get("blind_prediction")
             labels = tasks[r.task].labels
             if labels and isinstance(pred, int):
                 pred, ref = labels[pred], labels[ref]
-            lines.append(f"- {r.task}: {ex.get('input', '')!s} → {pred!r} (reference {ref!r})")
+                blind = None if blind is None else labels[blind]
+            also = "" if blind is None else f"; blind: {blind!r}"
+            lines.append(f"- {r.task}: {ex.get('input', '')!s} → {pred!r} (reference {ref!r}{also})")
     skipped = {n: td.skipped for n, td in task_data.items() if td.skipped}
     if skipped:
         lines.append(f"Skipped bad records: {skipped}")
@@ -71,8 +76,10 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
 
 
 def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_size: int | None = None,
-                        data_dir: str | None = None, log: Callable[[str], None] = print) -> list[TaskResult]:
-    """`multimodel eval`: load a checkpoint, evaluate its tasks on their held-out splits."""
+                        data_dir: str | None = None, blind_control: bool = True,
+                        log: Callable[[str], None] = print) -> list[TaskResult]:
+    """`multimodel eval`: load a checkpoint, evaluate its tasks on their held-out splits (with the
+    blind control unless ``blind_control`` is False)."""
     model, tokenizer, meta = load_trained(path)
     cfg: Config = meta["config_obj"]
     overrides = []
@@ -89,7 +96,7 @@ def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_
         get_task(n)
     task_data = load_task_data(cfg, names, splits=("test",), log=log)
     attach_collators(cfg, task_data, tokenizer)
-    results = evaluate_all(model, task_data, tokenizer, cfg, log=log)
+    results = evaluate_all(model, task_data, tokenizer, cfg, log=log, blind_control=blind_control)
     log("\n" + format_table(results, {n: td.task for n, td in task_data.items()}))
     return results
 

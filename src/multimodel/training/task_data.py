@@ -34,6 +34,11 @@ def task_train_size(cfg: Config, name: str) -> int:
     return int(cfg.data.task_sizes.get(name, cfg.data.train_size))
 
 
+def task_eval_size(cfg: Config, name: str) -> int:
+    """Held-out examples of ``name`` to load: ``data.eval_sizes``, else ``data.eval_size`` (0 = all)."""
+    return int(cfg.data.eval_sizes.get(name, cfg.data.eval_size))
+
+
 def task_data_dir(cfg: Config, task: Task) -> Path:
     """Where ``task``'s data is: ``data.data_dir``, else ``data.corpora_dir`` (real corpora kept
     read-only elsewhere); raise FileNotFoundError saying what is missing when neither has it."""
@@ -59,6 +64,9 @@ def load_task_data(
     unknown_sizes = sorted(set(cfg.data.task_sizes) - set(cfg.data.tasks))
     if unknown_sizes:
         raise ValueError(f"data.task_sizes names tasks not selected in data.tasks: {unknown_sizes}")
+    unknown_eval_sizes = sorted(set(cfg.data.eval_sizes) - set(cfg.data.tasks))
+    if unknown_eval_sizes:
+        raise ValueError(f"data.eval_sizes names tasks not selected in data.tasks: {unknown_eval_sizes}")
     out: dict[str, TaskData] = {}
     for name in names:
         task = get_task(name)
@@ -66,7 +74,7 @@ def load_task_data(
         loaded: dict[str, Sequence[Example]] = {"train": [], "test": []}
         td = TaskData(task=task, train=[], test=[])
         for split in splits:
-            size = task_train_size(cfg, name) if split == "train" else cfg.data.eval_size
+            size = task_train_size(cfg, name) if split == "train" else task_eval_size(cfg, name)
             result = task.load(root, split, size, cfg.data.seed, cfg.data.skip_bad)
             loaded[split] = result.examples
             if result.skipped:

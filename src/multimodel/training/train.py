@@ -21,7 +21,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -307,6 +307,7 @@ def train(
         for name, td in task_data.items()
     }
     routing = RoutingTotals()
+    task_steps = {name: 0 for name in task_data}  # batches each task has drawn (skipped steps too)
     step = 0
     skipped_steps = 0
     if latest is not None:
@@ -322,6 +323,8 @@ def train(
             routing.load_state_dict(state["routing"])
         skipped_steps = int(state.get("skipped_steps", 0))
         step = int(meta["step"])
+        saved_steps = meta.get("task_steps")  # absent from checkpoints written before it was kept
+        task_steps.update(saved_steps if saved_steps is not None else count_task_steps(sampler, task_steps, step))
         ckpt.set_rng_state(state["rng"])
         say(f"resumed from {latest} at step {step}")
     else:
@@ -359,6 +362,7 @@ def train(
             "vocab_size": tokenizer.vocab_size,
             "tasks": list(tasks),
             "streams": {n: s.state_dict() for n, s in streams.items()},
+            "task_steps": dict(task_steps),
             "multimodel_version": _version(),
         }
         training_state = {
@@ -410,6 +414,7 @@ def train(
             name = sampler.task_at(step)
             task = tasks[name]
             batch = streams[name].next_batch()
+            task_steps[name] += 1
             local = batch.shard(dist_info.rank, dist_info.world_size) if dist_info.enabled else batch
             local = local.to(device)
             args, kwargs = model_inputs(local, task)
@@ -465,6 +470,7 @@ def train(
                 elapsed = time.time() - last_log_time
                 last_log_time = time.time()
                 record = _log_record(step, meters, elapsed, scheduler.get_last_lr()[0], dist_info)
+                record.update({f"task_steps/{n}": c for n, c in task_steps.items()})
                 logger.log(record)
                 if bar is not None:
                     bar.set_postfix_str(" ".join(
@@ -518,6 +524,14 @@ def train(
     return TrainResult(run_dir, step, model, tokenizer, task_data, routing, skipped_steps)
 
 
+def count_task_steps(sampler: TaskSampler, names: Iterable[str], steps: int) -> dict[str, int]:
+    """Batches each task drew in global steps 0 … steps-1 (the sampler is a pure function of the step)."""
+    counts = dict.fromkeys(names, 0)
+    for s in range(steps):
+        counts[sampler.task_at(s)] += 1
+    return counts
+
+
 def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, updated: bool) -> None:
     """One step of the learning-rate schedule, taken after skipped updates too: the schedule
     follows the step count. Until the optimiser has taken a step (``updated``), torch warns
@@ -532,15 +546,28 @@ def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, updated: b
         scheduler.step()
 
 
+CLASSIFICATION_EVAL_BATCH = 256
+"""Examples per evaluation batch of a classification task: one forward pass, no decoding, so
+a whole 10,000-image test set takes 40 batches."""
+
+
 def evaluate_all(model: MultiModel, task_data: dict[str, TaskData], tokenizer: Tokenizer, cfg: Config,
-                 log: Callable[[str], None] = print, num_shown: int = 1) -> list[TaskResult]:
+                 log: Callable[[str], None] = print, num_shown: int = 1, *, blind_control: bool = False,
+                 limit: int | None = None) -> list[TaskResult]:
     """Evaluate every task on its held-out examples with the config's batch size and decoding;
-    one log line per task. ``num_shown`` example predictions are kept per task."""
+    one log line per task. ``num_shown`` example predictions are kept per task.
+
+    ``blind_control`` adds each task's ``blind_<metric>`` scores (the model on inputs with their
+    content removed; see :func:`~multimodel.evaluation.evaluate.evaluate_task`). ``limit``: use
+    only the first ``limit`` held-out examples of each task (None or 0 = all)."""
     results = []
     for name, td in task_data.items():
-        r = evaluate_task(model, td.task, td.test, td.collate, tokenizer,
-                          batch_size=max(cfg.data.batch_size, 64), beam_size=cfg.train.beam_size,
-                          length_penalty=cfg.train.length_penalty, num_shown=num_shown)
+        examples = td.test[:limit] if limit else td.test
+        batch_size = max(cfg.data.batch_size, CLASSIFICATION_EVAL_BATCH if td.task.is_classification else 64)
+        r = evaluate_task(model, td.task, examples, td.collate, tokenizer,
+                          batch_size=batch_size, beam_size=cfg.train.beam_size,
+                          length_penalty=cfg.train.length_penalty, num_shown=num_shown,
+                          blind_control=blind_control, blind_seed=cfg.data.seed)
         log(f"eval {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
             + f", per-token acc={r.token_accuracy:.1f}%, log-ppl={r.log_perplexity:.3f} ({r.seconds:.0f}s)")
         results.append(r)
@@ -551,12 +578,15 @@ def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], 
                              cfg: Config, step: int, say: Callable[[str], None]) -> dict[str, Any]:
     """Evaluate every task on its held-out examples mid-run; a log record of their metrics.
 
-    The RNG state is put back afterwards and the model returned to training mode, so the run
-    goes on exactly as it would have without this evaluation.
+    Kept cheap: at most ``data.eval_size`` examples per task (``data.eval_sizes`` may load more
+    for the final evaluation) and no blind control. The RNG state is put back afterwards and
+    the model returned to training mode, so the run goes on exactly as it would have without
+    this evaluation.
     """
     rng = ckpt.rng_state()
     start = time.time()
-    results = evaluate_all(model, task_data, tokenizer, cfg, log=lambda _line: None, num_shown=0)
+    results = evaluate_all(model, task_data, tokenizer, cfg, log=lambda _line: None, num_shown=0,
+                           limit=cfg.data.eval_size)
     ckpt.set_rng_state(rng)
     model.train()
     record: dict[str, Any] = {"step": step, "event": "eval"}

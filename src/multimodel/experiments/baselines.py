@@ -1,0 +1,388 @@
+"""Paper Table 1 at our scale: a MultiModel run against a standard single-task model per task.
+
+The paper's Table 1 sets MultiModel, trained jointly, beside the best single-task models of
+its day. ``multimodel experiment baselines --run RUN`` makes that comparison for one finished
+run: for every task of the run (or ``--tasks``) it trains the baseline its (input, target)
+modalities call for (:mod:`multimodel.baselines`), then scores it, and reads MultiModel's
+numbers from the run's ``eval.json``.
+
+What is held equal, so that only the model differs:
+
+* **data and batches** — the run's config (tasks, sizes, data seed) loads the same training and
+  held-out examples; each baseline draws its batches from the run's own stream of that task
+  (:class:`~multimodel.data.batching.TaskStream` with the run's data seed and batch size), so it
+  sees exactly the batches MultiModel saw of that task, in the same order;
+* **steps** — as many batches as the task got in the run: the run's checkpoint counts them
+  (``task_steps`` in ``meta.json``); for runs written before that count was kept they are
+  recomputed from the run's task schedule, a pure function of (data seed, step). ``--steps N``
+  gives every baseline N steps instead;
+* **vocabulary** — the run's tokenizer; label smoothing, dropout, target length and (by default)
+  the width d_model come from the run's model config;
+* **scoring** — :func:`multimodel.training.train.evaluate_all` (and through it
+  :func:`multimodel.evaluation.evaluate.evaluate_task`), the functions that scored MultiModel,
+  on the same held-out examples: same eval batches, same decode lengths, same metric functions
+  (a baseline answers MultiModel's calls, see :mod:`multimodel.baselines.base`). Greedy: the
+  run's config with ``train.beam_size=1``. The run's blind control is not repeated.
+
+Not held equal, on purpose: the baselines decode greedily (MultiModel used the run's
+``train.beam_size``); they train with Adam, a short linear warm-up and a constant learning
+rate afterwards, as small single-task models usually are; and a data-parallel run's global
+batch (``data.batch_size`` × ranks) is not recorded in the run, so baselines use
+``data.batch_size``.
+
+Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
+per-token accuracy and log-perplexity of both), ``OUT/results.json`` (every number) and
+``OUT/tasks/<task>.json``, one per finished task: re-running the same command reuses them, so an
+interrupted comparison resumes with the next task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from multimodel.baselines import BaselineConfig, baseline_kind, build_baseline
+from multimodel.config import Config, apply_overrides, config_from_dict, to_dict
+from multimodel.data.batching import TaskStream
+from multimodel.data.tokenizer import Tokenizer
+from multimodel.evaluation.evaluate import METRIC_LABELS
+from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, schedule, write_json
+from multimodel.tasks import get_task
+from multimodel.training import checkpoint as ckpt
+from multimodel.training.task_data import TaskData, attach_collators, load_task_data
+from multimodel.training.train import evaluate_all, select_device
+
+Log = Callable[[str], None]
+
+TITLE = "MultiModel vs. single-task baselines (paper Table 1, at our scale)"
+QUESTION = ("How does one model trained jointly on all tasks compare with a standard single-task model"
+            " per task, trained on the same data for the same number of batches? Paper, Table 1: the"
+            " joint MultiModel comes close to, but stays below, the task-specific state of the art.")
+
+#: Consecutive non-finite losses after which a baseline's training stops with an error.
+MAX_BAD_STEPS = 10
+
+#: Steps between training-loss readings (progress bar, loss curve in the JSON).
+LOG_EVERY = 25
+
+
+@dataclasses.dataclass
+class RunInfo:
+    """What the comparison needs from a MultiModel run.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: its newest checkpoint directory.
+        cfg: the run's config (``data.data_dir`` possibly overridden).
+        step: global steps the run trained.
+        tokenizer: the run's shared subword vocabulary.
+        parameters: MultiModel's parameter count (all tasks share it).
+        task_steps: batches each task of the run drew.
+        steps_source: where ``task_steps`` came from, in words.
+        evaluation: task → the run's ``eval.json`` record (empty when it was not evaluated).
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    cfg: Config
+    step: int
+    tokenizer: Tokenizer
+    parameters: int
+    task_steps: dict[str, int]
+    steps_source: str
+    evaluation: dict[str, dict[str, Any]]
+
+
+def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
+    """Read a finished MultiModel run: config, vocabulary, steps per task, final evaluation."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory; give the --run-dir of a `multimodel train`")
+    checkpoint = ckpt.resolve_checkpoint(run_dir)
+    meta = ckpt.read_meta(checkpoint)
+    cfg = config_from_dict(meta["config"])
+    if data_dir is not None:
+        cfg = apply_overrides(cfg, [f"data.data_dir={data_dir!r}"])
+    tokenizer = Tokenizer.from_bytes((checkpoint / "tokenizer.model").read_bytes())
+    step = int(meta["step"])
+    saved = meta.get("task_steps")
+    if saved is not None:
+        task_steps = {name: int(n) for name, n in saved.items()}
+        source = f"counted by the run (task_steps in {checkpoint.name}/meta.json)"
+    else:  # a run trained before the trainer counted them: the schedule is a pure function of the step
+        order = schedule(mixing_of(cfg), cfg.data.seed, step)
+        task_steps = {name: order.count(name) for name in cfg.data.tasks}
+        source = f"recomputed from the run's task schedule over its {step} steps (data seed {cfg.data.seed})"
+    evaluation = read_eval(run_dir) if (run_dir / "eval.json").is_file() else {}
+    return RunInfo(run_dir, checkpoint, cfg, step, tokenizer, _count_parameters(checkpoint), task_steps,
+                   source, evaluation)
+
+
+def _count_parameters(checkpoint: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+        for key in f.keys():
+            total += math.prod(f.get_slice(key).get_shape())
+    return total
+
+
+def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
+    """The baselines' settings for a run: shared fields taken from the run, then ``overrides``
+    (fields of :class:`~multimodel.baselines.base.BaselineConfig`; None values are ignored)."""
+    fields = {f.name for f in dataclasses.fields(BaselineConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown baseline setting {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
+    from_run = {
+        "hidden_size": cfg.model.hidden_size,
+        "dropout": cfg.model.dropout,
+        "label_smoothing": cfg.model.label_smoothing,
+        "max_target_length": cfg.model.max_target_length,
+        "audio_mels": cfg.model.audio_mels,
+        "audio_sample_rate": cfg.model.audio_sample_rate,
+    }
+    from_run.update({k: v for k, v in overrides.items() if v is not None})
+    return BaselineConfig(**from_run)
+
+
+# ----------------------------------------------------------------------------------------
+# Training one baseline: the loop, written out.
+
+
+def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, config: BaselineConfig,
+                   device: torch.device, *, progress: bool = True, log: Log = print) -> list[tuple[int, float]]:
+    """Train ``model`` for ``steps`` batches of ``stream``; return (step, mean training loss) readings.
+
+    Adam with a linear warm-up over ``min(warmup_steps, steps // 10)`` steps (at least 1), then
+    the constant learning rate; gradients clipped to ``grad_clip``. A step whose loss is not
+    finite is skipped (its batch still counts).
+    """
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.adam_betas)
+    warmup = max(1, min(config.warmup_steps, steps // 10))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"baseline {stream.task_name}", dynamic_ncols=True, leave=False)
+    curve: list[tuple[int, float]] = []
+    loss_sum = torch.zeros((), device=device)  # read on the host only at readings
+    in_sum = bad_in_a_row = 0
+    try:
+        for step in range(1, steps + 1):
+            batch = stream.next_batch().to(device)
+            out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask)
+            loss = out.loss.loss
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss.detach()):
+                bad_in_a_row += 1
+                log(f"  {stream.task_name} step {step}: non-finite loss; step skipped")
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    raise RuntimeError(f"{stream.task_name}: {bad_in_a_row} consecutive non-finite losses;"
+                                       " lower --learning-rate")
+            else:
+                bad_in_a_row = 0
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                loss_sum += loss.detach()
+                in_sum += 1
+            scheduler.step()
+            if bar is not None:
+                bar.update(1)
+            if (step % LOG_EVERY == 0 or step == steps) and in_sum:
+                curve.append((step, float(loss_sum) / in_sum))
+                if bar is not None:
+                    bar.set_postfix_str(f"loss={curve[-1][1]:.3f}")
+                loss_sum.zero_()
+                in_sum = 0
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+    return curve
+
+
+# ----------------------------------------------------------------------------------------
+# The comparison.
+
+
+def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequence[str] | None = None,
+                  data_dir: str | None = None, command: str | None = None, progress: bool = True,
+                  log: Log = print, **settings: Any) -> dict[str, Any]:
+    """Train, score and tabulate a single-task baseline per task of the MultiModel run ``run``.
+
+    Args:
+        run: a finished ``multimodel train`` run directory.
+        out: results directory (``results.md``, ``results.json``, ``tasks/<task>.json``).
+        steps: training steps of every baseline; None = the batches each task got in the run.
+        tasks: a subset of the run's tasks (default: all of them).
+        data_dir: where the task data is, when not where the run found it.
+        command: the command line, quoted in ``results.md``.
+        progress: show a progress bar per baseline.
+        log: where progress messages go.
+        settings: :class:`~multimodel.baselines.base.BaselineConfig` fields to change
+            (``hidden_size``, ``learning_rate`` ...; None values are ignored).
+
+    Returns:
+        The ``results.json`` payload.
+    """
+    info = read_run(Path(run), data_dir=data_dir)
+    cfg = info.cfg
+    names = list(cfg.data.tasks) if not tasks else list(tasks)
+    unknown = [n for n in names if n not in cfg.data.tasks]
+    if unknown:
+        raise ValueError(f"the run was not trained on {unknown}; its tasks: {', '.join(cfg.data.tasks)}")
+    if steps is not None and steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {steps}")
+    config = baseline_config(cfg, **settings)
+    for name in names:  # fail before loading data for a task without a baseline
+        baseline_kind(get_task(name).input_modality, get_task(name).target_modality)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    out = Path(out)
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+
+    task_data = load_task_data(cfg, names, log=lambda msg: log(f"  {msg}"))
+    attach_collators(cfg, task_data, info.tokenizer)
+    log(f"baselines for {info.run_dir} (step {info.step}, {len(names)} tasks) into {out}; steps per task:"
+        f" {f'{steps} (--steps)' if steps is not None else info.steps_source}")
+
+    records: dict[str, dict[str, Any]] = {}
+    for i, (name, td) in enumerate(task_data.items(), 1):
+        n_steps = steps if steps is not None else info.task_steps.get(name, 0)
+        key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
+               "batch_size": cfg.data.batch_size, "held_out": len(td.test), "baseline": to_dict(config)}
+        path = out / "tasks" / f"{name}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == json.loads(json.dumps(key)):
+                log(f"[{i}/{len(task_data)}] {name}: done before ({path}); reused")
+                records[name] = saved
+                continue
+        log(f"[{i}/{len(task_data)}] {name}: {baseline_kind(td.task.input_modality, td.task.target_modality)},"
+            f" {n_steps} steps of batch {cfg.data.batch_size}")
+        records[name] = compare_task(info, td, config, n_steps, device, progress=progress, log=log)
+        records[name]["key"] = key
+        write_json(path, records[name])
+
+    payload = _payload(info, names, records, config, steps, command)
+    write_json(out / "results.json", payload)
+    md = results_markdown(payload)
+    (out / "results.md").write_text(md)
+    log(f"\n{md}")
+    log(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    return payload
+
+
+def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, device: torch.device, *,
+                 progress: bool = True, log: Log = print) -> dict[str, Any]:
+    """Train and evaluate the baseline of one task; its record for ``results.json``."""
+    cfg, task = info.cfg, td.task
+    torch.manual_seed(cfg.train.seed)  # each task's baseline the same whatever the other tasks
+    shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
+    model = build_baseline(task.input_modality, task.target_modality, config, info.tokenizer.vocab_size,
+                           shape).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert td.collate is not None
+    stream = TaskStream(task.name, td.train, td.collate, cfg.data.batch_size, cfg.data.seed)
+    start = time.time()
+    curve = train_baseline(model, stream, steps, config, device, progress=progress, log=log)
+    train_seconds = time.time() - start
+    greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
+    (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None, num_shown=1)
+    metric = headline_metric(task.name)
+    log(f"  {task.name}: {parameters / 1e6:.2f}M parameters, {steps} steps in {train_seconds:.0f} s;"
+        f" eval {', '.join(f'{k}={v:.2f}' for k, v in result.metrics.items())},"
+        f" per-token acc={result.token_accuracy:.1f}%, log-ppl={result.log_perplexity:.3f}"
+        + (f" (MultiModel {metric}={info.evaluation[task.name]['metrics'].get(metric, math.nan):.2f})"
+           if task.name in info.evaluation else ""))
+    return {"task": task.name, "baseline": baseline_kind(task.input_modality, task.target_modality),
+            "parameters": parameters, "steps": steps, "train_seconds": train_seconds,
+            "loss_curve": curve, "eval": result.to_json()}
+
+
+# ----------------------------------------------------------------------------------------
+# Tables.
+
+
+def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]], config: BaselineConfig,
+             steps: int | None, command: str | None) -> dict[str, Any]:
+    cfg = info.cfg
+    return {
+        "experiment": "baselines", "title": TITLE, "question": QUESTION, "command": command,
+        "run": str(info.run_dir), "run_step": info.step, "run_checkpoint": str(info.checkpoint),
+        "run_parameters": info.parameters, "run_beam_size": cfg.train.beam_size,
+        "batch_size": cfg.data.batch_size, "data_seed": cfg.data.seed,
+        "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
+        "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,
+        "results": {name: {**records[name], "multimodel": info.evaluation.get(name)} for name in names},
+    }
+
+
+def _cell(record: dict[str, Any] | None, measure: str, digits: int = 1) -> str:
+    if not record:
+        return "—"
+    if measure in ("token_accuracy", "log_perplexity"):
+        value = record.get(measure)
+    else:
+        value = record.get("metrics", {}).get(measure)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{float(value):.{digits}f}"
+
+
+def results_markdown(payload: dict[str, Any]) -> str:
+    """``results.md`` of a :func:`run_baselines` payload."""
+    lines = [f"# {payload['title']}", "", payload["question"], ""]
+    if payload.get("command"):
+        lines += ["Command:", "", "```", payload["command"], "```", ""]
+    lines += ["| task | metric | MultiModel (run) | baseline | steps |", "|---|---|---:|---:|---:|"]
+    for name in payload["tasks"]:
+        r = payload["results"][name]
+        metric = headline_metric(name)
+        lines.append(f"| {name} | {METRIC_LABELS.get(metric, metric)} | {_cell(r['multimodel'], metric)}"
+                     f" | {_cell(r['eval'], metric)} | {r['steps']} |")
+    lines += ["", "Per-token accuracy and log-perplexity of the targets (teacher-forced), and model sizes:", "",
+              "| task | baseline model | parameters | per-token acc % MultiModel | baseline"
+              " | log-ppl MultiModel | baseline | baseline training |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in payload["tasks"]:
+        r = payload["results"][name]
+        lines.append(f"| {name} | {r['baseline']} | {r['parameters'] / 1e6:.2f}M"
+                     f" | {_cell(r['multimodel'], 'token_accuracy')} | {_cell(r['eval'], 'token_accuracy')}"
+                     f" | {_cell(r['multimodel'], 'log_perplexity', 3)} | {_cell(r['eval'], 'log_perplexity', 3)}"
+                     f" | {r['train_seconds']:.0f} s |")
+    notes = [
+        f"MultiModel: {payload['run']} after {payload['run_step']} steps, {payload['run_parameters'] / 1e6:.2f}M"
+        f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"
+        f" (beam size {payload['run_beam_size']}).",
+        f"Baselines: one model per task, trained on the run's batches of that task (batch size"
+        f" {payload['batch_size']}, data seed {payload['data_seed']}); steps: {payload['steps_source']}."
+        f" Adam, learning rate {payload['baseline_config']['learning_rate']:g} after a linear warm-up,"
+        f" d_model {payload['baseline_config']['hidden_size']}, greedy decoding.",
+        "Both are scored by the same evaluation code on the same held-out examples.",
+    ]
+    missing = [n for n in payload["tasks"] if not payload["results"][n]["multimodel"]]
+    if missing:
+        notes.append(f"No MultiModel evaluation in the run for {', '.join(missing)} (trained with --no-eval?);"
+                     f" run `multimodel eval {payload['run']} --json ...` or retrain with evaluation.")
+    for name in payload["tasks"]:
+        r = payload["results"][name]
+        mm = r["multimodel"]
+        if mm and mm.get("num_examples") != r["eval"]["num_examples"]:
+            notes.append(f"{name}: MultiModel was scored on {mm.get('num_examples')} held-out examples, the"
+                         f" baseline on {r['eval']['num_examples']}; the numbers are not comparable.")
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,259 @@
+"""Single-task baselines (paper Table 1's comparison): every catalogue entry builds, trains and
+respects causality and padding; `multimodel experiment baselines` runs end to end on a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimodel.baselines import BASELINES, BaselineConfig, build_baseline
+from multimodel.cli import main
+from multimodel.config import load_config
+from multimodel.experiments.baselines import read_run
+from multimodel.experiments.grid import mixing_of, schedule
+from multimodel.training import checkpoint as ckpt
+from multimodel.training.run import train_and_evaluate
+from multimodel.training.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny.py"
+
+V = 40  # vocabulary of the unit tests
+EOS = 1
+
+
+def tiny_config(**changes) -> BaselineConfig:
+    settings = dict(hidden_size=16, num_heads=4, encoder_layers=1, decoder_layers=1, dropout=0.0,
+                    classifier_channels=(4, 8), classifier_hidden_size=16, image_channels=(4,), audio_mels=12,
+                    max_target_length=24, label_smoothing=0.1)
+    settings.update(changes)
+    return BaselineConfig(**settings)
+
+
+def example_inputs(kind: str, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+    """(inputs, mask, shape of one example) for an input modality kind; rows shorter to the end."""
+    if kind == "image":
+        return torch.rand(batch, 1, 8, 8, generator=g), None, (1, 8, 8)
+    lengths = torch.arange(batch, 0, -1) * 3 + 2  # (B,) all different, the last row shortest
+    T = int(lengths.max())
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # (B, T)
+    if kind == "text":
+        return torch.randint(3, V, (batch, T), generator=g) * mask, mask, (T,)
+    if kind == "audio":
+        frames = torch.randn(batch, T, 12, generator=g) * mask[..., None]
+        return frames, mask, (T, 12)
+    raise KeyError(f"no example inputs for input kind {kind!r}: add them here")
+
+
+def example_targets(kind: str, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if kind == "class_label":
+        return torch.randint(0, 5, (batch,), generator=g), None
+    lengths = torch.arange(batch) + 3  # (B,) the first row shortest
+    T = int(lengths.max())
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    ids = torch.randint(3, V, (batch, T), generator=g)
+    ids[torch.arange(batch), lengths - 1] = EOS
+    return ids * mask, mask
+
+
+def spec(kind: str) -> str:
+    return "class_label:5" if kind == "class_label" else kind
+
+
+ENTRIES = sorted(BASELINES)
+SEQ2SEQ = [e for e in ENTRIES if e[1] == "text"]
+
+
+def make(entry, batch=3, seed=0, **changes):
+    g = torch.Generator().manual_seed(seed)
+    inputs, mask, shape = example_inputs(entry[0], batch, g)
+    targets, target_mask = example_targets(entry[1], batch, g)
+    torch.manual_seed(seed)
+    model = build_baseline(spec(entry[0]), spec(entry[1]), tiny_config(**changes), V, shape)
+    return model, inputs, mask, targets, target_mask
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[f"{a}-{b}" for a, b in ENTRIES])
+def test_every_baseline_runs_forward_and_backward_with_gradients_everywhere(entry):
+    model, inputs, mask, targets, target_mask = make(entry)
+    out = model(inputs, mask, targets, target_mask, input_modality=spec(entry[0]), target_modality=spec(entry[1]),
+                task_token=None)
+    expected = (3, 5) if entry[1] == "class_label" else (*targets.shape, V)
+    assert out.logits.shape == expected
+    assert torch.isfinite(out.loss.loss)
+    real = targets.numel() if target_mask is None else int(target_mask.sum())
+    assert float(out.loss.count) == real  # padded target positions are not scored
+    out.loss.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+@pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
+def test_seq2seq_baselines_are_causal(entry):
+    model, inputs, mask, targets, target_mask = make(entry)
+    model.eval()
+    k = 1
+    changed = targets.clone()
+    changed[:, k] = (changed[:, k] + 7) % (V - 3) + 3
+    with torch.no_grad():
+        a = model(inputs, mask, targets, target_mask).logits
+        b = model(inputs, mask, changed, target_mask).logits
+    torch.testing.assert_close(a[:, : k + 1], b[:, : k + 1])  # positions up to k never see target k
+    assert (a[:, k + 1 :] - b[:, k + 1 :]).abs().max() > 1e-4  # later ones do
+
+
+@pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
+def test_an_example_alone_equals_the_same_example_in_a_padded_batch(entry):
+    model, inputs, mask, targets, target_mask = make(entry)
+    model.eval()
+    last = inputs.shape[0] - 1  # the shortest input, padded in the batch
+    n_in = int(mask[last].sum()) if mask is not None else inputs.shape[-1]
+    alone_inputs = inputs[last : last + 1, :n_in] if mask is not None else inputs[last : last + 1]
+    n_out = int(target_mask[last].sum())
+    with torch.no_grad():
+        batched = model(inputs, mask, targets, target_mask).logits[last, :n_out]
+        alone = model(alone_inputs, None, targets[last : last + 1, :n_out], None).logits[0]
+        texts_batched = model.generate(inputs, mask, max_length=8)[last]
+        texts_alone = model.generate(alone_inputs, None, max_length=8)[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+    assert texts_batched == texts_alone
+
+
+@pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
+def test_greedy_decoding_follows_the_teacher_forced_argmax(entry):
+    model, inputs, mask, *_ = make(entry)
+    model.eval()
+    with torch.no_grad():
+        decoded = model.generate(inputs, mask, max_length=6)
+        for i, ids in enumerate(decoded):
+            row_in = inputs[i : i + 1] if mask is None else inputs[i : i + 1, : int(mask[i].sum())]
+            full = torch.tensor([ids + [EOS]]) if len(ids) < 6 else torch.tensor([ids])
+            argmax = model(row_in, None, full, None).logits[0].argmax(-1).tolist()
+            assert argmax[: len(ids)] == ids
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[f"{a}-{b}" for a, b in ENTRIES])
+def test_loss_drops_when_overfitting_one_batch(entry):
+    model, inputs, mask, targets, target_mask = make(entry, batch=4, classifier_dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model(inputs, mask, targets, target_mask).loss.loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_speech_baseline_takes_waveforms_as_well_as_log_mel_frames():
+    model = build_baseline("audio", "text", tiny_config(), V, (1600,)).eval()
+    wave = torch.randn(2, 1600)
+    mask = torch.ones(2, 1600, dtype=torch.bool)
+    mask[1, 800:] = False
+    targets, target_mask = example_targets("text", 2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batched = model(wave, mask, targets, target_mask).logits[1, :4]
+        alone = model(wave[1:, :800], None, targets[1:, :4], None).logits[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_baselines_are_chosen_by_modalities_and_refuse_unknown_pairs():
+    cfg = tiny_config()
+    assert type(build_baseline("image", "class_label:3", cfg, V, (3, 8, 8))).__name__ == "ImageClassifierCNN"
+    assert type(build_baseline("image", "text", cfg, V, (1, 8, 8))).__name__ == "Seq2SeqTransformer"
+    with pytest.raises(ValueError, match="no baseline for text → class_label:2"):
+        build_baseline("text", "class_label:2", cfg, V, (5,))
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(hidden_size=18)
+    classifier = build_baseline("image", "class_label:3", cfg, V, (1, 8, 8))
+    with pytest.raises(ValueError, match="takes images"):
+        classifier(torch.zeros(2, 1, 10, 10), None, torch.zeros(2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------
+# The command, end to end on a tiny MultiModel run.
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A 10-step tiny run on digits + numbers_en_de, interrupted at step 6 and resumed."""
+    root = tmp_path_factory.mktemp("baselines")
+    overrides = [f"data.data_dir={str(root / 'data')!r}", "data.tasks=digits,numbers_en_de", "train.steps=10",
+                 "train.log_every=2", "train.checkpoint_every=5", "data.eval_size=8"]
+    cfg = load_config(TINY, overrides)
+    run = root / "run"
+    quiet = lambda _msg: None  # noqa: E731
+    train(cfg, run, log=quiet, progress=False, stop_after=6)
+    train_and_evaluate(cfg, run, resume=True, progress=False, log=quiet)
+    return root, run
+
+
+def test_the_run_counts_the_batches_of_each_task_across_a_resume(tiny_run):
+    _, run = tiny_run
+    meta = ckpt.read_meta(ckpt.resolve_checkpoint(run))
+    info = read_run(run)
+    order = schedule(mixing_of(info.cfg), info.cfg.data.seed, 10)
+    assert meta["task_steps"] == {t: order.count(t) for t in ("digits", "numbers_en_de")}
+    assert sum(meta["task_steps"].values()) == 10
+    last = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][-1]
+    assert last["step"] == 10 and last["task_steps/digits"] == meta["task_steps"]["digits"]
+
+
+def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys):
+    root, run = tiny_run
+    out = root / "out"
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(out), "--no-progress",
+                 "--learning-rate", "2e-3"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| task | metric | MultiModel (run) | baseline | steps |" in md
+    result = json.loads((out / "results.json").read_text())
+    steps = ckpt.read_meta(ckpt.resolve_checkpoint(run))["task_steps"]
+    run_eval = {r["task"]: r for r in json.loads((run / "eval.json").read_text())}
+    for task, label in (("digits", "top-1 acc %"), ("numbers_en_de", "BLEU")):
+        r = result["results"][task]
+        assert r["steps"] == steps[task]
+        assert r["eval"]["num_examples"] == run_eval[task]["num_examples"] == 8
+        metric = r["eval"]["metrics"]
+        assert (task == "digits") == ("accuracy" in metric)
+        mm = run_eval[task]["metrics"]["accuracy" if task == "digits" else "bleu"]
+        assert f"| {task} | {label} | {mm:.1f} |" in md
+        assert f" | {steps[task]} |" in md
+    assert result["baseline_config"]["hidden_size"] == 32  # the tiny run's width
+    assert "counted by the run" in result["steps_source"]
+
+    # Re-running reuses finished tasks; --steps and a comma-separated --tasks change the plan.
+    capsys.readouterr()
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(out), "--no-progress",
+                 "--learning-rate", "2e-3"]) == 0
+    assert capsys.readouterr().out.count("reused") == 2
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(root / "three"), "--no-progress",
+                 "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
+    three = json.loads((root / "three" / "results.json").read_text())
+    assert {t: r["steps"] for t, r in three["results"].items()} == {"digits": 3, "numbers_en_de": 3}
+
+
+def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, tmp_path):
+    _, run = tiny_run
+    counted = read_run(run)
+    meta_path = ckpt.resolve_checkpoint(run) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["task_steps"]
+    meta_path.write_text(json.dumps(meta))
+    try:
+        recomputed = read_run(run)
+    finally:
+        meta["task_steps"] = counted.task_steps
+        meta_path.write_text(json.dumps(meta))
+    assert recomputed.task_steps == counted.task_steps
+    assert "recomputed" in recomputed.steps_source
+
+
+def test_baselines_command_refuses_tasks_the_run_did_not_train(tiny_run, capsys):
+    root, run = tiny_run
+    code = main(["experiment", "baselines", "--run", str(run), "--out", str(root / "x"), "--tasks", "speech_numbers"])
+    assert code == 2
+    assert "not trained on ['speech_numbers']" in capsys.readouterr().err

@@ -1,0 +1,30 @@
+"""`multimodel train`'s evaluation after training: per-task JSON and table with the blind control."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from multimodel.config import load_config
+from multimodel.training.run import train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_final_evaluation_writes_blind_numbers_to_eval_json_and_results_md(tmp_path):
+    cfg = load_config(REPO / "configs" / "tiny.py", [
+        f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits,numbers_fr_en", "data.train_size=16",
+        "data.eval_size=4", "data.eval_sizes={'digits': 12}", "train.steps=2"])
+    results = train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
+    saved = {r["task"]: r for r in json.loads((tmp_path / "run" / "eval.json").read_text())}
+    assert saved["digits"]["num_examples"] == 12 and saved["numbers_fr_en"]["num_examples"] == 4
+    assert {"blind_accuracy", "blind_top5"} <= set(saved["digits"]["metrics"])
+    assert "blind_bleu" in saved["numbers_fr_en"]["metrics"]
+    assert "blind_prediction" in saved["numbers_fr_en"]["examples"][0]
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert "| value | blind |" in table
+    for r in results:
+        assert f"| {r.metrics['blind_' + ('accuracy' if r.task == 'digits' else 'bleu')]:.1f} |" in table
+    train_and_evaluate(cfg, tmp_path / "again", progress=False, log=lambda _m: None, blind_control=False)
+    saved = json.loads((tmp_path / "again" / "eval.json").read_text())
+    assert not any(key.startswith("blind_") for r in saved for key in r["metrics"])

@@ -1,0 +1,74 @@
+"""Which held-out examples each task is evaluated on: data.eval_size, data.eval_sizes, the
+official Fashion-MNIST test set, and the cheap evaluation during training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multimodel.config import load_config
+from multimodel.corpora import fashion_mnist
+from multimodel.training.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+
+REPO = Path(__file__).resolve().parents[2]
+HAVE_FASHION = fashion_mnist.available(Path("/nonexistent-data-dir")) is None
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    return load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(tmp_path / 'data')!r}", *overrides])
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def test_eval_sizes_override_eval_size_per_task(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_size=8")
+    assert len(load_task_data(cfg, splits=("test",), log=quiet)["digits"].test) == 8
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_size=8", "data.eval_sizes={'digits': 0}")
+    assert len(load_task_data(cfg, splits=("test",), log=quiet)["digits"].test) == 360  # 0 = the whole split
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_sizes={'fashion_mnist': 0}")
+    with pytest.raises(ValueError, match="data.eval_sizes names tasks not selected"):
+        load_task_data(cfg, splits=("test",), log=quiet)
+
+
+def test_demo_scores_fashion_mnist_on_its_whole_test_set():
+    cfg = load_config(REPO / "configs" / "demo.py")
+    assert cfg.data.eval_sizes == {"fashion_mnist": 0} and cfg.data.eval_size == 200
+
+
+@pytest.mark.skipif(not HAVE_FASHION, reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_eval_is_the_official_10k_test_split_and_no_training_image(tmp_path):
+    images_path, labels_path = fashion_mnist.find_files(tmp_path, "test")
+    assert images_path.name.startswith("t10k-images") and labels_path.name.startswith("t10k-labels")
+    cfg = tiny(tmp_path, "data.tasks=fashion_mnist", "data.eval_sizes={'fashion_mnist': 0}")
+    test = load_task_data(cfg, splits=("test",), log=quiet)["fashion_mnist"].test
+    assert len(test) == 10_000 and [e.meta["index"] for e in test] == list(range(10_000))
+    train_images, _ = fashion_mnist.read_arrays(tmp_path, "train")
+    seen = {image.tobytes() for image in train_images}
+    pixels = np.rint(np.stack([e.inputs[0] for e in test]) * 255).astype(np.uint8)  # (10000, 28, 28)
+    assert not any(image.tobytes() in seen for image in pixels)
+
+
+def test_evaluation_during_training_keeps_to_eval_size_without_blind_control(tmp_path):
+    import torch
+
+    from multimodel.model.multimodel import MultiModel
+    from multimodel.training.train import evaluate_all, evaluate_during_training
+
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=16", "data.eval_size=6",
+               "data.eval_sizes={'digits': 40}")
+    task_data = load_task_data(cfg, log=quiet)
+    tokenizer = build_tokenizer(cfg, task_data)
+    attach_collators(cfg, task_data, tokenizer)
+    torch.manual_seed(0)
+    model = MultiModel(cfg.model, tokenizer.vocab_size, modality_specs([td.task for td in task_data.values()]))
+    final = evaluate_all(model, task_data, tokenizer, cfg, log=quiet, blind_control=True)[0]
+    assert final.num_examples == 40 and {"blind_accuracy", "blind_top5"} <= set(final.metrics)
+    first = evaluate_all(model, task_data, tokenizer, cfg, log=quiet, limit=6)[0]
+    assert first.num_examples == 6
+    record = evaluate_during_training(model, task_data, tokenizer, cfg, step=3, say=quiet)
+    assert record["eval/digits/accuracy"] == first.metrics["accuracy"]
+    assert not any("blind" in key for key in record)

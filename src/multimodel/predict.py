@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from multimodel.config import Config
 from multimodel.corpora.trees import delinearize, pretty
 from multimodel.data.batching import Collator
 from multimodel.data.tokenizer import Tokenizer
@@ -66,17 +67,24 @@ class Predictor:
         model: the trained network (eval mode).
         tokenizer: its vocabulary.
         tasks: the tasks it was trained on.
+        config: the training config (where its data is, how many held-out examples it scored);
+            None when not known.
+        checkpoint_dir: the ``checkpoints/step-*`` directory it was loaded from; None when not known.
     """
 
-    def __init__(self, model: MultiModel, tokenizer: Tokenizer, tasks: list[Task]):
+    def __init__(self, model: MultiModel, tokenizer: Tokenizer, tasks: list[Task], config: Config | None = None,
+                 checkpoint_dir: Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tasks = tasks
+        self.config = config
+        self.checkpoint_dir = checkpoint_dir
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "Predictor":
         model, tokenizer, meta = load_trained(Path(path))
-        return cls(model, tokenizer, [get_task(n) for n in meta["tasks"]])
+        return cls(model, tokenizer, [get_task(n) for n in meta["tasks"]], meta["config_obj"],
+                   Path(meta["checkpoint_dir"]))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -111,6 +119,20 @@ class Predictor:
             output = self.tokenizer.decode(ids)
             extra = None
         return Prediction(task.name, task.task_token, output, time.time() - start, extra)
+
+    def _check_length(self, sentence: str) -> None:
+        ids = self.tokenizer.encode(sentence)
+        if len(ids) > self.model.config.max_target_length * 4:
+            raise PredictError(f"the sentence is too long ({len(ids)} subwords; at most"
+                               f" {self.model.config.max_target_length * 4})")
+
+    @staticmethod
+    def _add_tree(p: Prediction, sentence: str) -> None:
+        """A parse's ``tree`` (drawn with the sentence's words), or ``tree_error`` saying why there is none."""
+        try:
+            p.extra = {"tree": pretty(delinearize(p.output), sentence.split())}
+        except ValueError as err:
+            p.extra = {"tree": None, "tree_error": str(err)}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -171,20 +193,27 @@ class Predictor:
         if not candidates:
             have = sorted({t.task_token for t in self.tasks if t.input_modality == "text" and t.task_token})
             raise PredictError(f"this checkpoint has no text task with token {token}; it has {have}")
-        ids = self.tokenizer.encode(sentence)
-        if len(ids) > self.model.config.max_target_length * 4:
-            raise PredictError(f"the sentence is too long ({len(ids)} subwords; at most"
-                               f" {self.model.config.max_target_length * 4})")
+        self._check_length(sentence)
         p = self._run(candidates[0], sentence, beam_size)
         if len(candidates) > 1:  # the model cannot tell them apart: claim none of them in particular
             p.tasks = [t.name for t in candidates]
             p.task = f"{token} ({', '.join(p.tasks)})"
         if token == "To-Parse-Tree":
-            try:
-                tree = delinearize(p.output)
-                p.extra = {"tree": pretty(tree, sentence.split())}
-            except ValueError as err:
-                p.extra = {"tree": None, "tree_error": str(err)}
+            self._add_tree(p, sentence)
+        return p
+
+    def run_task(self, name: str, raw_input: Any, beam_size: int = 4) -> Prediction:
+        """Task ``name``'s answer for one input in the form the task's data gives it (an
+        :class:`~multimodel.data.example.Example`'s ``inputs``: pixels, audio features, a sentence)."""
+        task = next((t for t in self.tasks if t.name == name), None)
+        if task is None:
+            raise PredictError(f"this checkpoint has no task {name}; its tasks:"
+                               f" {', '.join(t.name for t in self.tasks)}")
+        if isinstance(raw_input, str):
+            self._check_length(raw_input)
+        p = self._run(task, raw_input, beam_size)
+        if task.task_token == "To-Parse-Tree" and isinstance(raw_input, str):
+            self._add_tree(p, raw_input)
         return p
 
     def from_text(self, sentence: str, to: str, beam_size: int = 4) -> str:

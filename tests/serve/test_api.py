@@ -313,6 +313,8 @@ class _FailingPredictor:
 
     def __init__(self, error: Exception):
         self.tasks = [get_task("digits"), get_task("speech_numbers"), get_task("numbers_en_de")]
+        self.config = None  # no held-out examples, and no eval.json: the page says so
+        self.checkpoint_dir = None
         self.error = error
 
     def image(self, path):

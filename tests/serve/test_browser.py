@@ -277,3 +277,89 @@ def test_bad_inputs_are_explained_and_the_server_goes_on(page, make_png, artifac
     page.click("#image-submit")
     image_panel.locator(".answer").first.wait_for(timeout=30_000)
     assert image_panel.locator(".status.error").count() == 0
+
+
+def _run_example(page, panel_id: str, selector: str):
+    """Click a held-out example on a panel; its answer card."""
+    page.wait_for_selector("body[data-examples=ready]", timeout=30_000)
+    panel = page.locator(panel_id)
+    panel.locator(selector).first.click()
+    card = panel.locator(".answer.example-answer")
+    card.wait_for(timeout=30_000)
+    return panel, card
+
+
+def test_a_held_out_image_runs_with_one_click(page, artifacts):
+    panel, card = _run_example(page, "#image-panel", "button.example[data-task=digits]")
+    assert panel.locator("button.example.thumb img").count() >= 4  # digits (and captions) thumbnails
+    assert card.get_attribute("data-task") == "digits"
+    assert card.locator("[data-role=output]").inner_text() in [str(i) for i in range(10)]
+    assert card.locator("[data-role=reference] .output").inner_text() in [str(i) for i in range(10)]
+    assert card.locator("[data-role=match]").inner_text() in ("✓ matches the reference",
+                                                              "✗ differs from the reference")
+    page.wait_for_function("(() => { const img = document.querySelector("
+                           "'.example-answer [data-role=example-input] img');"
+                           " return img && img.complete && img.naturalWidth > 0; })()", timeout=10_000)
+    assert card.locator("[data-role=example-input] img").evaluate("img => img.naturalWidth") == 8  # the 8×8 digit
+    _shot(panel, artifacts, "image-panel-example")
+
+
+def test_a_held_out_utterance_plays_and_runs(page, tiny_checkpoint, artifacts):
+    tiny_checkpoint.require("speech_numbers")
+    page.wait_for_selector("body[data-examples=ready]", timeout=30_000)
+    clip = page.locator("#audio-panel .utterance audio").first
+    clip.evaluate("audio => { audio.preload = 'auto'; audio.load(); }")
+    page.wait_for_function("document.querySelector('#audio-panel .utterance audio').duration > 0.3", timeout=15_000)
+    panel, card = _run_example(page, "#audio-panel", "button.example[data-task=speech_numbers]")
+    assert card.locator("[data-role=token]").inner_text() == "To-English"
+    assert card.locator("[data-role=reference] .output").inner_text().strip()
+    _shot(panel, artifacts, "audio-panel-example")
+
+
+def test_a_held_out_sentence_runs_and_fills_the_form(page, artifacts):
+    panel, card = _run_example(page, "#text-panel", "button.example[data-task=numbers_en_de]")
+    assert card.locator("[data-role=token]").inner_text() == "To-German"
+    sentence = panel.locator("button.example[data-task=numbers_en_de]").first.get_attribute("data-text")
+    assert page.input_value("#text-input") == sentence and page.input_value("#text-to") == "german"
+    assert card.locator("[data-role=example-input]").inner_text().count(sentence) == 1
+    assert card.locator("[data-role=reference] .output").inner_text().strip()
+    parse, tree_card = _run_example(page, "#text-panel", "button.example[data-task=grammar_parsing]")
+    assert tree_card.locator("[data-role=token]").inner_text() == "To-Parse-Tree"
+    assert page.input_value("#text-to") == "parse-tree"
+    _shot(panel, artifacts, "text-panel-example")
+
+
+def test_scores_show_not_evaluated_without_eval_json(page):
+    lines = page.locator("[data-role=score]")
+    assert lines.count() == len(page.evaluate("INFO.tasks"))
+    assert all(t == "not evaluated" for t in page.locator("[data-role=not-evaluated]").all_inner_texts())
+    assert "not evaluated" in page.locator("#scores-note").inner_text()
+
+
+def test_scores_show_each_metric_beside_its_blind_control(browser, server, artifacts):
+    """The page's drawing of eval.json scores, from an /api/info answer the server is made to give."""
+    def with_scores(route):
+        info = route.fetch().json()
+        for task in info["tasks"]:
+            if task["name"] == "digits":
+                task["scores"] = {"metrics": {"accuracy": 62.04, "blind_accuracy": 12.3}, "token_accuracy": 62.0,
+                                  "log_perplexity": 1.0, "num_examples": 200, "headline": [
+                                      {"metric": "accuracy", "label": "top-1 acc %", "value": 62.04, "blind": 12.3,
+                                       "lower_is_better": False}]}
+        info["scores_file"], info["scores_note"] = "runs/demo/eval.json", None
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(info))
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.route("**/api/info", with_scores)
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        digits = page.locator("#image-panel [data-role=score][data-task=digits]")
+        assert digits.locator("[data-metric=accuracy]").inner_text() == "top-1 acc 62.0% (blind 12.3%)"
+        blind = digits.locator("[data-role=blind]")
+        assert "content removed" in blind.get_attribute("title")
+        assert "on 200 held-out examples" in digits.inner_text()
+        assert "blind: the same model" in page.locator("#scores-note").inner_text()
+        _shot(page.locator("#image-panel"), artifacts, "image-panel-scores")
+    finally:
+        page.close()

@@ -3,9 +3,12 @@
 One panel per family of the paper's tasks (images, speech, text): an image
 gets a class with its top-5 probabilities and a caption, an audio file gets a transcript, a
 sentence gets a translation or a parse tree. Every answer names the task token that asked for
-it and the decoding time. The same functions are a JSON API, described by its OpenAPI schema at
-``/openapi.json``. FastAPI's ``/docs`` and ``/redoc`` pages are switched off: they load their
-scripts from a CDN, and the demo must work without a network.
+it and the decoding time. To show what the model learned, each panel also offers a few held-out
+examples of its tasks (``held_out.py``: from each task's test split, run with one click and shown
+beside their reference) and the checkpoint's scores on them (``scores.py``: the run's
+``eval.json``, each metric beside its blind control). The same functions are a JSON API, described
+by its OpenAPI schema at ``/openapi.json``. FastAPI's ``/docs`` and ``/redoc`` pages are switched
+off: they load their scripts from a CDN, and the demo must work without a network.
 
 Bad input never reaches the model and never stops the server:
 
@@ -13,7 +16,9 @@ Bad input never reaches the model and never stops the server:
   answered 413 without reading the rest;
 * an upload that is not an image (or audio) Pillow (or libsndfile) can open gets 415;
 * empty text, text or audio longer than the model takes, and inputs the checkpoint has no task
-  for get 400, with the reason in ``detail``.
+  for get 400, with the reason in ``detail``;
+* a held-out example that is not here (a task the checkpoint lacks, an index past the few
+  offered, a task whose data this machine does not have) gets 404, saying what there is.
 
 Run it with ``multimodel serve CHECKPOINT`` (see :func:`serve`).
 """
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +41,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from multimodel import __version__
 from multimodel.corpora.errors import CorpusError
 from multimodel.predict import TARGETS, Prediction, Predictor, PredictError
+from multimodel.serve.held_out import ExampleNotFound, HeldOutExamples, matches, reference_tree, references
+from multimodel.serve.held_out import describe as describe_example
+from multimodel.serve.scores import BLIND_EXPLANATION, Scores, read_scores
 
 STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_PATHS = ("/api/image", "/api/audio")
@@ -86,6 +94,27 @@ class ImageOut(BaseModel):
     predictions: list[PredictionOut] = Field(description="one answer per image task (class, caption)")
 
 
+class MetricOut(BaseModel):
+    """One of the task's own metrics with its blind control."""
+
+    metric: str = Field(description="the metric's name in eval.json, e.g. 'accuracy', 'item_f1', 'wer'")
+    label: str = Field(description="how tables name it, e.g. 'top-1 acc %'")
+    value: float
+    blind: float | None = Field(description="the same metric of the blind control (the model scored on the"
+                                " same examples with their content removed); null when not run")
+    lower_is_better: bool = Field(description="true for error rates (WER)")
+
+
+class TaskScoresOut(BaseModel):
+    """A task's record in the run's eval.json."""
+
+    metrics: dict[str, float] = Field(description="every metric of the record, 'blind_<metric>' included")
+    headline: list[MetricOut] = Field(description="the task's own metrics in order (the first is its headline)")
+    token_accuracy: float | None = Field(description="teacher-forced per-token accuracy %")
+    log_perplexity: float | None
+    num_examples: int | None = Field(description="held-out examples scored")
+
+
 class TaskOut(BaseModel):
     name: str
     description: str
@@ -93,18 +122,61 @@ class TaskOut(BaseModel):
     target_modality: str
     task_token: str | None
     labels: list[str]
+    scores: TaskScoresOut | None = Field(description="its held-out scores from eval.json; null: not evaluated")
 
 
 class InfoOut(BaseModel):
     checkpoint: str
     version: str
     tasks: list[TaskOut]
+    scores_file: str | None = Field(description="the eval.json the scores come from; null: not evaluated")
+    scores_note: str | None = Field(description="why there are no scores, or which model they score")
+    blind_control: str = Field(description="what the blind scores are, in one line")
     image: bool = Field(description="the checkpoint has an image task")
     audio: bool = Field(description="the checkpoint has an audio task")
     text_targets: list[str] = Field(description="values of 'to' that /api/text accepts for this checkpoint")
     max_upload_bytes: int
     max_text_chars: int
     max_audio_seconds: float
+
+
+class ExampleOut(BaseModel):
+    """A held-out example (from the task's test split, never from training data)."""
+
+    task: str
+    index: int
+    input_text: str | None = Field(description="a text task's sentence; for speech without audio to play, the"
+                                   " reference transcript of what is said")
+    input_url: str | None = Field(description="GET it for the input as a file: image/png or audio/wav; null"
+                                  " when there is no such file")
+    input_description: str
+    reference: str = Field(description="the reference answer (a class label, caption, transcript, translation"
+                           " or linearised tree)")
+
+
+class HeldOutTaskOut(BaseModel):
+    task: str
+    input_modality: str
+    examples: list[ExampleOut]
+    unavailable: str | None = Field(description="why this task has no examples here (e.g. its data is not on"
+                                    " this machine); null when it has")
+
+
+class ExamplesOut(BaseModel):
+    split: Literal["test"] = Field(description="the split the examples come from")
+    tasks: list[HeldOutTaskOut]
+
+
+class ExampleRunOut(BaseModel):
+    """The model's answer to a held-out example, beside the example's reference."""
+
+    example: ExampleOut
+    prediction: PredictionOut
+    reference: str
+    references: list[str] = Field(description="every acceptable answer (several captions), the reference first")
+    reference_tree: str | None = Field(None, description="parse-tree only: the reference drawn one constituent a"
+                                       " line")
+    matches: bool = Field(description="the output equals one of the references (spacing aside)")
 
 
 class ErrorOut(BaseModel):
@@ -194,7 +266,8 @@ def _megabytes(n: float) -> str:
 # -- the app -------------------------------------------------------------------------------
 
 def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: int = 10_000_000,
-               max_audio_seconds: float = MAX_AUDIO_SECONDS) -> FastAPI:
+               max_audio_seconds: float = MAX_AUDIO_SECONDS, held_out: HeldOutExamples | None = None,
+               scores: Scores | None = None) -> FastAPI:
     """The demo app for one loaded checkpoint.
 
     Args:
@@ -202,9 +275,16 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
         checkpoint: how to name the checkpoint on the page.
         max_upload_bytes: largest image or audio file accepted (413 above).
         max_audio_seconds: longest audio accepted (400 above).
+        held_out: the examples to offer; by default those of the predictor's config and tasks,
+            loaded on first use.
+        scores: the held-out scores to show; by default the ``eval.json`` of the predictor's run.
     """
     if max_upload_bytes <= 0:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+    if held_out is None:
+        held_out = HeldOutExamples(predictor.config, predictor.tasks)
+    if scores is None:
+        scores = read_scores(predictor.checkpoint_dir)
     app = FastAPI(
         title="multimodel demo",
         version=__version__,
@@ -247,7 +327,10 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             "version": __version__,
             "tasks": [{"name": t.name, "description": t.description, "input_modality": t.input_modality,
                        "target_modality": t.target_modality, "task_token": t.task_token,
-                       "labels": list(t.labels)} for t in tasks],
+                       "labels": list(t.labels), "scores": scores.for_task(t)} for t in tasks],
+            "scores_file": None if scores.path is None else str(scores.path),
+            "scores_note": scores.note,
+            "blind_control": BLIND_EXPLANATION,
             "image": any(t.input_modality == "image" for t in tasks),
             "audio": any(t.input_modality == "audio" for t in tasks),
             "text_targets": [name for name, token in TARGETS.items() if token in tokens],
@@ -289,6 +372,40 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
                                 f" at most {MAX_TEXT_CHARS}")
         prediction: Prediction = predict(lambda: predictor.text(sentence, request.to))
         return prediction.to_json()
+
+    def held_out_example(task: str, index: int) -> Any:
+        try:
+            return held_out.get(task, index)
+        except ExampleNotFound as err:
+            raise HTTPException(status_code=404, detail=str(err)) from None
+
+    @app.get("/api/examples", response_model=ExamplesOut,
+             summary="a few held-out examples of each task (from its test split), to run with one click")
+    def examples() -> dict[str, Any]:
+        return {"split": "test", "tasks": held_out.listing()}
+
+    @app.post("/api/examples/{task}/{index}", response_model=ExampleRunOut, response_model_exclude_unset=True,
+              responses=_errors(400, 404), summary="run the model on a held-out example; its answer and reference")
+    def run_example(task: str, index: int) -> dict[str, Any]:
+        found, example = held_out_example(task, index)
+        prediction: Prediction = predict(lambda: predictor.run_task(found.name, example.inputs))
+        refs = references(found, example)
+        out = {"example": describe_example(found, index, example), "prediction": prediction.to_json(),
+               "reference": refs[0], "references": refs, "matches": matches(str(prediction.output), refs)}
+        tree = reference_tree(found, example)
+        if tree is not None:
+            out["reference_tree"] = tree
+        return out
+
+    @app.get("/api/examples/{task}/{index}/input", response_class=Response, responses={
+        200: {"content": {"image/png": {}, "audio/wav": {}}, "description": "the example's image or audio"},
+        **_errors(404)}, summary="a held-out example's input as a file (image/png or audio/wav)")
+    def example_input(task: str, index: int) -> Response:
+        try:
+            data, media_type = held_out.media(task, index)
+        except ExampleNotFound as err:
+            raise HTTPException(status_code=404, detail=str(err)) from None
+        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -371,10 +488,21 @@ def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, 
     if max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     predictor = Predictor.from_checkpoint(checkpoint)
-    app = create_app(predictor, checkpoint=str(checkpoint), max_upload_bytes=int(max_upload_mb * 1e6))
+    held_out = HeldOutExamples(predictor.config, predictor.tasks)
+    app = create_app(predictor, checkpoint=str(checkpoint), max_upload_bytes=int(max_upload_mb * 1e6),
+                     held_out=held_out)
+    # Read the test splits while the server starts, so the page's examples are ready when opened.
+    threading.Thread(target=_preload, args=(held_out, warn), name="held-out-examples", daemon=True).start()
     if not is_loopback(host):
         warn(f"warning: binding {host}: anyone who can reach this machine on port {port} can use the model"
              " (there is no authentication); use --host 127.0.0.1 to keep it local")
     shown = f"[{host}]" if ":" in host else host
     warn(f"multimodel demo of {checkpoint} on http://{shown}:{port}/ (API schema at /openapi.json); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _preload(held_out: HeldOutExamples, warn: Callable[[str], None]) -> None:
+    loaded = held_out.load()
+    missing = [f"{name} ({held.unavailable})" for name, held in loaded.items() if held.unavailable]
+    if missing:
+        warn(f"held-out examples not available for {'; '.join(missing)}; the rest of the page works")

@@ -1,4 +1,5 @@
-// The demo page: three panels that call the JSON API (/api/image, /api/audio, /api/text).
+// The demo page: three panels that call the JSON API (/api/image, /api/audio, /api/text); each
+// shows its tasks' held-out scores (/api/info) and offers held-out examples to run (/api/examples).
 "use strict";
 
 let INFO = null; // GET /api/info: the checkpoint's tasks and the server's limits
@@ -309,6 +310,190 @@ function setUpTextPanel() {
   });
 }
 
+// -- what the model learned: held-out scores and examples -------------------------------------
+
+const PANELS = { image: "#image-panel", audio: "#audio-panel", text: "#text-panel" };
+const TARGET_OF_TOKEN = { "To-English": "english", "To-German": "german", "To-French": "french",
+  "To-Parse-Tree": "parse-tree" };
+
+function panelOf(modality) {
+  return PANELS[modality] ? $(PANELS[modality]) : null;
+}
+
+function taskInfo(name) {
+  return INFO.tasks.find((t) => t.name === name);
+}
+
+// "top-1 acc %" 62.04 → "top-1 acc 62.0%"; a label without a unit keeps the number bare.
+function formatMetric(label, value) {
+  const percent = label.endsWith(" %");
+  return { name: percent ? label.slice(0, -2) : label, text: `${value.toFixed(1)}${percent ? "%" : ""}`,
+    unit: percent ? "%" : "" };
+}
+
+function scoreLine(task) {
+  const line = el("div", { class: "score", "data-role": "score", "data-task": task.name },
+    el("span", { class: "score-task", title: task.description, text: task.name }));
+  if (!task.scores) {
+    line.classList.add("not-evaluated");
+    line.append(el("span", { "data-role": "not-evaluated", title: INFO.scores_note || "", text: "not evaluated" }));
+    return line;
+  }
+  for (const m of task.scores.headline) {
+    const { name, text, unit } = formatMetric(m.label, m.value);
+    const metric = el("span", { class: "metric", "data-metric": m.metric,
+      title: m.lower_is_better ? "lower is better" : "higher is better" },
+      `${name} `, el("b", { text }));
+    if (m.blind !== null && m.blind !== undefined) {
+      metric.append(" ", el("span", { class: "blind", "data-role": "blind", title: INFO.blind_control,
+        text: `(blind ${m.blind.toFixed(1)}${unit})` }));
+    }
+    line.append(metric);
+  }
+  if (task.scores.num_examples) {
+    line.append(el("span", { class: "muted", text: `on ${task.scores.num_examples} held-out examples` }));
+  }
+  return line;
+}
+
+function showScores() {
+  for (const [modality, selector] of Object.entries(PANELS)) {
+    const tasks = INFO.tasks.filter((t) => t.input_modality === modality);
+    $("[data-role=scores]", $(selector)).replaceChildren(...tasks.map(scoreLine));
+  }
+  const note = $("#scores-note");
+  const parts = [];
+  if (INFO.scores_file) parts.push(`Scores on held-out test data from ${INFO.scores_file}; ${INFO.blind_control}.`);
+  if (INFO.scores_note) parts.push(INFO.scores_note);
+  note.textContent = parts.join(" ");
+  note.hidden = !parts.length;
+}
+
+function exampleButton(example, task) {
+  const button = el("button", { type: "button", class: "example secondary", "data-task": example.task,
+    "data-index": String(example.index), title: `${example.input_description} · ${task.description}` });
+  if (example.input_text !== null) button.dataset.text = example.input_text;
+  if (task.input_modality === "image") {
+    button.classList.add("thumb");
+    button.append(el("img", { src: example.input_url, alt: `${example.task} example ${example.index}` }));
+  } else if (task.input_modality === "text") {
+    button.append(el("span", { class: "chip", text: example.task }), el("span", { text: example.input_text }));
+  } else {
+    button.textContent = "Transcribe";
+  }
+  return button;
+}
+
+function exampleItem(example, task) {
+  const button = exampleButton(example, task);
+  if (task.input_modality !== "audio") return button;
+  const item = el("div", { class: "utterance" });
+  if (example.input_url) {
+    item.append(el("audio", { controls: "", preload: "none", src: example.input_url }));
+  } else {
+    item.append(el("div", { class: "said", text: `“${example.input_text}”` }));
+  }
+  item.append(el("div", { class: "muted", text: example.input_description }), button);
+  return item;
+}
+
+function showExamples(listing) {
+  const lists = {};
+  for (const held of listing.tasks) {
+    const task = taskInfo(held.task);
+    const panel = panelOf(held.input_modality);
+    if (!task || !panel) continue;
+    const list = lists[held.input_modality] || (lists[held.input_modality] = []);
+    if (held.unavailable) {
+      list.push(el("p", { class: "muted unavailable-examples", "data-role": "no-examples", "data-task": held.task,
+        text: `${held.task}: no held-out examples here (${held.unavailable})` }));
+      continue;
+    }
+    const group = el("div", { class: `example-group ${held.input_modality}`, "data-task": held.task },
+      el("div", { class: "group-title", text: held.task }));
+    for (const example of held.examples) group.append(exampleItem(example, task));
+    list.push(group);
+  }
+  for (const [modality, selector] of Object.entries(PANELS)) {
+    const box = $("[data-role=examples] .example-list", $(selector));
+    box.replaceChildren(...(lists[modality] || [el("p", { class: "muted", text: "no held-out examples" })]));
+  }
+}
+
+function exampleAnswer(result) {
+  const { example, prediction: p } = result;
+  const task = taskInfo(example.task);
+  let card;
+  if (p.top) {
+    card = answer("Class", p);
+    card.append(topList(p.top));
+  } else if (task.input_modality === "image") {
+    card = answer("Caption", p);
+  } else if (task.input_modality === "audio") {
+    card = answer("Transcript", p);
+  } else {
+    card = textAnswer(p, TARGET_OF_TOKEN[task.task_token] || "english");
+  }
+  card.classList.add("example-answer");
+  const input = el("div", { class: "example-input", "data-role": "example-input" },
+    el("span", { class: "kind", text: `held-out example ${example.index} of ${example.task}` }));
+  if (example.input_url && task.input_modality === "image") {
+    input.append(el("img", { src: example.input_url, alt: "" }));
+  }
+  if (example.input_text) input.append(el("div", { text: example.input_text }));
+  input.append(el("div", { class: "muted", text: example.input_description }));
+  card.prepend(input);
+  const reference = el("div", { class: "reference", "data-role": "reference" },
+    el("span", { class: "kind", text: "reference" }),
+    el("div", { class: "output", text: result.reference }));
+  reference.append(el("span", { class: `chip match ${result.matches ? "yes" : "no"}`, "data-role": "match",
+    text: result.matches ? "✓ matches the reference" : "✗ differs from the reference" }));
+  if (result.reference_tree) {
+    reference.append(el("details", {}, el("summary", { text: "reference as a tree" }),
+      el("div", { class: "tree-wrap" }, treeList(parsePretty(result.reference_tree)))));
+  }
+  if (result.references.length > 1) {
+    reference.append(el("details", {}, el("summary", { text: `all ${result.references.length} references` }),
+      el("ul", { class: "references" }, ...result.references.map((r) => el("li", { text: r })))));
+  }
+  $("[data-role=output]", card).after(reference);
+  return card;
+}
+
+function setUpExamples() {
+  for (const selector of Object.values(PANELS)) {
+    const panel = $(selector);
+    $("[data-role=examples]", panel).addEventListener("click", (event) => {
+      const button = event.target.closest("button.example");
+      if (!button) return;
+      const { task, index } = button.dataset;
+      const info = taskInfo(task);
+      if (info && info.input_modality === "text") { // what was run, ready to edit and run again
+        $("#text-input").value = button.dataset.text || "";
+        const to = TARGET_OF_TOKEN[info.task_token];
+        if (to && INFO.text_targets.includes(to)) $("#text-to").value = to;
+      }
+      run(panel, `running ${task} on held-out example ${index}…`, async () => {
+        const result = await api(`/api/examples/${encodeURIComponent(task)}/${index}`, { method: "POST" });
+        return [exampleAnswer(result)];
+      });
+    });
+  }
+}
+
+async function loadExamples() {
+  try {
+    showExamples(await api("/api/examples"));
+    document.body.dataset.examples = "ready";
+  } catch (err) {
+    for (const selector of Object.values(PANELS)) {
+      $("[data-role=examples] .example-list", $(selector)).replaceChildren(
+        el("p", { class: "muted", "data-role": "no-examples", text: `no held-out examples: ${err.message}` }));
+    }
+    document.body.dataset.examples = "failed";
+  }
+}
+
 function disablePanel(panel, why) {
   panel.classList.add("unavailable");
   panel.querySelectorAll("button, input, select, textarea").forEach((x) => { x.disabled = true; });
@@ -319,6 +504,7 @@ async function init() {
   setUpImagePanel();
   setUpAudioPanel();
   setUpTextPanel();
+  setUpExamples();
   try {
     INFO = await api("/api/info");
   } catch (err) {
@@ -341,7 +527,9 @@ async function init() {
   } else if (select.selectedOptions[0].disabled) {
     select.value = INFO.text_targets[0];
   }
+  showScores();
   document.body.dataset.ready = "true";
+  loadExamples(); // reading the test splits may take a while the first time: the panels work meanwhile
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -73,6 +73,10 @@ class ModelConfig:
     """Masked multi-head self-attention of the mixed targets inside each attention block, before
     the attention to the memory (paper §2.2); False = the released code's attention-to-memory
     only ("simple" attention)."""
+    self_attention_residual: bool = False
+    """Add the self-attention's input to its output before the attention to the memory (as a
+    Transformer decoder does); False = the paper's chain, where the self-attention's output
+    alone is the query."""
     encoder_timing_signal: bool = True
     """Add the sinusoidal timing signal to the encoder's input (the released code's encoder
     does), so that the memory's keys carry each input position."""

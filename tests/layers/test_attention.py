@@ -55,10 +55,12 @@ def test_heads_must_divide_hidden_size():
         MultiHeadAttention(10, 4)
 
 
+@pytest.mark.parametrize("variant", [{}, {"self_attention_residual": True}, {"self_attention": False}],
+                         ids=["paper", "residual", "no_self_attention"])
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
-def test_attention_block_is_causal_and_incremental(grad):
+def test_attention_block_is_causal_and_incremental(grad, variant):
     torch.manual_seed(0)
-    block = AttentionBlock(D, H, kernel_size=3).eval()
+    block = AttentionBlock(D, H, kernel_size=3, **variant).eval()
     x, memory = torch.randn(2, 9, D), torch.randn(2, 5, D)
     full = block(x, None, memory, None)
     y = x.clone()
@@ -137,6 +139,11 @@ def test_attention_block_self_attention_reads_the_whole_prefix():
         changed = not torch.allclose(block(x, None, memory, None)[:, 15], block(y, None, memory, None)[:, 15])
         assert changed == reaches
     assert sum(isinstance(m, MultiHeadSelfAttention) for m in AttentionBlock(D, H).modules()) == 1
+    # The residual variant passes the mixed targets on beside the self-attention's output.
+    chain = AttentionBlock(D, H, kernel_size=3).eval()
+    residual = AttentionBlock(D, H, kernel_size=3, self_attention_residual=True).eval()
+    residual.load_state_dict(chain.state_dict())
+    assert not torch.allclose(chain(x, None, memory, None), residual(x, None, memory, None))
     assert not any(isinstance(m, MultiHeadSelfAttention) for m in AttentionBlock(D, H, self_attention=False).modules())
 
 

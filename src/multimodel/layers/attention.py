@@ -172,6 +172,8 @@ class AttentionBlock(nn.Module):
             target sequence).
         self_attention: self-attend the mixed targets before attending to the memory (paper);
             False gives the released code's "simple" block, which attends to the memory only.
+        self_attention_residual: add the self-attention's input to its output (a Transformer
+            decoder's residual) instead of passing on its output alone (the paper's chain).
     """
 
     def __init__(
@@ -182,11 +184,13 @@ class AttentionBlock(nn.Module):
         dropout: float = 0.0,
         causal: bool = True,
         self_attention: bool = True,
+        self_attention_residual: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=1, causal=causal)
         self.conv2 = ConvStep(hidden_size, hidden_size, kernel_size, dilation=4, causal=causal)
         self.self_attention = MultiHeadSelfAttention(hidden_size, num_heads, causal) if self_attention else None
+        self.self_attention_residual = self_attention_residual
         self.attention = MultiHeadAttention(hidden_size, num_heads)
         self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
@@ -216,7 +220,8 @@ class AttentionBlock(nn.Module):
         y = x + self.timing(T, offset, x)  # (B, T, D)
         y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
         if self.self_attention is not None:
-            y = self.self_attention(y, x_mask, cache)
+            attended_self = self.self_attention(y, x_mask, cache)
+            y = y + attended_self if self.self_attention_residual else attended_self
         attended = self.attention(y, memory, memory_mask, cache)
         if self.training:
             attended = self.dropout(attended)

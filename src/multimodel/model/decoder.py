@@ -38,6 +38,7 @@ class DecoderBlock(nn.Module):
                 config.dropout,
                 causal=True,
                 self_attention=config.self_attention,
+                self_attention_residual=config.self_attention_residual,
             )
             if config.use_attention
             else None

@@ -35,6 +35,7 @@ class IOMixer(nn.Module):
                 config.dropout,
                 causal=True,
                 self_attention=config.self_attention,
+                self_attention_residual=config.self_attention_residual,
             )
             if config.use_attention
             else None

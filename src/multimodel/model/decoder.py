@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.layers.attention import AttentionBlock
+from multimodel.layers.attention import target_attention_block
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.separable_conv import Cache, ConvBlock
 from multimodel.model.encoder import MoESublayer, moe_position
@@ -30,19 +30,7 @@ class DecoderBlock(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.conv = ConvBlock(D, config.conv_kernel_sizes, config.conv_dilations, True, config.dropout)
-        self.attention = (
-            AttentionBlock(
-                D,
-                config.num_heads,
-                config.attention_kernel_size,
-                config.dropout,
-                causal=True,
-                self_attention=config.self_attention,
-                self_attention_residual=config.self_attention_residual,
-            )
-            if config.use_attention
-            else None
-        )
+        self.attention = target_attention_block(config)
 
     def forward(
         self,

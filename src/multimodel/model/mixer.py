@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.layers.attention import AttentionBlock
+from multimodel.layers.attention import target_attention_block
 from multimodel.layers.separable_conv import Cache, ConvBlock
 
 
@@ -27,19 +27,7 @@ class IOMixer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         D = config.hidden_size
-        self.attention = (
-            AttentionBlock(
-                D,
-                config.num_heads,
-                config.attention_kernel_size,
-                config.dropout,
-                causal=True,
-                self_attention=config.self_attention,
-                self_attention_residual=config.self_attention_residual,
-            )
-            if config.use_attention
-            else None
-        )
+        self.attention = target_attention_block(config)
         self.blocks = nn.ModuleList(
             ConvBlock(D, config.conv_kernel_sizes, config.conv_dilations, True, config.dropout)
             for _ in range(config.mixer_blocks)

@@ -188,7 +188,8 @@ class TrainConfig:
     adam_eps: float = 1e-6
     """Adam epsilon (paper code)."""
     weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW); 0 = plain Adam as in the paper."""
+    """Decoupled weight decay (AdamW); 0 = plain Adam. (The code released with the paper set
+    tensor2tensor's weight decay to 3.0, a different formulation; not reproduced.)"""
     grad_clip: float = 2.0
     """Clip the global gradient norm to this (paper code: 2.0)."""
     time_budget_minutes: float = 0.0

@@ -1,10 +1,11 @@
 """Incremental decoding state (MultiModel §2.4 decoder, run one position at a time).
 
-The decoder side of MultiModel is causal: causal ConvSteps and attention to a fixed memory.
-So to extend a decoded prefix by one token, each causal ConvStep needs only its last
-``(k - 1) · dilation`` inputs, and each attention layer only the keys and values of the
-memory, which never change. This object holds exactly those tensors, keyed by the layer
-that owns them, plus how many positions have been decoded (for the timing signal).
+The decoder side of MultiModel is causal: causal ConvSteps, masked self-attention and
+attention to a fixed memory. So to extend a decoded prefix by one token, each causal ConvStep
+needs only its last ``(k - 1) · dilation`` inputs, each self-attention the keys and values of
+the positions decoded so far, and each attention to the memory only the memory's keys and
+values, which never change. This object holds exactly those tensors, keyed by the layer that
+owns them, plus how many positions have been decoded (for the timing signal).
 
 Greedy and beam search share it; beam search reorders it with :meth:`reorder` when beams are
 re-ranked.
@@ -23,10 +24,11 @@ Saved = torch.Tensor | tuple[torch.Tensor, ...]
 class IncrementalState:
     """Per-layer saved tensors of a decoding in progress.
 
-    ``cache`` maps each stateful layer (a causal ``SeparableConv1d`` or a
-    ``MultiHeadAttention``) to a (B, W, C) window or a tuple of per-row tensors (an attention
-    layer's keys and values (B, H, S, hd), and its additive memory mask (B, 1, 1, S) when the
-    memory has padding); the layers read and write it themselves. ``length`` is the number of
+    ``cache`` maps each stateful layer (a causal ``SeparableConv1d``, a
+    ``MultiHeadSelfAttention`` or a ``MultiHeadAttention``) to a (B, W, C) window or a tuple of
+    per-row tensors (a self-attention's keys and values so far (B, H, t, hd); an attention
+    layer's memory keys and values (B, H, S, hd), and its additive memory mask (B, 1, 1, S)
+    when the memory has padding); the layers read and write it themselves. ``length`` is the number of
     positions already decoded.
     """
 

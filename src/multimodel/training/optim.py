@@ -1,7 +1,10 @@
-"""Optimiser and learning-rate schedule of the original code: Adam, warm-up then 1/sqrt decay.
+"""Optimiser and learning-rate schedule: Adam with the released code's betas and epsilon,
+warm-up then 1/sqrt decay.
 
-The "noam" schedule (Vaswani et al. 2017) rises linearly for ``warmup_steps`` and then
-decays with the inverse square root of the step. We scale it so its peak equals
+The "noam" schedule (Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``) rises
+linearly for ``warmup_steps`` and then decays with the inverse square root of the step. The
+code released with the paper used a different one (learning rate 0.05, an exponential warm-up
+over 3,000 steps, then roughly constant; docs/architecture.md, Deviations). We scale it so its peak equals
 ``learning_rate``, which makes the learning rate a number a user can reason about.
 
 The update uses PyTorch's fused Adam kernel (one kernel over all parameters instead of a loop of

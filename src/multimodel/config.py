@@ -158,7 +158,8 @@ class DataConfig:
     Fashion-MNIST test images), used by the evaluation after training and ``multimodel eval``;
     evaluation during training (``train.eval_every``) keeps to the first ``eval_size``."""
     task_sizes: dict[str, int] = field(default_factory=dict)
-    """Per-task override of ``train_size`` (e.g. keep parsing data-scarce)."""
+    """Per-task override of ``train_size`` (e.g. keep parsing data-scarce); tasks not selected in
+    ``tasks`` are ignored, names no catalogue knows are an error."""
     batch_size: int = 32
     """Examples per batch (one task per batch)."""
     max_input_length: int = 512

@@ -29,9 +29,14 @@ def test_eval_sizes_override_eval_size_per_task(tmp_path):
     assert len(load_task_data(cfg, splits=("test",), log=quiet)["digits"].test) == 8
     cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_size=8", "data.eval_sizes={'digits': 0}")
     assert len(load_task_data(cfg, splits=("test",), log=quiet)["digits"].test) == 360  # 0 = the whole split
-    cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_sizes={'fashion_mnist': 0}")
-    with pytest.raises(ValueError, match="data.eval_sizes names tasks not selected"):
-        load_task_data(cfg, splits=("test",), log=quiet)
+    # A preset's size for a task this run does not select is ignored (`data.tasks=` picks a subset).
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.eval_size=8", "data.eval_sizes={'fashion_mnist': 0}",
+               "data.task_sizes={'speech_numbers': 5}")
+    assert len(load_task_data(cfg, splits=("test",), log=quiet)["digits"].test) == 8
+    for key in ("eval_sizes", "task_sizes"):
+        cfg = tiny(tmp_path, "data.tasks=digits", f"data.{key}={{'digit': 0}}")
+        with pytest.raises(ValueError, match=rf"data.{key} names unknown tasks \['digit'\]; known tasks: .*digits"):
+            load_task_data(cfg, splits=("test",), log=quiet)
 
 
 def test_demo_scores_fashion_mnist_on_its_whole_test_set():

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("--no-blind", action="store_true",
                    help="skip the blind control of the evaluation after training (each task scored"
-                   " again on blank images, silence, shuffled words: the blind_<metric> numbers)")
+                   " again on blank images, silence, text of unknown words: the blind_<metric> numbers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its tasks' held-out data",

@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Any
 
 
+#: Special ids of the shared subword vocabulary, one source for the tokenizer, the text modality,
+#: the model and decoding: padding, end of sequence, unknown piece. There is no BOS: the decoder's
+#: first input is the task token.
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used: unknown key, wrong type, bad value."""
 
@@ -113,9 +119,9 @@ class ModelConfig:
     'convstep' = the earlier narrow net (ConvStep + stride-2 subsampling per block, mean pool)."""
     class_label_blocks: int = 1
     """Downsampling blocks of the class-label output net before global pooling."""
-    class_label_widths: tuple[float, float, float, float] = (1.25, 1.25, 2.0, 2.5)
-    """Widths of the 'downsample' net's residual conv, second ConvStep and last two ConvSteps,
-    as multiples of hidden_size (released code: 1.25, 1.25, 2, 2.5; the first ConvStep keeps D)."""
+    class_label_widths: tuple[float, float, float] = (1.25, 2.0, 2.5)
+    """Widths of the 'downsample' net as multiples of hidden_size: its residual and pooled
+    ConvSteps, then its last two (released code: 1.25, 2, 2.5; the first ConvStep keeps D)."""
     class_label_kernel_size: int = 3
     """Kernel of the 'downsample' net's ConvSteps and max-pool over the memory sequence."""
     task_tokens: tuple[str, ...] = ("To-English", "To-German", "To-French", "To-Parse-Tree")

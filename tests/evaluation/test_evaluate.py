@@ -56,17 +56,23 @@ def evaluate(model, tokenizer, name: str, **options):
                          num_shown=1, **options)
 
 
-@pytest.mark.parametrize("spec, shape", [("image", (3, 1, 28, 28)), ("audio", (3, 17, 80))])
+def random_inputs(spec: str, shape: tuple[int, ...], seed: int, mask: torch.Tensor | None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if spec == "text":  # subword ids past the special ones, padding where the mask says
+        return torch.randint(3, 100, shape, generator=g).masked_fill(~mask, 0)
+    return torch.rand(shape, generator=g)
+
+
+@pytest.mark.parametrize("spec, shape", [("image", (3, 1, 28, 28)), ("audio", (3, 17, 80)), ("text", (3, 17))])
 def test_encoder_output_on_blinded_inputs_does_not_depend_on_the_content(model, spec, shape):
     mask = None if spec == "image" else torch.arange(17)[None, :] < torch.tensor([[17], [9], [12]])
     blind = model.modality(spec).blind
     outputs = []
     for seed in (1, 2):
-        inputs = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+        inputs = random_inputs(spec, shape, seed, mask)
         blinded, blind_mask = blind(inputs, mask, torch.Generator().manual_seed(0))
         outputs.append(model.encode(blinded, blind_mask, input_modality=spec))
-    seen = [model.encode(torch.rand(shape, generator=torch.Generator().manual_seed(s)), mask,
-                         input_modality=spec).memory for s in (1, 2)]
+    seen = [model.encode(random_inputs(spec, shape, s, mask), mask, input_modality=spec).memory for s in (1, 2)]
     assert not torch.allclose(seen[0], seen[1])  # the real inputs do differ in the memory
     assert torch.equal(outputs[0].mask, outputs[1].mask)
     real = outputs[0].mask
@@ -111,3 +117,13 @@ def test_captions_report_item_f1_as_headline_with_bleu_beside_it(model, tokenize
     no_blind = evaluate(model, tokenizer, "fashion_captions")
     row = format_table([no_blind], {"fashion_captions": TASKS["fashion_captions"]}).splitlines()[2]
     assert [c.strip() for c in row.strip("|").split("|")][4] == "—"
+
+
+def test_a_modality_without_a_blind_control_keeps_its_real_scores(model, tokenizer, monkeypatch):
+    def no_blind(inputs, mask, generator=None):
+        raise NotImplementedError("this modality has no blind control")
+
+    monkeypatch.setattr(model.modality("image"), "blind", no_blind)
+    with pytest.warns(UserWarning, match="task digits: no blind control"):
+        result = evaluate(model, tokenizer, "digits", blind_control=True)
+    assert result.metrics == evaluate(model, tokenizer, "digits").metrics  # no blind_* keys, the rest intact

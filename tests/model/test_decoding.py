@@ -8,9 +8,13 @@ from multimodel.model.decoding import EOS_ID, IncrementalScorer, RecomputeScorer
 from .conftest import make_model
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model = make_model().eval()
+BODIES = {"paper": {}, "residual": {"self_attention_residual": True}, "no_self_attention": {"self_attention": False}}
+
+
+@pytest.fixture(scope="module", params=list(BODIES))
+def setup(request):
+    """Each attention-block variant: incremental decoding must equal recomputation for all."""
+    model = make_model(**BODIES[request.param]).eval()
     g = torch.Generator().manual_seed(1)
     inputs, mask = model.modality("audio").example_inputs(3, 9, g)
     return model, inputs, mask

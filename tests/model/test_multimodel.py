@@ -161,12 +161,6 @@ def test_encoder_output_depends_on_input_order():
     assert (memory[0, 45] - memory[0, 55]).abs().max() > 1e-2
     memory, _, _ = without.encoder(x, None)
     torch.testing.assert_close(memory[0, 45], memory[0, 55])
-    # And a permutation of a real input changes what each position holds, not just where.
-    inputs = torch.randn(2, 9, TINY.hidden_size)
-    perm = torch.randperm(9)
-    memory, _, _ = with_timing.encoder(inputs, None)
-    permuted, _, _ = with_timing.encoder(inputs[:, perm], None)
-    assert not torch.allclose(memory[:, perm], permuted, atol=1e-3)
 
 
 def test_load_refuses_an_unknown_format(tmp_path):

@@ -28,3 +28,29 @@ def test_final_evaluation_writes_blind_numbers_to_eval_json_and_results_md(tmp_p
     train_and_evaluate(cfg, tmp_path / "again", progress=False, log=lambda _m: None, blind_control=False)
     saved = json.loads((tmp_path / "again" / "eval.json").read_text())
     assert not any(key.startswith("blind_") for r in saved for key in r["metrics"])
+
+
+def test_a_format_1_training_checkpoint_loads_as_the_model_it_was(tmp_path):
+    """A checkpoint written before the paper's self-attention, encoder timing signal and
+    class-label net (format 1: its config lacks those fields) loads with the body it was built
+    with, and gives the outputs it gave."""
+    import torch
+
+    from multimodel.training.train import load_trained
+
+    cfg = load_config(REPO / "configs" / "tiny.py", [
+        f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits,numbers_fr_en", "data.train_size=16",
+        "data.eval_size=4", "train.steps=2", "model.self_attention=false", "model.encoder_timing_signal=false",
+        "model.class_label_net='convstep'"])
+    train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _m: None, evaluate=False)
+    model, _, meta = load_trained(tmp_path / "run")
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("step-*")
+    saved = json.loads((ckpt / "meta.json").read_text())
+    for key in ("self_attention", "encoder_timing_signal", "class_label_net"):
+        del saved["config"]["model"][key]
+    (ckpt / "meta.json").write_text(json.dumps({**saved, "format_version": 1}))
+    old, _, old_meta = load_trained(tmp_path / "run")
+    assert old_meta["config_obj"].model == meta["config_obj"].model
+    images = torch.rand(2, 1, 8, 8)
+    kwargs = {"input_modality": "image", "target_modality": "class_label:10"}
+    assert torch.equal(model.classify(images, None, **kwargs), old.classify(images, None, **kwargs))

@@ -30,12 +30,11 @@ import torch
 from torch import nn
 
 from multimodel.baselines.base import BaselineConfig, BaselineOutput
+from multimodel.config import EOS_ID, PAD_ID
 from multimodel.layers.timing import timing_signal
 from multimodel.modalities.audio import LogMelFrontEnd
 from multimodel.modalities.base import label_smoothed_loss
 
-PAD_ID = 0
-EOS_ID = 1
 
 
 def _add_positions(x: torch.Tensor) -> torch.Tensor:

@@ -33,11 +33,13 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from multimodel.config import EOS_ID, PAD_ID, UNK_ID
+
 log = logging.getLogger(__name__)
 
-PAD = 0
-EOS = 1
-UNK = 2
+PAD = PAD_ID
+EOS = EOS_ID
+UNK = UNK_ID
 _SPECIAL = (PAD, EOS)
 
 

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multimodel.config import ModelConfig
 from multimodel.layers.dropout import Dropout
 from multimodel.layers.padding import padding_or_none
 from multimodel.layers.separable_conv import Cache, ConvStep
@@ -229,18 +228,3 @@ class AttentionBlock(nn.Module):
         norm = self.norm  # called as a function: module calls matter when decoding token by token
         return F.layer_norm(x + attended, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
-
-def target_attention_block(config: ModelConfig) -> AttentionBlock | None:
-    """The attention block of the I/O mixer and of each decoder block (causal over targets), as
-    the config sets it; None when attention is ablated (``use_attention=false``)."""
-    if not config.use_attention:
-        return None
-    return AttentionBlock(
-        config.hidden_size,
-        config.num_heads,
-        config.attention_kernel_size,
-        config.dropout,
-        causal=True,
-        self_attention=config.self_attention,
-        self_attention_residual=config.self_attention_residual,
-    )

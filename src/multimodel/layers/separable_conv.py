@@ -143,8 +143,8 @@ class ConvStep(nn.Module):
         kernel_size: taps of the depthwise filter.
         dilation: spacing between taps.
         causal: see :class:`SeparableConv1d`.
-        first_relu: apply the ReLU (the released code turns it off where its input already
-            passed one, e.g. after a max-pool of ReLU outputs).
+        first_relu: apply the ReLU (the released code turns it off for some steps, e.g. the
+            one after the class-label net's max-pool).
     """
 
     def __init__(

@@ -9,11 +9,14 @@ Xception exit flow) run over the memory sequence, once per ``class_label_blocks`
     x = ConvStep(D) -> ConvStep(w1) -> max-pool (kernel k, stride 2) -> + residual
     x = ConvStep(w2, no first ReLU) -> ConvStep(w3)
 
-with widths (w_res, w1, w2, w3) = ``class_label_widths`` × D (released code: 1.25, 1.25, 2, 2.5),
+with widths (w1 = w_res, w2, w3) = ``class_label_widths`` × D (released code: 1.25, 2, 2.5),
 then a ReLU, a masked global average pool and a linear map (the released code's 1×1 conv) to
-the classes. The released code ran it over the 2-D image grid; here it runs over the 1-D
-memory sequence the body produces (docs/architecture.md, Deviations). A stride-2 "same"
-ConvStep is computed as the full ConvStep with every second position kept.
+the classes. A stride-2 "same" ConvStep is computed as the full ConvStep with every second
+position kept. Differences from the released code (docs/architecture.md, Deviations): it ran
+over the 2-D image grid, here over the 1-D memory sequence the body produces; its residual
+was a plain convolution, here a separable ConvStep like the others; and a second block here
+keeps the widths of the first (multiples of D), where the released code, with one block,
+would have widened from its input.
 
 ``class_label_net="convstep"`` is the narrower net of earlier releases of this project: per
 block one D-wide ConvStep with every second position kept, then ReLU, pool and linear.
@@ -45,19 +48,18 @@ class DownsampleBlock(nn.Module):
     Args:
         in_channels: W_in.
         hidden_size: D, width of the first ConvStep.
-        widths: (w_res, w1, w2, w3) channels of the residual, second, third and fourth ConvStep.
+        widths: (w1, w2, w3) channels of the residual and second ConvStep, then of the third and
+            fourth.
         kernel_size: k of every ConvStep and of the max-pool (odd).
     """
 
-    def __init__(self, in_channels: int, hidden_size: int, widths: tuple[int, int, int, int], kernel_size: int) -> None:
+    def __init__(self, in_channels: int, hidden_size: int, widths: tuple[int, int, int], kernel_size: int) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ModalityError(f"class_label_kernel_size must be odd, got {kernel_size}")
-        w_res, w1, w2, w3 = widths
-        if w_res != w1:
-            raise ModalityError(f"the residual ({w_res}) and the pooled ConvStep ({w1}) must have one width")
+        w1, w2, w3 = widths
         self.kernel_size = kernel_size
-        self.residual = ConvStep(in_channels, w_res, kernel_size)
+        self.residual = ConvStep(in_channels, w1, kernel_size)
         self.conv0 = ConvStep(in_channels, hidden_size, kernel_size)
         self.conv1 = ConvStep(hidden_size, w1, kernel_size)
         self.conv2 = ConvStep(w1, w2, kernel_size, first_relu=False)
@@ -103,10 +105,10 @@ class ClassLabelModality(Modality):
         if self.net == "downsample":
             widths = tuple(max(1, round(m * D)) for m in config.class_label_widths)
             self.downsample = nn.ModuleList(
-                DownsampleBlock(D if i == 0 else widths[3], D, widths, config.class_label_kernel_size)
+                DownsampleBlock(D if i == 0 else widths[2], D, widths, config.class_label_kernel_size)
                 for i in range(config.class_label_blocks)
             )
-            width = widths[3] if config.class_label_blocks else D
+            width = widths[2] if config.class_label_blocks else D
         else:
             self.downsample = nn.ModuleList(ConvStep(D, D, 3) for _ in range(config.class_label_blocks))
             width = D

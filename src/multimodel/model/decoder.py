@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.layers.attention import target_attention_block
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.separable_conv import Cache, ConvBlock
 from multimodel.model.encoder import MoESublayer, moe_position
+from multimodel.model.mixer import target_attention_block
 
 
 class DecoderBlock(nn.Module):

@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from multimodel.config import EOS_ID, PAD_ID
 from multimodel.model.incremental import IncrementalState
 
 if TYPE_CHECKING:
     from multimodel.model.multimodel import EncoderOutput, MultiModel
 
-EOS_ID = 1
-PAD_ID = 0
 
 
 class IncrementalScorer:

@@ -13,8 +13,24 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.layers.attention import target_attention_block
+from multimodel.layers.attention import AttentionBlock
 from multimodel.layers.separable_conv import Cache, ConvBlock
+
+
+def target_attention_block(config: ModelConfig) -> AttentionBlock | None:
+    """The attention block of the I/O mixer and of each decoder block (causal over targets), as
+    the config sets it; None when attention is ablated (``use_attention=false``)."""
+    if not config.use_attention:
+        return None
+    return AttentionBlock(
+        config.hidden_size,
+        config.num_heads,
+        config.attention_kernel_size,
+        config.dropout,
+        causal=True,
+        self_attention=config.self_attention,
+        self_attention_residual=config.self_attention_residual,
+    )
 
 
 class IOMixer(nn.Module):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from multimodel.config import ModelConfig, from_dict, to_dict, upgrade_model_dict
+from multimodel.config import PAD_ID, ModelConfig, from_dict, to_dict, upgrade_model_dict
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.padding import padding_or_none
 from multimodel.modalities import build_modality, parse_spec
@@ -31,8 +31,6 @@ from multimodel.model.encoder import Encoder
 from multimodel.model.incremental import IncrementalState
 from multimodel.model.mixer import IOMixer
 
-PAD_ID = 0
-EOS_ID = 1
 FORMAT_VERSION = 2  # 2: the paper's self-attention, encoder timing and class-label net
 READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"

@@ -25,7 +25,7 @@ from multimodel.training.checkpoint import list_checkpoints
 
 EVAL_FILE = "eval.json"
 BLIND_EXPLANATION = ("blind: the same model scored on the same held-out examples with their content removed"
-                     " (blank images, silence, shuffled words); a score means something only well above it")
+                     " (blank images, silence, every word unknown); a score means something only well above it")
 LOWER_IS_BETTER = frozenset({"wer"})
 
 

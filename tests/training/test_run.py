@@ -54,3 +54,20 @@ def test_a_format_1_training_checkpoint_loads_as_the_model_it_was(tmp_path):
     images = torch.rand(2, 1, 8, 8)
     kwargs = {"input_modality": "image", "target_modality": "class_label:10"}
     assert torch.equal(model.classify(images, None, **kwargs), old.classify(images, None, **kwargs))
+
+
+def test_initialising_from_a_checkpoint_with_another_body_is_refused(tmp_path):
+    import pytest
+
+    from multimodel.config import apply_overrides
+    from multimodel.training.train import TrainingError, train
+
+    overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
+                 "data.eval_size=4", "train.steps=2"]
+    cfg = load_config(REPO / "configs" / "tiny.py", overrides)
+    train(apply_overrides(cfg, ["model.encoder_timing_signal=false"]), tmp_path / "old", progress=False,
+          log=lambda _m: None)
+    with pytest.raises(TrainingError, match=r"model.encoder_timing_signal=False; set the same values"):
+        train(cfg, tmp_path / "new", init_from=tmp_path / "old", progress=False, log=lambda _m: None)
+    same = apply_overrides(cfg, ["model.encoder_timing_signal=false"])
+    train(same, tmp_path / "same", init_from=tmp_path / "old", progress=False, log=lambda _m: None)

@@ -599,10 +599,24 @@ def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], 
     return record
 
 
+#: Model settings that change what the body computes; a run initialised from a checkpoint must
+#: share them with it.
+BODY_FIELDS = ("self_attention", "self_attention_residual", "encoder_timing_signal", "class_label_net",
+               "use_attention", "use_moe")
+
+
 def _init_weights_from(ckpt_dir: Path, model: MultiModel) -> list[str]:
     """Load the weights ``model`` shares with checkpoint ``ckpt_dir``; return the names left fresh."""
     from safetensors.torch import load_file
 
+    # Weights alone cannot tell a body that computes differently with the same tensors (the
+    # encoder's timing signal) or a part left fresh on purpose from one left fresh by accident.
+    saved = ckpt.read_meta(ckpt_dir)["config"]["model"]  # upgraded to this format's fields
+    differing = [k for k in BODY_FIELDS if saved.get(k) != getattr(model.config, k)]
+    if differing:
+        raise TrainingError(
+            f"{ckpt_dir}: its model was built with " + ", ".join(f"model.{k}={saved.get(k)!r}" for k in differing)
+            + "; set the same values to continue from it")
     state = load_file(str(ckpt_dir / "model.safetensors"))
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))

@@ -61,7 +61,9 @@ def test_joint_run_over_all_builtin_tasks_lowers_every_loss(tmp_path):
     tasks = [t for t in BUILTIN_TASKS if _available(t, tmp_path / "data")]
     if len(tasks) < len(BUILTIN_TASKS):
         pytest.skip(f"built-in data missing for {sorted(set(BUILTIN_TASKS) - set(tasks))}")
-    cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=320",
+    # 60 steps per task: the released code's class-label net (the default since format 2) needs
+    # more than 40 to lower Fashion-MNIST's loss by 10 % at this size.
+    cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=480",
                "train.learning_rate=3e-3", "train.warmup_steps=20", "model.dropout=0.0",
                "train.mixing='uniform'", "train.checkpoint_every=1000")
     task_data = load_task_data(cfg, log=lambda _m: None)

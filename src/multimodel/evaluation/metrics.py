@@ -283,8 +283,8 @@ def caption_items(caption: str) -> Counter:
     read from the row template ("in the top row a bag on the right"), and from the two-item
     relations ("X to the left of Y, both in the top row", "X above Y on the left side",
     "X at the top left and Y diagonally opposite"). An item named without a position (e.g. in
-    "a picture of a bag and two sandals") gets position None, which never matches a reference
-    pair. ``item`` is the singular noun, ``position`` the cell name. Text that names no item
+    "a picture of a bag and two sandals") gets position None: :func:`caption_item_f1` credits it
+    for the item only. ``item`` is the singular noun, ``position`` the cell name. Text that names no item
     gives an empty multiset.
     """
     text = " ".join(caption.lower().split())

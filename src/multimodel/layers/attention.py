@@ -227,4 +227,3 @@ class AttentionBlock(nn.Module):
             attended = self.dropout(attended)
         norm = self.norm  # called as a function: module calls matter when decoding token by token
         return F.layer_norm(x + attended, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-

@@ -77,3 +77,14 @@ def test_evaluation_during_training_keeps_to_eval_size_without_blind_control(tmp
     record = evaluate_during_training(model, task_data, tokenizer, cfg, step=3, say=quiet)
     assert record["eval/digits/accuracy"] == first.metrics["accuracy"]
     assert not any("blind" in key for key in record)
+
+
+def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tmp_path):
+    from multimodel.training.task_data import task_weights
+
+    cfg = tiny(tmp_path, "data.tasks=digits", "train.mixing='weights'",
+               "train.task_weights={'digits': 2.0, 'speech_numbers': 1.5}")
+    assert task_weights(cfg) == {"digits": 2.0}
+    cfg = tiny(tmp_path, "data.tasks=digits", "train.task_weights={'digit': 1.0}")
+    with pytest.raises(ValueError, match=r"train.task_weights names unknown tasks \['digit'\]"):
+        task_weights(cfg)

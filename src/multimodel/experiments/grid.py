@@ -161,8 +161,9 @@ def train_sizes(cfg: Config) -> dict[str, int]:
 
 def mixing_of(cfg: Config) -> dict[str, float]:
     """The task-sampling probabilities the trainer will use for ``cfg``."""
-    return mixing_probabilities(train_sizes(cfg), cfg.train.mixing, cfg.train.temperature,
-                                cfg.train.task_weights)
+    from multimodel.training.task_data import task_weights
+
+    return mixing_probabilities(train_sizes(cfg), cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
 
 
 def schedule(probabilities: dict[str, float], data_seed: int, steps: int) -> list[str]:

@@ -53,6 +53,15 @@ def task_data_dir(cfg: Config, task: Task) -> Path:
     raise FileNotFoundError(f"task {task.name}: {missing}")
 
 
+def task_weights(cfg: Config) -> dict[str, float]:
+    """``train.task_weights`` of the selected tasks: a preset's weights may name tasks a run does
+    not select (they are dropped); a name no catalogue knows is an error."""
+    unknown = sorted(set(cfg.train.task_weights) - set(cfg.data.tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"train.task_weights names unknown tasks {unknown}; known tasks: {', '.join(sorted(TASKS))}")
+    return {name: w for name, w in cfg.train.task_weights.items() if name in cfg.data.tasks}
+
+
 def load_task_data(
     cfg: Config,
     names: Sequence[str] | None = None,

@@ -43,6 +43,7 @@ from multimodel.training.task_data import (
     build_tokenizer,
     load_task_data,
     modality_specs,
+    task_weights,
 )
 
 
@@ -299,7 +300,7 @@ def train(
             + (", ".join(sorted({".".join(k.split(".")[:2]) for k in fresh})) or "none"))
     optimizer, scheduler = build_optimizer(model, cfg.train)
     sizes = {name: len(td.train) for name, td in task_data.items()}
-    probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, cfg.train.task_weights)
+    probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
     sampler = TaskSampler(probs, cfg.data.seed)
     global_batch = cfg.data.batch_size * dist_info.world_size
     streams = {

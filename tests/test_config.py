@@ -14,6 +14,7 @@ from multimodel.config import (
 )
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
 
 
 def test_override_nested_and_types():
@@ -66,3 +67,20 @@ def test_every_preset_loads(path):
 def test_missing_preset_names_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.py"):
         load_config(tmp_path / "nope.py")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("train.steps=-5", "train.steps must be >= 1, got -5"),
+    ("model.moe.top_k=9", r"model.moe.top_k must be between 1 and num_experts \(4\), got 9"),
+    ("model.num_heads=3", r"model.num_heads must be >= 1 and divide hidden_size \(32\), got 3"),
+    ("model.dropout=1.0", r"model.dropout must be in \[0, 1\), got 1.0"),
+    ("train.mixing=random", "train.mixing must be one of proportional, uniform, temperature, weights"),
+    ("data.task_sizes={'digits': -1}", "data.task_sizes.digits must be >= 0"),
+    ("train.learning_rate=0", "train.learning_rate must be > 0"),
+    ("model.conv_kernel_sizes=(3,3,5)", "model.conv_kernel_sizes must be 4 values"),
+    ("train.device=gpu", "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TINY, [override])

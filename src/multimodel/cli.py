@@ -62,6 +62,17 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")
 
 
+def _port(text: str) -> int:
+    """A TCP port number for argparse: an integer in 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: give 1-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multimodel",
@@ -121,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; others are warned about)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest image or audio upload in megabytes (default 10)")
 

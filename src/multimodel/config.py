@@ -30,6 +30,21 @@ class ConfigError(ValueError):
     """A configuration that cannot be used: unknown key, wrong type, bad value."""
 
 
+def _require(ok: bool, key: str, requirement: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``ok``: "data.batch_size must be >= 1, got 0"."""
+    if not ok:
+        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
+
+
+def _require_all(values: Any, key: str, requirement: str, check: Any) -> None:
+    for value in values:
+        _require(check(value), key, requirement, value)
+
+
+MIXING_STRATEGIES = ("proportional", "uniform", "temperature", "weights")
+"""Values of ``train.mixing`` (:mod:`multimodel.data.mixture` implements them)."""
+
+
 @dataclass(kw_only=True)
 class MoEConfig:
     """Sparsely-gated mixture of experts (Shazeer et al. 2017; MultiModel section 2.3)."""
@@ -49,6 +64,15 @@ class MoEConfig:
     parallel_experts: bool = True
     """On a multi-core CPU, run different experts on different cores (each expert's matmuls on
     one core) when they get few tokens each; same results to rounding, faster with many experts."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_experts >= 1, "model.moe.num_experts", ">= 1", self.num_experts)
+        _require(1 <= self.top_k <= self.num_experts, "model.moe.top_k",
+                 f"between 1 and num_experts ({self.num_experts})", self.top_k)
+        _require(self.expert_hidden_size >= 1, "model.moe.expert_hidden_size", ">= 1", self.expert_hidden_size)
+        _require(self.aux_loss_coef >= 0, "model.moe.aux_loss_coef", ">= 0", self.aux_loss_coef)
+        _require(self.capacity_factor is None or self.capacity_factor > 0, "model.moe.capacity_factor",
+                 "> 0 (or None: dropless)", self.capacity_factor)
 
 
 @dataclass(kw_only=True)
@@ -129,6 +153,33 @@ class ModelConfig:
     max_target_length: int = 256
     """Longest target (in subwords) the model accepts and decodes."""
 
+    def __post_init__(self) -> None:
+        m = "model."
+        _require(self.hidden_size >= 1, m + "hidden_size", ">= 1", self.hidden_size)
+        _require(self.num_heads >= 1 and self.hidden_size % self.num_heads == 0, m + "num_heads",
+                 f">= 1 and divide hidden_size ({self.hidden_size})", self.num_heads)
+        _require(0 <= self.dropout < 1, m + "dropout", "in [0, 1)", self.dropout)
+        _require(0 <= self.label_smoothing < 1, m + "label_smoothing", "in [0, 1)", self.label_smoothing)
+        for name in ("encoder_blocks", "mixer_blocks", "decoder_blocks", "audio_time_strides", "class_label_blocks"):
+            _require(getattr(self, name) >= 0, m + name, ">= 0", getattr(self, name))
+        for name in ("conv_kernel_sizes", "conv_dilations"):
+            _require(len(getattr(self, name)) == 4, m + name, "4 values (one per ConvStep of a conv block)",
+                     getattr(self, name))
+            _require_all(getattr(self, name), m + name, "made of values >= 1", lambda v: v >= 1)
+        for name in ("attention_kernel_size", "image_channels", "audio_mels", "audio_sample_rate",
+                     "audio_frequency_patch", "max_target_length"):
+            _require(getattr(self, name) >= 1, m + name, ">= 1", getattr(self, name))
+        _require(len(self.image_entry_filters) == 2, m + "image_entry_filters", "2 values", self.image_entry_filters)
+        _require_all(self.image_entry_filters, m + "image_entry_filters", "made of values >= 1", lambda v: v >= 1)
+        _require_all(self.audio_block_filters, m + "audio_block_filters", "made of values >= 1", lambda v: v >= 1)
+        _require(self.class_label_net in ("downsample", "convstep"), m + "class_label_net",
+                 "'downsample' or 'convstep'", self.class_label_net)
+        _require_all(self.class_label_widths, m + "class_label_widths", "made of values > 0", lambda v: v > 0)
+        _require(self.class_label_kernel_size >= 1 and self.class_label_kernel_size % 2 == 1,
+                 m + "class_label_kernel_size", "odd and >= 1", self.class_label_kernel_size)
+        _require(len(self.task_tokens) >= 1 and len(set(self.task_tokens)) == len(self.task_tokens),
+                 m + "task_tokens", "a non-empty list of distinct tokens", self.task_tokens)
+
 
 @dataclass(kw_only=True)
 class DataConfig:
@@ -172,6 +223,17 @@ class DataConfig:
     """Inputs longer than this (frames or subwords) are rejected, counted and reported."""
     skip_bad: bool = False
     """Skip unreadable records (counted and reported) instead of stopping with an error."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.tasks) >= 1, "data.tasks", "at least one task", self.tasks)
+        _require(self.vocab_size >= 4, "data.vocab_size", ">= 4 (PAD, EOS, UNK and one piece)", self.vocab_size)
+        for name in ("train_size", "eval_size"):
+            _require(getattr(self, name) >= 0, "data." + name, ">= 0 (0 = all)", getattr(self, name))
+        for name in ("task_sizes", "eval_sizes"):
+            for task, size in getattr(self, name).items():
+                _require(size >= 0, f"data.{name}.{task}", ">= 0 (0 = all)", size)
+        _require(self.batch_size >= 1, "data.batch_size", ">= 1", self.batch_size)
+        _require(self.max_input_length >= 1, "data.max_input_length", ">= 1", self.max_input_length)
 
 
 @dataclass(kw_only=True)
@@ -224,6 +286,25 @@ class TrainConfig:
     """'cpu', 'cuda', or 'auto' (CUDA when available)."""
     seed: int = 1234
     """Seed of parameter initialisation, dropout and MoE noise."""
+
+    def __post_init__(self) -> None:
+        t = "train."
+        for name in ("steps", "max_bad_steps", "log_every", "checkpoint_every", "keep_checkpoints", "beam_size"):
+            _require(getattr(self, name) >= 1, t + name, ">= 1", getattr(self, name))
+        for name in ("warmup_steps", "eval_every", "threads"):
+            _require(getattr(self, name) >= 0, t + name, ">= 0", getattr(self, name))
+        _require(self.mixing in MIXING_STRATEGIES, t + "mixing", "one of " + ", ".join(MIXING_STRATEGIES),
+                 self.mixing)
+        _require(self.temperature > 0, t + "temperature", "> 0", self.temperature)
+        for task, weight in self.task_weights.items():
+            _require(weight >= 0, f"train.task_weights.{task}", ">= 0", weight)
+        for name in ("learning_rate", "adam_eps", "grad_clip"):
+            _require(getattr(self, name) > 0, t + name, "> 0", getattr(self, name))
+        _require_all(self.adam_betas, t + "adam_betas", "made of values in [0, 1)", lambda b: 0 <= b < 1)
+        for name in ("weight_decay", "time_budget_minutes", "length_penalty"):
+            _require(getattr(self, name) >= 0, t + name, ">= 0", getattr(self, name))
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), t + "device",
+                 "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
 
 
 @dataclass(kw_only=True)

@@ -66,3 +66,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, tiny_checkpoint, uvicorn_cal
     err = capsys.readouterr().err
     assert err.startswith("multimodel serve: error:") and message in err
     assert not uvicorn_calls
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_port_out_of_range_is_a_usage_error(port, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["serve", "runs/x", "--port", port])
+    assert exit_info.value.code == 2 and "1-65535" in capsys.readouterr().err

@@ -15,7 +15,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-STRATEGIES = ("proportional", "uniform", "temperature", "weights")
+from multimodel.config import MIXING_STRATEGIES
+
+STRATEGIES = MIXING_STRATEGIES
 
 
 def mixing_probabilities(

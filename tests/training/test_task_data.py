@@ -88,3 +88,27 @@ def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tm
     cfg = tiny(tmp_path, "data.tasks=digits", "train.task_weights={'digit': 1.0}")
     with pytest.raises(ValueError, match=r"train.task_weights names unknown tasks \['digit'\]"):
         task_weights(cfg)
+
+
+def test_inputs_longer_than_max_input_length_are_left_out_counted_and_reported(tmp_path):
+    from multimodel.training.task_data import attach_collators, build_tokenizer
+
+    cfg = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10")
+    task_data = load_task_data(cfg, log=quiet)
+    tokenizer = build_tokenizer(cfg, task_data)
+    lengths = sorted(len(tokenizer.encode(ex.inputs)) for ex in task_data["numbers_en_de"].train)
+    limit = lengths[len(lengths) // 2]  # about half the training inputs are longer
+    longer = sum(n > limit for n in lengths)
+    assert 0 < longer < len(lengths)
+    messages: list[str] = []
+    limited = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10",
+                   f"data.max_input_length={limit}")
+    attach_collators(limited, task_data, tokenizer, log=messages.append)
+    td = task_data["numbers_en_de"]
+    assert len(td.train) == len(lengths) - longer and td.skipped["train"] == longer
+    assert all(len(tokenizer.encode(ex.inputs)) <= limit for ex in td.train + td.test)
+    assert any(f"left out {longer} inputs longer than data.max_input_length={limit}" in m for m in messages)
+    # Nothing longer: nothing left out, nothing said.
+    again = load_task_data(cfg, log=quiet)
+    attach_collators(cfg, again, tokenizer, log=messages.append)
+    assert len(again["numbers_en_de"].train) == len(lengths) and not again["numbers_en_de"].skipped

@@ -95,7 +95,7 @@ def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_
     for n in names:
         get_task(n)
     task_data = load_task_data(cfg, names, splits=("test",), log=log)
-    attach_collators(cfg, task_data, tokenizer)
+    attach_collators(cfg, task_data, tokenizer, log=log)
     results = evaluate_all(model, task_data, tokenizer, cfg, log=log, blind_control=blind_control)
     log("\n" + format_table(results, {n: td.task for n, td in task_data.items()}))
     return results

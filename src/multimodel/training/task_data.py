@@ -119,8 +119,38 @@ def build_tokenizer(cfg: Config, task_data: dict[str, TaskData]) -> Tokenizer:
     return Tokenizer.train(texts, vocab_size=cfg.data.vocab_size)
 
 
-def attach_collators(cfg: Config, task_data: dict[str, TaskData], tokenizer: Tokenizer) -> None:
+def input_length(inputs: object, tokenizer: Tokenizer) -> int | None:
+    """Length of a raw input as ``data.max_input_length`` counts it: subwords of a text, frames
+    of log-mel features (T, F); None for inputs without one (images, class targets)."""
+    if isinstance(inputs, str):
+        return len(tokenizer.encode(inputs))
+    shape = getattr(inputs, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return int(shape[0])
+    return None
+
+
+def drop_long_inputs(name: str, td: TaskData, limit: int, tokenizer: Tokenizer,
+                     log: Callable[[str], None] = print) -> None:
+    """Leave out the examples whose input is longer than ``limit``, counted in ``td.skipped`` and
+    reported: a 2,000-word line would otherwise train (and cost) like any other."""
+    for split in ("train", "test"):
+        examples = getattr(td, split)
+        kept = [ex for ex in examples if (n := input_length(ex.inputs, tokenizer)) is None or n <= limit]
+        dropped = len(examples) - len(kept)
+        if dropped:
+            setattr(td, split, kept)
+            td.skipped[split] = td.skipped.get(split, 0) + dropped
+            reason = f"{dropped} inputs longer than data.max_input_length={limit}"
+            td.skipped_reasons.append(reason)
+            log(f"task {name} {split}: left out {reason} ({len(kept)} kept); raise the limit to keep them")
+
+
+def attach_collators(cfg: Config, task_data: dict[str, TaskData], tokenizer: Tokenizer,
+                     log: Callable[[str], None] = print) -> None:
+    """Give every task its collator, first leaving out inputs over ``data.max_input_length``."""
     for name, td in task_data.items():
+        drop_long_inputs(name, td, cfg.data.max_input_length, tokenizer, log)
         td.collate = Collator(name, td.task.is_classification, tokenizer, cfg.model.max_target_length)
 
 

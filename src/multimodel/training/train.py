@@ -289,7 +289,7 @@ def train(
         tokenizer = Tokenizer.from_bytes((init_ckpt / "tokenizer.model").read_bytes())
     else:
         tokenizer = build_tokenizer(cfg, task_data)
-    attach_collators(cfg, task_data, tokenizer)
+    attach_collators(cfg, task_data, tokenizer, log=say)
     tasks = {name: td.task for name, td in task_data.items()}
 
     specs = modality_specs(list(tasks.values()))

@@ -220,8 +220,9 @@ class DataConfig:
     batch_size: int = 32
     """Examples per batch (one task per batch)."""
     max_input_length: int = 512
-    """Inputs longer than this (log-mel frames or subwords) are left out of training and
-    evaluation, counted and reported (the built-in tasks' longest: 451 frames)."""
+    """Inputs longer than this (log-mel frames or subwords) are refused, naming the first; with
+    ``skip_bad`` they are left out of training and evaluation, counted and reported (the built-in
+    tasks' longest: 451 frames)."""
     skip_bad: bool = False
     """Skip unreadable records (counted and reported) instead of stopping with an error."""
 

@@ -90,7 +90,7 @@ def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tm
         task_weights(cfg)
 
 
-def test_inputs_longer_than_max_input_length_are_left_out_counted_and_reported(tmp_path):
+def test_inputs_longer_than_max_input_length_are_refused_or_left_out_and_counted(tmp_path):
     from multimodel.training.task_data import attach_collators, build_tokenizer
 
     cfg = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10")
@@ -103,6 +103,11 @@ def test_inputs_longer_than_max_input_length_are_left_out_counted_and_reported(t
     messages: list[str] = []
     limited = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10",
                    f"data.max_input_length={limit}")
+    with pytest.raises(ValueError, match=rf"task numbers_en_de train: example \d+ has an input of length \d+ .*"
+                                         rf"longer than data.max_input_length={limit}; .*data.skip_bad=true"):
+        attach_collators(limited, task_data, tokenizer, log=messages.append)
+    limited = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10",
+                   f"data.max_input_length={limit}", "data.skip_bad=true")
     attach_collators(limited, task_data, tokenizer, log=messages.append)
     td = task_data["numbers_en_de"]
     assert len(td.train) == len(lengths) - longer and td.skipped["train"] == longer

@@ -130,13 +130,22 @@ def input_length(inputs: object, tokenizer: Tokenizer) -> int | None:
     return None
 
 
-def drop_long_inputs(name: str, td: TaskData, limit: int, tokenizer: Tokenizer,
+def drop_long_inputs(name: str, td: TaskData, limit: int, tokenizer: Tokenizer, skip: bool,
                      log: Callable[[str], None] = print) -> None:
-    """Leave out the examples whose input is longer than ``limit``, counted in ``td.skipped`` and
-    reported: a 2,000-word line would otherwise train (and cost) like any other."""
+    """Refuse inputs longer than ``limit`` (a 2,000-word line would otherwise train, and cost,
+    like any other), naming the first; with ``skip`` (``data.skip_bad``) leave them out instead,
+    counted in ``td.skipped`` and reported."""
     for split in ("train", "test"):
         examples = getattr(td, split)
-        kept = [ex for ex in examples if (n := input_length(ex.inputs, tokenizer)) is None or n <= limit]
+        lengths = [input_length(ex.inputs, tokenizer) for ex in examples]
+        too_long = [i for i, n in enumerate(lengths) if n is not None and n > limit]
+        if too_long and not skip:
+            first = too_long[0]
+            raise ValueError(
+                f"task {name} {split}: example {first} has an input of length {lengths[first]} (and"
+                f" {len(too_long) - 1} more over the limit), longer than data.max_input_length={limit};"
+                " raise the limit, or set data.skip_bad=true to leave such examples out (counted)")
+        kept = [ex for ex, n in zip(examples, lengths) if n is None or n <= limit]
         dropped = len(examples) - len(kept)
         if dropped:
             setattr(td, split, kept)
@@ -148,9 +157,9 @@ def drop_long_inputs(name: str, td: TaskData, limit: int, tokenizer: Tokenizer,
 
 def attach_collators(cfg: Config, task_data: dict[str, TaskData], tokenizer: Tokenizer,
                      log: Callable[[str], None] = print) -> None:
-    """Give every task its collator, first leaving out inputs over ``data.max_input_length``."""
+    """Give every task its collator, first checking inputs against ``data.max_input_length``."""
     for name, td in task_data.items():
-        drop_long_inputs(name, td, cfg.data.max_input_length, tokenizer, log)
+        drop_long_inputs(name, td, cfg.data.max_input_length, tokenizer, cfg.data.skip_bad, log)
         td.collate = Collator(name, td.task.is_classification, tokenizer, cfg.model.max_target_length)
 
 

@@ -81,6 +81,17 @@ def test_read_parallel_misaligned_names_both_files_and_counts(tmp_path):
         assert str(src) in message and str(tgt) in message and "3 lines" in message and "has 2" in message
 
 
+def test_read_parallel_finds_a_misalignment_past_the_pairs_it_keeps(tmp_path):
+    """An extra source line in the middle shifts every later pair; a small ``limit`` must not hide it."""
+    src, tgt = tmp_path / "b.en", tmp_path / "b.de"
+    src.write_text("".join(f"s{i}\n" for i in range(10)) + "extra\n" + "".join(f"s{i}\n" for i in range(10, 20)))
+    tgt.write_text("".join(f"t{i}\n" for i in range(20)))
+    with pytest.raises(CorpusError, match="has 21 lines but .* has 20"):
+        read_parallel(src, tgt, limit=3)
+    src.write_text("".join(f"s{i}\n" for i in range(20)))
+    assert len(read_parallel(src, tgt, limit=3).examples) == 3
+
+
 def test_read_parallel_empty_line_and_bad_utf8(tmp_path):
     src, tgt = tmp_path / "a.en", tmp_path / "a.de"
     src.write_text("one\n\nthree\nfour\n")

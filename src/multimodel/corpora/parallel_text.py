@@ -10,8 +10,9 @@ Choices:
   ``skip_bad=True``), since an empty sentence has nothing to translate or to learn.
 * Different line counts mean the files are not aligned; that is always an error, even with
   ``skip_bad`` (no single record is to blame), and names both files and both counts.
-* With ``limit > 0`` reading stops once ``limit`` pairs are kept, so the line-count check only
-  covers the lines read.
+* With ``limit > 0`` only the first ``limit`` good pairs are kept, but the rest of both files
+  is still counted: one extra line in the middle shifts every later pair, and a line count over
+  the whole files is the only check that sees it whatever ``limit`` is.
 """
 
 from __future__ import annotations
@@ -76,15 +77,19 @@ def read_parallel(
     examples: list[Example] = []
     src_lines, tgt_lines = _lines(src), _lines(tgt)
     pairs = 0
+
+    def misaligned(src_total: int, tgt_total: int) -> CorpusError:
+        return CorpusError(
+            src,
+            f"has {src_total} lines but {tgt} has {tgt_total}; parallel files need one line a pair",
+            "use the matching pair of files (same corpus, split and version)",
+        )
+
     for src_line, tgt_line in itertools.zip_longest(src_lines, tgt_lines):
         if src_line is None or tgt_line is None:  # one file ended first: not aligned
             src_total = pairs + (src_line is not None) + sum(1 for _ in src_lines)
             tgt_total = pairs + (tgt_line is not None) + sum(1 for _ in tgt_lines)
-            raise CorpusError(
-                src,
-                f"has {src_total} lines but {tgt} has {tgt_total}; parallel files need one line a pair",
-                "use the matching pair of files (same corpus, split and version)",
-            )
+            raise misaligned(src_total, tgt_total)
         pairs += 1
         number, src_text = src_line
         _, tgt_text = tgt_line
@@ -111,6 +116,9 @@ def read_parallel(
             Example(inputs=src_text, target=tgt_text, references=[tgt_text], meta={"line": number})
         )
         if limit and len(examples) >= limit:
+            src_total, tgt_total = pairs + sum(1 for _ in src_lines), pairs + sum(1 for _ in tgt_lines)
+            if src_total != tgt_total:
+                raise misaligned(src_total, tgt_total)
             break
     return bad.split(examples, source=f"{src} / {tgt}")
 

@@ -365,6 +365,17 @@ def test_coco_missing_image_names_file(tmp_path):
     assert len(split.examples) == 1 and split.skipped == 1
 
 
+def test_coco_duplicate_annotation_id_is_a_bad_record(tmp_path):
+    path = write_coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 10, "image_id": 2, "caption": "Also red."})
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorpusError, match=r"annotations\[3\] .*duplicate annotation id 10 \(first at annotations\[1\]\)"):
+        read_coco_captions(tmp_path, "val", size=4)
+    split = read_coco_captions(tmp_path, "val", size=4, skip_bad=True)
+    assert split.skipped == 1 and [e.references for e in split.examples] == [["Green.", "A green square."], ["Red."]]
+
+
 def test_coco_bad_json_and_missing_annotations(tmp_path):
     with pytest.raises(CorpusError, match="captions file not found"):
         read_coco_captions(tmp_path, "train")
@@ -419,6 +430,14 @@ def test_librispeech_corrupt_audio_and_bad_lines(tmp_path):
     split = read_librispeech(tmp_path, skip_bad=True)
     assert len(split.examples) == 1 and split.skipped == 2
     assert any(reason.startswith(f"{transcript}:3:") for reason in split.skipped_reasons)
+
+
+def test_librispeech_line_without_an_id_names_the_transcript_and_the_line(tmp_path):
+    transcript = write_librispeech(tmp_path)
+    transcript.write_text(transcript.read_text() + "THIS LINE LOST ITS ID\n")
+    with pytest.raises(CorpusError, match=r"line starts with 'THIS', not an utterance id") as info:
+        read_librispeech(tmp_path)
+    assert str(info.value).startswith(f"{transcript}:3:") and "data.skip_bad=true" in str(info.value)
 
 
 def test_librispeech_missing_root_and_wrong_layout(tmp_path):

@@ -113,10 +113,11 @@ def read_coco_captions(
                 CorpusError(
                     annotation_file,
                     f"images[{position}] lacks a valid 'id'/'file_name' ({error!r})",
-                    "repair the entry or pass skip_bad=True",
+                    "repair the entry or set data.skip_bad=true",
                 )
             )
     captions: dict[int, list[tuple[int, str]]] = {}
+    annotation_ids: dict[int, int] = {}  # annotation id -> its first position
     for position, annotation in enumerate(data["annotations"]):
         try:
             image_id, caption = int(annotation["image_id"]), " ".join(str(annotation["caption"]).split())
@@ -125,12 +126,15 @@ def read_coco_captions(
                 raise KeyError(f"unknown image_id {image_id}")
             if not caption:
                 raise ValueError("empty caption")
+            if "id" in annotation and order in annotation_ids:
+                raise ValueError(f"duplicate annotation id {order} (first at annotations[{annotation_ids[order]}])")
+            annotation_ids.setdefault(order, position)
         except (KeyError, TypeError, ValueError) as error:
             bad.skip(
                 CorpusError(
                     annotation_file,
                     f"annotations[{position}] is not a usable caption ({error})",
-                    "repair the entry or pass skip_bad=True",
+                    "repair the entry or set data.skip_bad=true",
                 )
             )
             continue
@@ -147,13 +151,13 @@ def read_coco_captions(
                 raise CorpusError(
                     annotation_file,
                     f"image {image_id} ({file_names[image_id]}) has no caption",
-                    "use the captions file of the same split or pass skip_bad=True",
+                    "use the captions file of the same split or set data.skip_bad=true",
                 )
             if not path.exists():
                 raise CorpusError(
                     path,
                     f"image listed in {annotation_file.name} not found",
-                    f"extract {release}.zip into {images_root.parent} or pass skip_bad=True",
+                    f"extract {release}.zip into {images_root.parent} or set data.skip_bad=true",
                 )
             pixels = load_image(path, size)
         except CorpusError as error:

@@ -123,7 +123,7 @@ def read_idx(path: Path, expected_magic: int, skip_bad: bool = False) -> tuple[n
             return array, dims[0] - complete
         raise CorpusError(
             path, f"IDX header promises {dims} = {expected} bytes of data but the file holds {body}:"
-            " the file is truncated or corrupt", REFETCH + ", or pass skip_bad=True to keep the complete records"
+            " the file is truncated or corrupt", REFETCH + ", or set data.skip_bad=true to keep the complete records"
         )
     return np.frombuffer(raw, np.uint8, expected, header_len).reshape(dims), 0
 
@@ -148,7 +148,7 @@ def _read_split_cached(images_path: Path, labels_path: Path, skip_bad: bool, sta
     n = min(len(images), len(labels))
     if len(images) != len(labels) and not skip_bad:
         raise CorpusError(images_path, f"{len(images)} images but {labels_path} holds {len(labels)} labels",
-                          REFETCH + ", or pass skip_bad=True")
+                          REFETCH + ", or set data.skip_bad=true")
     if len(images) != len(labels):
         reasons.append(f"{abs(len(images) - len(labels))} image(s) without a label or label(s) without an image")
     keep = labels[:n] < len(CLASS_NAMES)
@@ -156,7 +156,7 @@ def _read_split_cached(images_path: Path, labels_path: Path, skip_bad: bool, sta
         if not skip_bad:
             bad = int(np.flatnonzero(~keep)[0])
             raise CorpusError(labels_path, f"label {labels[bad]} at record {bad} is not a class 0-9",
-                              REFETCH + ", or pass skip_bad=True")
+                              REFETCH + ", or set data.skip_bad=true")
         reasons.append(f"{labels_path}: {int((~keep).sum())} label(s) outside 0-9")
     index = np.flatnonzero(keep)
     skipped = max(len(images) + dropped_images, len(labels) + dropped_labels) - len(index)  # examples lost

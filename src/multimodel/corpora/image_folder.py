@@ -63,7 +63,7 @@ def load_image(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
         raise CorpusError(
             path,
             f"corrupt or unreadable image ({error})",
-            "re-download the file, delete it, or pass skip_bad=True",
+            "re-download the file, delete it, or set data.skip_bad=true",
         ) from error
     scale = max(height / rgb.height, width / rgb.width)  # shorter side (relative to target) fits
     resized_w, resized_h = max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))

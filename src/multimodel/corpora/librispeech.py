@@ -17,6 +17,7 @@ Transcripts are lower-cased, whitespace-normalised; punctuation (apostrophes) is
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ from multimodel.data.example import Example, Split
 
 SAMPLE_RATE = 16_000
 """Sample rate of LibriSpeech and WSJ audio, and of every waveform the readers return."""
+
+_UTTERANCE_ID = re.compile(r"\d+-\d+-\d+")
+"""LibriSpeech utterance ids: speaker, chapter and utterance numbers joined by hyphens."""
 
 
 def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -50,7 +54,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CorpusError(
             path,
             f"corrupt or unreadable audio ({error})",
-            "re-download the file, delete it, or pass skip_bad=True",
+            "re-download the file, delete it, or set data.skip_bad=true",
         ) from error
     if rate != sample_rate:
         raise CorpusError(
@@ -60,7 +64,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         )
     if samples.shape[0] == 0:
         raise CorpusError(
-            path, "audio has no samples", "re-download the file, delete it, or pass skip_bad=True"
+            path, "audio has no samples", "re-download the file, delete it, or set data.skip_bad=true"
         )
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))  # (T,)
 
@@ -118,10 +122,18 @@ def read_librispeech(
                     raise CorpusError(
                         transcript_file,
                         "expected '<utterance id> <transcript>'",
-                        "repair the line or pass skip_bad=True",
+                        "repair the line or set data.skip_bad=true",
                         line=number,
                     )
                 utterance_id, text = parts
+                if not _UTTERANCE_ID.fullmatch(utterance_id):
+                    raise CorpusError(
+                        transcript_file,
+                        f"line starts with {utterance_id!r}, not an utterance id such as"
+                        " '84-121123-0000' (<speaker>-<chapter>-<utterance>)",
+                        "repair the line or set data.skip_bad=true",
+                        line=number,
+                    )
                 audio_path = transcript_file.parent / f"{utterance_id}.flac"
                 waveform = read_audio(audio_path, sample_rate)
             except CorpusError as error:

@@ -59,7 +59,7 @@ def read_manifest(
                 raise CorpusError(
                     path,
                     f"not valid JSON ({error.msg})",
-                    "repair the line or pass skip_bad=True",
+                    "repair the line or set data.skip_bad=true",
                     line=number,
                 ) from error
             if not isinstance(record, dict):
@@ -77,7 +77,7 @@ def read_manifest(
             target = normalise_transcript(str(record["text"]))
             if not target:
                 raise CorpusError(
-                    path, "empty transcript", "repair the line or pass skip_bad=True", line=number
+                    path, "empty transcript", "repair the line or set data.skip_bad=true", line=number
                 )
             audio_path = path.parent / str(record["audio"])
             try:

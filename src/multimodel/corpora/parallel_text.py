@@ -99,14 +99,14 @@ def read_parallel(
                     raise CorpusError(
                         path,
                         "line is not valid UTF-8",
-                        "re-encode the file as UTF-8 or pass skip_bad=True",
+                        "re-encode the file as UTF-8 or set data.skip_bad=true",
                         line=number,
                     )
                 if not text:
                     raise CorpusError(
                         path,
                         "empty line (nothing to translate)",
-                        "remove the line from both files or pass skip_bad=True",
+                        "remove the line from both files or set data.skip_bad=true",
                         line=number,
                     )
         except CorpusError as error:

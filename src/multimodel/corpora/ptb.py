@@ -122,7 +122,7 @@ def iter_mrg_trees(text: str, path: Path) -> Iterator[tuple[int, str | CorpusErr
                     path,
                     f"unbalanced brackets: the tree starting on line {start} is still open "
                     f"({depth} ')' missing) when a new tree starts on line {number}",
-                    "add the missing ')' or pass skip_bad=True",
+                    "add the missing ')' or set data.skip_bad=true",
                     line=start,
                 ),
             )
@@ -139,7 +139,7 @@ def iter_mrg_trees(text: str, path: Path) -> Iterator[tuple[int, str | CorpusErr
                     )
                     yield (
                         number,
-                        CorpusError(path, problem, "repair the line or pass skip_bad=True", line=number),
+                        CorpusError(path, problem, "repair the line or set data.skip_bad=true", line=number),
                     )
                     break
                 start, parts, column = number, [], match.start()
@@ -155,7 +155,7 @@ def iter_mrg_trees(text: str, path: Path) -> Iterator[tuple[int, str | CorpusErr
             CorpusError(
                 path,
                 f"unbalanced brackets: the tree starting here is never closed ({depth} ')' missing)",
-                "add the missing ')' or pass skip_bad=True",
+                "add the missing ')' or set data.skip_bad=true",
                 line=start,
             ),
         )
@@ -232,7 +232,7 @@ def read_ptb(
                         tree = clean_tree(tree_text)
                     except ValueError as error:
                         raise CorpusError(
-                            source, f"malformed tree ({error})", "repair it or pass skip_bad=True", line=line
+                            source, f"malformed tree ({error})", "repair it or set data.skip_bad=true", line=line
                         ) from error
                 except CorpusError as error:
                     bad.skip(error)

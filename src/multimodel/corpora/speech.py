@@ -241,7 +241,7 @@ def _generate(split: str, size: int, seed: int, skip_bad: bool) -> Split:
     errors = [r for r in results if isinstance(r, str)]
     if errors and not skip_bad:
         raise cache.GenerationError(
-            f"{len(errors)} of {size} utterances failed; first: {errors[0]} (skip_bad=True skips them)"
+            f"{len(errors)} of {size} utterances failed; first: {errors[0]} (data.skip_bad=true skips them)"
         )
     return Split(examples=examples, skipped=len(errors), skipped_reasons=tuple(errors[:20]))
 

@@ -240,14 +240,14 @@ def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, 
     _, run = tiny_run
     counted = read_run(run)
     meta_path = ckpt.resolve_checkpoint(run) / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    original = meta_path.read_text()
+    meta = json.loads(original)
     del meta["task_steps"]
     meta_path.write_text(json.dumps(meta))
     try:
         recomputed = read_run(run)
     finally:
-        meta["task_steps"] = counted.task_steps
-        meta_path.write_text(json.dumps(meta))
+        meta_path.write_text(original)  # byte for byte: the checkpoint's manifest must still hold
     assert recomputed.task_steps == counted.task_steps
     assert "recomputed" in recomputed.steps_source
 

@@ -57,6 +57,67 @@ def test_damaged_checkpoints_give_clear_errors(tmp_path):
         ckpt.resolve_checkpoint(tmp_path / "empty")
 
 
+def _flip_bytes(path, offset: int = 200, count: int = 16) -> None:
+    """Flip ``count`` bytes in the middle of a file: same size, a still-parsable file, other numbers."""
+    data = bytearray(path.read_bytes())
+    offset = min(offset, len(data) - count)
+    for i in range(offset, offset + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "training.pt", "meta.json", "tokenizer.model"])
+def test_flipped_bytes_in_any_file_are_named(tmp_path, name):
+    path = ckpt.save_checkpoint(tmp_path, 1, model=_model(), meta={"x": 1}, tokenizer_bytes=b"t" * 300,
+                                training_state={"rng": ckpt.rng_state()})
+    ckpt.verify(path)
+    _flip_bytes(path / name)
+    with pytest.raises(ckpt.CheckpointError, match=rf"{name}: its SHA-256 differs .*checkpoint step-0000001 is damaged"):
+        ckpt.verify(path)
+    (path / name).write_bytes(b"short")
+    with pytest.raises(ckpt.CheckpointError, match=rf"{name}: 5 bytes where the manifest says"):
+        ckpt.verify(path)
+    (path / name).unlink()
+    with pytest.raises(ckpt.CheckpointError, match=rf"{name}: missing"):
+        ckpt.verify(path)
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint_and_keeps_it(tmp_path):
+    for step in (10, 20, 30):
+        ckpt.save_checkpoint(tmp_path, step, model=_model(), meta={"x": step}, tokenizer_bytes=b"tok",
+                             training_state={}, keep=2)
+    _flip_bytes(tmp_path / "step-0000030" / "model.safetensors")
+    warnings: list[str] = []
+    intact = ckpt.newest_intact(tmp_path, warn=warnings.append)
+    assert intact == tmp_path / "step-0000020" and ckpt.read_meta(intact)["x"] == 20
+    assert "step-0000030" in warnings[0] and "damaged-step-0000030" in warnings[0]
+    assert [p.name for p in ckpt.damaged_checkpoints(tmp_path)] == ["damaged-step-0000030"]
+    # The next save must not delete the intact checkpoint in favour of the damaged one.
+    ckpt.save_checkpoint(tmp_path, 30, model=_model(), meta={"x": 30}, tokenizer_bytes=b"tok", keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000020", "step-0000030"]
+    _flip_bytes(tmp_path / "step-0000020" / "meta.json")
+    _flip_bytes(tmp_path / "step-0000030" / "meta.json")
+    assert ckpt.newest_intact(tmp_path, warn=warnings.append) is None
+
+
+def test_checkpoints_without_a_manifest_still_load(tmp_path):
+    """Written before manifests existed: no hash to check, the loaders' own checks remain."""
+    path = ckpt.save_checkpoint(tmp_path, 1, model=_model(), meta={}, tokenizer_bytes=b"")
+    (path / ckpt.MANIFEST).unlink()
+    ckpt.verify(path)
+    other = _model()
+    ckpt.load_weights(path, other)
+
+
+def test_stale_temporary_folders_are_removed(tmp_path):
+    (tmp_path / ".tmp-step-0000040-1234").mkdir()
+    (tmp_path / ".tmp-step-0000040-1234" / "model.safetensors").write_bytes(b"half")
+    ckpt.save_checkpoint(tmp_path, 10, model=_model(), meta={}, tokenizer_bytes=b"")
+    removed = ckpt.remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".tmp-step-0000040-1234"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-0000010"]
+
+
 def test_weights_that_do_not_fit_the_model(tmp_path):
     path = ckpt.save_checkpoint(tmp_path, 1, model=_model(), meta={}, tokenizer_bytes=b"")
     with pytest.raises(ckpt.CheckpointError, match="does not fit"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from multimodel.config import load_config
+from multimodel.config import apply_overrides, load_config
 from multimodel.training.run import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +49,7 @@ def test_a_format_1_training_checkpoint_loads_as_the_model_it_was(tmp_path):
     for key in ("self_attention", "encoder_timing_signal", "class_label_net"):
         del saved["config"]["model"][key]
     (ckpt / "meta.json").write_text(json.dumps({**saved, "format_version": 1}))
+    (ckpt / "manifest.json").unlink()  # format 1 wrote none
     old, _, old_meta = load_trained(tmp_path / "run")
     assert old_meta["config_obj"].model == meta["config_obj"].model
     images = torch.rand(2, 1, 8, 8)
@@ -71,3 +72,58 @@ def test_initialising_from_a_checkpoint_with_another_body_is_refused(tmp_path):
         train(cfg, tmp_path / "new", init_from=tmp_path / "old", progress=False, log=lambda _m: None)
     same = apply_overrides(cfg, ["model.encoder_timing_signal=false"])
     train(same, tmp_path / "same", init_from=tmp_path / "old", progress=False, log=lambda _m: None)
+
+
+def test_damaged_newest_checkpoint_is_refused_by_eval_and_skipped_by_resume(tmp_path):
+    """256 flipped bytes in the newest weights: eval and predict refuse them naming the file;
+    resume sets them aside, continues from the checkpoint before, and keeps that one on disk."""
+    import pytest
+
+    from multimodel.training import checkpoint as ckpt
+    from multimodel.training.train import TrainingError, load_trained, train
+
+    cfg = load_config(REPO / "configs" / "tiny.py", [
+        f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
+        "data.eval_size=4", "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2"])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, log=lambda _m: None)
+    newest = run / "checkpoints" / "step-0000006"
+    weights = newest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-300:-44] = bytes(b ^ 0xFF for b in data[-300:-44])
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match=r"step-0000006/model.safetensors: its SHA-256 differs"):
+        load_trained(run)
+    messages: list[str] = []
+    resumed = train(apply_overrides(cfg, ["train.steps=8"]), run, resume=True, progress=False, log=messages.append)
+    assert any("damaged-step-0000006" in m for m in messages)
+    assert any("resumed from" in m and "step-0000004" in m for m in messages)
+    assert resumed.step == 8
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["damaged-step-0000006", "step-0000006", "step-0000008"]
+    load_trained(run)  # the new newest verifies
+    # With every checkpoint damaged, resume refuses instead of starting over.
+    for step in ("step-0000006", "step-0000008"):
+        (run / "checkpoints" / step / "meta.json").write_text("{}")
+    with pytest.raises(TrainingError, match="no intact checkpoint to resume from"):
+        train(cfg, run, resume=True, progress=False, log=lambda _m: None)
+    assert (run / "checkpoints").is_dir()
+
+
+def test_interrupted_save_leaves_nothing_after_the_next_start(tmp_path):
+    from multimodel.training.train import train
+
+    cfg = load_config(REPO / "configs" / "tiny.py", [
+        f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
+        "data.eval_size=4", "train.steps=2", "train.checkpoint_every=2"])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, log=lambda _m: None)
+    stale = run / "checkpoints" / ".tmp-step-0000004-999"  # what SIGKILL during a save leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a file")
+    messages: list[str] = []
+    train(load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(tmp_path / 'data')!r}",
+                                                    "data.tasks=digits", "data.train_size=16", "data.eval_size=4",
+                                                    "train.steps=4", "train.checkpoint_every=2"]),
+          run, resume=True, progress=False, log=messages.append)
+    assert not stale.exists() and any(".tmp-step-0000004-999" in m for m in messages)

@@ -8,19 +8,28 @@ A checkpoint is a directory ``<run>/checkpoints/step-NNNNNNN/`` holding
 * ``tokenizer.model`` — the shared sentencepiece vocabulary;
 * ``training.pt`` — optimiser and scheduler state, RNG states, running statistics.
 
+* ``manifest.json`` — the size and SHA-256 of each of the files above, written last.
+
 It is written into a temporary directory and renamed into place, so a crash (even SIGKILL)
-leaves either the previous checkpoint or the new one, never half of one. Old checkpoints
-beyond ``keep`` are removed after the new one is in place.
+leaves either the previous checkpoint or the new one, never half of one; the temporary
+directories such a crash leaves are removed when the run starts again
+(:func:`remove_stale_temporaries`). Every load checks the files against the manifest
+(:func:`verify`), so flipped bytes are an error naming the file, not a silently different
+model. Old checkpoints beyond ``keep`` are removed only after the new one has been read back
+and verified. Resuming takes the newest checkpoint that verifies (:func:`newest_intact`); a
+damaged one is set aside as ``damaged-step-*`` with a warning. Checkpoints written before
+manifests existed load without the hash check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -34,6 +43,9 @@ FORMAT_VERSION = 2
 checkpoints still load (their model config is upgraded, ``config.upgrade_model_dict``)."""
 READABLE_VERSIONS = (1, 2)
 PREFIX = "step-"
+MANIFEST = "manifest.json"
+DAMAGED_PREFIX = "damaged-"
+TMP_PREFIX = f".tmp-{PREFIX}"
 
 
 class CheckpointError(RuntimeError):
@@ -79,7 +91,7 @@ def save_checkpoint(
     """Write checkpoint ``step`` atomically under ``directory``; keep the newest ``keep`` (0 = all)."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{step:07d}"
-    tmp = directory / f".tmp-{PREFIX}{step:07d}-{os.getpid()}"
+    tmp = directory / f"{TMP_PREFIX}{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -90,6 +102,8 @@ def save_checkpoint(
     (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     if training_state is not None:
         torch.save(training_state, tmp / "training.pt")
+    manifest = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -98,9 +112,82 @@ def save_checkpoint(
     os.replace(tmp, final)
     _fsync_dir(directory)
     if keep > 0:
+        verify(final)  # what is on disk, read back: never delete an intact older one for a bad new one
         for old in list_checkpoints(directory)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(ckpt: Path) -> None:
+    """Check every file of checkpoint ``ckpt`` against its manifest (size, then SHA-256).
+
+    Raises:
+        CheckpointError: a file is missing, has another size or another hash, naming the file
+            and the checkpoint. A checkpoint without a manifest (written before they existed)
+            passes: its loaders still refuse files they cannot parse.
+    """
+    manifest_path = ckpt / MANIFEST
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({err}); use an earlier checkpoint") from None
+    for name, expected in sorted(manifest.items()):
+        path = ckpt / name
+        if not path.is_file():
+            problem = "missing"
+        elif path.stat().st_size != expected["size"]:
+            problem = f"{path.stat().st_size} bytes where the manifest says {expected['size']}"
+        elif _sha256(path) != expected["sha256"]:
+            problem = "its SHA-256 differs from the manifest's (the file was changed or damaged)"
+        else:
+            continue
+        raise CheckpointError(f"{path}: {problem}; checkpoint {ckpt.name} is damaged, use an earlier one")
+
+
+def newest_intact(directory: Path, warn: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint under ``directory`` that verifies and whose meta reads; each newer
+    damaged one is renamed ``damaged-step-*`` (kept for inspection, out of resumption and
+    retention) with a warning. None when there is no intact one."""
+    for candidate in reversed(list_checkpoints(directory)):
+        try:
+            verify(candidate)
+            read_meta(candidate)
+        except CheckpointError as err:
+            aside = candidate.with_name(DAMAGED_PREFIX + candidate.name)
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(candidate, aside)
+            warn(f"warning: {err}; set aside as {aside.name}, trying the checkpoint before it")
+            continue
+        return candidate
+    return None
+
+
+def damaged_checkpoints(directory: Path) -> list[Path]:
+    """The checkpoints :func:`newest_intact` set aside under ``directory``."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(DAMAGED_PREFIX + PREFIX))
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the half-written checkpoint folders an interrupted save left; return them."""
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(TMP_PREFIX)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

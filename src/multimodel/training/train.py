@@ -250,9 +250,17 @@ def train(
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
     latest: Path | None = None
+    stale = ckpt.remove_stale_temporaries(run_dir / "checkpoints")
+    if stale:
+        log(f"removed {len(stale)} half-written checkpoint folder(s) an interrupted save left: "
+            + ", ".join(p.name for p in stale))
     if resume:
-        found = ckpt.list_checkpoints(run_dir / "checkpoints")
-        latest = found[-1] if found else None
+        latest = ckpt.newest_intact(run_dir / "checkpoints", warn=log)
+        damaged = ckpt.damaged_checkpoints(run_dir / "checkpoints")
+        if latest is None and damaged:  # never start over (deleting them) when the run had checkpoints
+            raise TrainingError(
+                f"{run_dir}: no intact checkpoint to resume from ({', '.join(p.name for p in damaged)} failed"
+                " verification); start over with --overwrite, or restore a checkpoint from a backup")
         if latest is not None:
             saved_cfg = config_from_dict(ckpt.read_meta(latest)["config"])
             cfg = _check_resume_config(saved_cfg, cfg)
@@ -657,6 +665,7 @@ def _version() -> str:
 def load_trained(path: Path, device: str | torch.device = "cpu") -> tuple[MultiModel, Tokenizer, dict[str, Any]]:
     """Load a model and its tokenizer from a checkpoint or run directory (for eval/predict)."""
     ckpt_dir = ckpt.resolve_checkpoint(Path(path))
+    ckpt.verify(ckpt_dir)
     meta = ckpt.read_meta(ckpt_dir)
     try:
         cfg = config_from_dict(meta["config"])

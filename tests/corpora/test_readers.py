@@ -490,3 +490,32 @@ def test_manifest_bad_lines_name_the_line(tmp_path):
     )
     with pytest.raises(CorpusError, match="manifest not found"):
         read_manifest(tmp_path / "none.jsonl")
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_truncated_audio_is_refused_by_every_reader(tmp_path, suffix):
+    """libsndfile decodes a WAV cut in half without complaint; the readers must not."""
+    from multimodel.corpora.speech import read_audio_file
+
+    path = write_audio(tmp_path / f"whole.{suffix}", seconds=1.0)
+    assert read_audio_file(path)[0].shape == (16_000,)
+    data = path.read_bytes()
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    for read in (read_audio_file, lambda p: read_librispeech_audio(p)):
+        with pytest.raises(CorpusError, match="truncated|corrupt or unreadable") as info:
+            read(cut)
+        assert str(info.value).startswith(f"{cut}:")
+    transcript = write_librispeech(tmp_path / "libri")
+    (transcript.parent / "19-198-0001.flac").unlink()
+    write_audio(transcript.parent / "19-198-0001.flac", seconds=1.0)
+    data = (transcript.parent / "19-198-0001.flac").read_bytes()
+    (transcript.parent / "19-198-0001.flac").write_bytes(data[: len(data) // 2])
+    split = read_librispeech(tmp_path / "libri", skip_bad=True)
+    assert len(split.examples) == 1 and split.skipped == 1
+
+
+def read_librispeech_audio(path):
+    from multimodel.corpora.librispeech import read_audio
+
+    return read_audio(path)

@@ -288,6 +288,13 @@ def test_image_with_too_many_pixels_is_413(client, make_png, monkeypatch):
     assert "20×20" in response.json()["detail"]
 
 
+def test_truncated_wav_is_400_and_never_transcribed(client, make_wav):
+    whole = make_wav(1.0)
+    response = _audio(client, whole[: len(whole) // 2])
+    assert response.status_code == 400
+    assert "is truncated: its RIFF header declares" in response.json()["detail"]
+
+
 def test_audio_too_long_or_without_samples_is_400(predictor, tiny_checkpoint, make_wav):
     tiny_checkpoint.require("speech_numbers")
     with TestClient(create_app(predictor, max_audio_seconds=0.5)) as c:

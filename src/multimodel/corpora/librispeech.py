@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multimodel.corpora.audio_file import missing_frames, wav_truncation
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
 from multimodel.data.example import Example, Split
 
@@ -45,6 +46,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CorpusError(path, "audio file not found", "restore the file or remove its transcript line")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (T, channels)
+        declared = soundfile.info(str(path)).frames
     except (
         RuntimeError,
         OSError,
@@ -66,6 +68,9 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise CorpusError(
             path, "audio has no samples", "re-download the file, delete it, or set data.skip_bad=true"
         )
+    cut = wav_truncation(path) or missing_frames(declared, samples.shape[0])
+    if cut:
+        raise CorpusError(path, cut, "re-download the file, delete it, or set data.skip_bad=true")
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))  # (T,)
 
 

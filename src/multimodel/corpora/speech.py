@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from multimodel.corpora import cache, grammar, numbers
+from multimodel.corpora.audio_file import missing_frames, wav_truncation
 from multimodel.corpora.errors import CorpusError
 from multimodel.corpora.audio_features import TARGET_SAMPLE_RATE, log_mel_spectrogram, resample
 from multimodel.data.example import Example, Split
@@ -278,8 +279,12 @@ def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
         raise CorpusError(path, "audio file not found", "check the path")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (T, channels)
+        declared = soundfile.info(str(path)).frames
     except (RuntimeError, OSError, ValueError, TypeError) as error:
         raise CorpusError(path, f"corrupt or unreadable audio ({error})", "give a WAV or FLAC file") from error
     if samples.shape[0] == 0:
         raise CorpusError(path, "audio has no samples", "give a non-empty recording")
+    cut = wav_truncation(path) or missing_frames(declared, samples.shape[0])
+    if cut:
+        raise CorpusError(path, cut, "give the whole recording (the file was cut short)")
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), int(rate)

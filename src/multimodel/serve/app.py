@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multimodel import __version__
+from multimodel.corpora.audio_file import wav_truncation
 from multimodel.corpora.errors import CorpusError
 from multimodel.predict import TARGETS, Prediction, Predictor, PredictError
 from multimodel.serve.held_out import ExampleNotFound, HeldOutExamples, matches, reference_tree, references
@@ -454,6 +455,9 @@ def _check_audio(path: Path, name: str, max_seconds: float) -> None:
                             " upload a WAV, FLAC or OGG file") from None
     if info.frames <= 0:
         raise HTTPException(status_code=400, detail=f"{name} has no samples")
+    cut = wav_truncation(path)
+    if cut:
+        raise HTTPException(status_code=400, detail=f"{name} is {cut}; upload the whole recording")
     if info.duration > max_seconds:
         raise HTTPException(status_code=400, detail=f"{name} lasts {info.duration:.1f} s;"
                             f" at most {max_seconds:g} s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from multimodel import cli
@@ -60,3 +62,25 @@ def test_no_blind_skips_the_blind_control_of_train_and_eval():
     assert not _parse(["eval", "runs/x"]).no_blind
     assert _parse(["eval", "runs/x", "--no-blind"]).no_blind
     assert _parse(["train", "--config", "configs/tiny.py", "--run-dir", "r", "--no-blind"]).no_blind
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--config", "configs/tiny.py", "--run-dir", "{run}", "data.batch_size=0"],
+     "data.batch_size must be >= 1, got 0"),
+    (["train", "--config", "configs/tiny.py", "--run-dir", "{run}", "train.steps=-5"],
+     "train.steps must be >= 1, got -5"),
+    (["serve", "{run}", "--port", "99999"], "port 99999 is out of range"),
+    (["eval", "{run}", "--beam-size", "0"], "0 is below the minimum 1"),
+    (["experiment", "joint-vs-single", "--config", "configs/tiny.py", "--seeds", "0"], "0 is below the minimum 1"),
+])
+def test_bad_values_exit_2_with_one_line_and_leave_no_run_directory(tmp_path, capsys, argv, message):
+    run = tmp_path / "run"
+    argv = [a.replace("{run}", str(run)) for a in argv]
+    argv = [str(Path(__file__).resolve().parents[1] / a) if a.startswith("configs/") else a for a in argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_info:  # argparse's usage errors
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not run.exists()

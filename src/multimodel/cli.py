@@ -62,6 +62,22 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")
 
 
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _port(text: str) -> int:
     """A TCP port number for argparse: an integer in 1-65535."""
     try:
@@ -91,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, required=False)
     p.add_argument("--run-dir", required=True, type=Path, help="directory for checkpoints, logs and results")
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    again.add_argument("--resume", action="store_true",
+                       help="continue from the newest intact checkpoint in --run-dir (a damaged newer one is"
+                       " set aside as damaged-step-*)")
+    again.add_argument("--resume-from", type=Path, default=None, metavar="CHECKPOINT",
+                       help="continue from this checkpoints/step-* folder of --run-dir; its newer checkpoints"
+                       " are set aside as superseded-step-*")
     again.add_argument("--overwrite", action="store_true",
                        help="start over in a --run-dir that holds an earlier run: delete its checkpoints,"
                        " logs and results first (without --resume or --overwrite such a directory is refused)")
@@ -105,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: multimodel eval runs/demo --beam-size 4")
     p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
     p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
-    p.add_argument("--beam-size", type=int, default=None, help="beam size (default: the config's)")
+    p.add_argument("--beam-size", type=_int_at_least(1), default=None, help="beam size (default: the config's)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-blind", action="store_true",
@@ -124,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--text", help="a sentence: translation or parse tree (see --to)")
     p.add_argument("--to", default="german", choices=["english", "german", "french", "parse-tree"],
                    help="what to produce from --text (default: german)")
-    p.add_argument("--beam-size", type=int, default=4, help="beam size (default 4, as in the paper's code)")
+    p.add_argument("--beam-size", type=_int_at_least(1), default=4, help="beam size (default 4, as in the paper's code)")
 
     p = sub.add_parser("serve", help="a local web page and JSON API for a checkpoint (image, speech, text)",
                        epilog="example: multimodel serve runs/demo   (then open http://127.0.0.1:8000/;"
@@ -165,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("add-task", "add a task to a trained model: learning speed and forgetting")):
         e = esub.add_parser(name, help=text, description=text)
         _add_config_args(e)
-        e.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+        e.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds per arm (default 3)")
         e.add_argument("--out", type=Path, default=None, help=f"results directory (default results/{name})")
         e.add_argument("--fixed-data-seed", action="store_true",
                        help="vary only train.seed across seeds (data, and built-in corpora, stay the same)")
@@ -179,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--image-task", default=None, help="the image task (default fashion_mnist)")
         if name == "add-task":
             e.add_argument("--new-task", default=None, help="the task added (default: the last of data.tasks)")
-            e.add_argument("--add-steps", type=int, default=None,
+            e.add_argument("--add-steps", type=_int_at_least(1), default=None,
                            help="steps after adding the task (default train.steps)")
     text = "a MultiModel run vs. a standard single-task model per task (paper Table 1)"
     e = esub.add_parser("baselines", help=text, description=text + ": each baseline trains on the run's"
@@ -188,16 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example: multimodel experiment baselines --run runs/demo --tasks fashion_mnist"
                         " numbers_en_de --out results/baselines")
     e.add_argument("--run", required=True, type=Path, help="a finished `multimodel train` run directory")
-    e.add_argument("--steps", type=int, default=None,
+    e.add_argument("--steps", type=_int_at_least(1), default=None,
                    help="training steps of every baseline (default: the batches each task got in the run)")
     e.add_argument("--tasks", nargs="+", default=None,
                    help="a subset of the run's tasks, space- or comma-separated (default: all)")
     e.add_argument("--out", type=Path, default=None, help="results directory (default results/baselines)")
     e.add_argument("--data-dir", default=None, help="where the task data is (default: the run's data.data_dir)")
-    e.add_argument("--hidden-size", type=int, default=None,
+    e.add_argument("--hidden-size", type=_int_at_least(1), default=None,
                    help="d_model of the Transformer baselines (default: the run's model.hidden_size)")
     e.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
-    e.add_argument("--warmup-steps", type=int, default=None,
+    e.add_argument("--warmup-steps", type=_int_at_least(0), default=None,
                    help="linear warm-up steps, at most a tenth of the steps (default 100)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
@@ -209,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heldout: route held-out data through the checkpoint in eval mode; training: the"
                    " run's routing.json; auto (default): heldout when possible")
     p.add_argument("--data-dir", default=None, help="where the held-out data is (default: the config's)")
-    p.add_argument("--eval-size", type=int, default=None, help="held-out examples per task (default: the config's)")
+    p.add_argument("--eval-size", type=_int_at_least(1), default=None, help="held-out examples per task (default: the config's)")
     return parser
 
 
@@ -266,11 +287,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from multimodel.training.run import train_and_evaluate
 
     cfg = load_config(args.config, args.overrides) if args.config else None
-    if cfg is None and not args.resume:
+    resume = args.resume or args.resume_from is not None
+    if cfg is None and not resume:
         raise ValueError("give --config (or --resume an existing --run-dir)")
     if cfg is None and args.overrides:
         raise ValueError("overrides need --config")
-    train_and_evaluate(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite,
+    train_and_evaluate(cfg, args.run_dir, resume=resume, resume_from=args.resume_from, overwrite=args.overwrite,
                        evaluate=not args.no_eval, progress=not args.no_progress,
                        blind_control=not args.no_blind)
     return 0

@@ -127,3 +127,66 @@ def test_interrupted_save_leaves_nothing_after_the_next_start(tmp_path):
                                                     "train.steps=4", "train.checkpoint_every=2"]),
           run, resume=True, progress=False, log=messages.append)
     assert not stale.exists() and any(".tmp-step-0000004-999" in m for m in messages)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_the_run_resumable(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+    import torch
+
+    from multimodel.training import checkpoint as ckpt
+    from multimodel.training.train import load_trained, train
+
+    overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
+                 "data.eval_size=4", "train.checkpoint_every=2"]
+    run = tmp_path / "run"
+    train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=2"]), run, progress=False,
+          log=lambda _m: None)
+    real_save = ckpt.save_file
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint step-0000004 .*No space left"):
+        train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), run, resume=True,
+              progress=False, log=lambda _m: None)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002"]  # no half-written folder
+    ckpt.verify(run / "checkpoints" / "step-0000002")
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    resumed = train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), run, resume=True,
+                    progress=False, log=lambda _m: None)
+    assert resumed.step == 4
+    uninterrupted = train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), tmp_path / "b",
+                          progress=False, log=lambda _m: None)
+    for a, b in zip(resumed.model.parameters(), uninterrupted.model.parameters()):
+        assert torch.equal(a, b)
+    load_trained(run)
+
+
+def test_resume_from_a_chosen_checkpoint_continues_exactly_from_it(tmp_path):
+    import pytest
+    import torch
+
+    from multimodel.training import checkpoint as ckpt
+    from multimodel.training.train import train
+
+    overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
+                 "data.eval_size=4", "train.checkpoint_every=2", "train.keep_checkpoints=5"]
+    run = tmp_path / "run"
+    train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=6"]), run, progress=False,
+          log=lambda _m: None)
+    messages: list[str] = []
+    cfg = load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=6"])
+    resumed = train(cfg, run, resume_from=run / "checkpoints" / "step-0000002", progress=False, log=messages.append)
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["step-0000002", "step-0000004", "step-0000006", "superseded-step-0000004",
+                     "superseded-step-0000006"]
+    assert any("resumed from" in m and "step-0000002" in m for m in messages)
+    again = train(cfg, tmp_path / "again", progress=False, log=lambda _m: None)
+    for a, b in zip(resumed.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)  # the same as never having gone past step 2
+    with pytest.raises(ckpt.CheckpointError, match="not a checkpoint of this run"):
+        train(cfg, run, resume_from=tmp_path / "again" / "checkpoints" / "step-0000002", progress=False,
+              log=lambda _m: None)

@@ -45,6 +45,7 @@ READABLE_VERSIONS = (1, 2)
 PREFIX = "step-"
 MANIFEST = "manifest.json"
 DAMAGED_PREFIX = "damaged-"
+SUPERSEDED_PREFIX = "superseded-"
 TMP_PREFIX = f".tmp-{PREFIX}"
 
 
@@ -95,6 +96,27 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    try:
+        _write_files(tmp, step, model, meta, tokenizer_bytes, training_state)
+    except OSError as err:  # e.g. a full disk: the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{directory}: could not write checkpoint {final.name} ({err}); the checkpoints before it are"
+            " intact: free some space, then continue with --resume") from err
+    if final.exists():  # the same step saved twice (e.g. Ctrl-C right after a save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    if keep > 0:
+        verify(final)  # what is on disk, read back: never delete an intact older one for a bad new one
+        for old in list_checkpoints(directory)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_files(tmp: Path, step: int, model: torch.nn.Module, meta: dict[str, Any], tokenizer_bytes: bytes,
+                 training_state: dict[str, Any] | None) -> None:
+    """The checkpoint's files, then their manifest, into ``tmp``; all fsynced."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"))
     (tmp / "tokenizer.model").write_bytes(tokenizer_bytes)
@@ -107,15 +129,6 @@ def save_checkpoint(
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():  # the same step saved twice (e.g. Ctrl-C right after a save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(directory)
-    if keep > 0:
-        verify(final)  # what is on disk, read back: never delete an intact older one for a bad new one
-        for old in list_checkpoints(directory)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _sha256(path: Path) -> str:
@@ -171,6 +184,29 @@ def newest_intact(directory: Path, warn: Callable[[str], None] = print) -> Path 
             continue
         return candidate
     return None
+
+
+def branch_from(directory: Path, chosen: Path, warn: Callable[[str], None] = print) -> Path:
+    """Make checkpoint ``chosen`` of ``directory`` the newest, for resuming from it: verify it and
+    rename every newer one ``superseded-step-*`` (kept, out of resumption and retention)."""
+    chosen = Path(chosen)
+    if chosen.resolve().parent != Path(directory).resolve() or not chosen.name.startswith(PREFIX):
+        raise CheckpointError(
+            f"{chosen}: not a checkpoint of this run; give one of {directory}/step-* (to start a new run"
+            " from another run's weights, train a fresh run from it instead)")
+    if not chosen.is_dir():
+        raise CheckpointError(f"{chosen}: no such checkpoint; the run has "
+                              + (", ".join(p.name for p in list_checkpoints(directory)) or "none"))
+    verify(chosen)
+    read_meta(chosen)
+    step = int(chosen.name[len(PREFIX):])
+    for newer in [p for p in list_checkpoints(directory) if int(p.name[len(PREFIX):]) > step]:
+        aside = newer.with_name(SUPERSEDED_PREFIX + newer.name)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(newer, aside)
+        warn(f"set {newer.name} aside as {aside.name}: the run continues from {chosen.name}")
+    return chosen
 
 
 def damaged_checkpoints(directory: Path) -> list[Path]:

@@ -16,15 +16,16 @@ from multimodel.training.train import evaluate_all, load_trained, train
 
 def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
                        evaluate: bool = True, progress: bool = True, blind_control: bool = True,
-                       log: Callable[[str], None] = print) -> list[TaskResult]:
+                       resume_from: Path | None = None, log: Callable[[str], None] = print) -> list[TaskResult]:
     """Train, then evaluate every task and write ``eval.json`` and ``results.md`` to ``run_dir``.
 
-    ``resume`` and ``overwrite`` are :func:`~multimodel.training.train.train`'s. With
+    ``resume``, ``resume_from`` and ``overwrite`` are :func:`~multimodel.training.train.train`'s. With
     ``blind_control`` (the default) every task is also scored on blinded inputs
     (``blind_<metric>`` in ``eval.json``, the "blind" column of ``results.md``).
     """
     start = time.time()
-    result = train(cfg, run_dir, resume=resume, overwrite=overwrite, log=log, progress=progress)
+    result = train(cfg, run_dir, resume=resume, resume_from=resume_from, overwrite=overwrite, log=log,
+                   progress=progress)
     train_seconds = time.time() - start
     if not evaluate or not _is_main():
         return []

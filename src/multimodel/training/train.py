@@ -226,6 +226,7 @@ def train(
     stop_after: int | None = None,
     init_from: Path | None = None,
     overwrite: bool = False,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     """Train jointly on ``cfg.data.tasks``; resume from ``run_dir`` when asked.
 
@@ -245,6 +246,9 @@ def train(
         overwrite: start over in a ``run_dir`` that holds an earlier run, deleting its
             checkpoints, logs and results first. Without it (and without ``resume``) such a
             directory is refused.
+        resume_from: resume from this checkpoint of ``run_dir`` instead of the newest intact
+            one (implies ``resume``); the newer checkpoints are set aside as ``superseded-step-*``,
+            so that resumption and retention follow the new branch.
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
@@ -254,7 +258,12 @@ def train(
     if stale:
         log(f"removed {len(stale)} half-written checkpoint folder(s) an interrupted save left: "
             + ", ".join(p.name for p in stale))
-    if resume:
+    if resume_from is not None:
+        resume = True
+        latest = ckpt.branch_from(run_dir / "checkpoints", Path(resume_from), warn=log)
+        saved_cfg = config_from_dict(ckpt.read_meta(latest)["config"])
+        cfg = _check_resume_config(saved_cfg, cfg)
+    elif resume:
         latest = ckpt.newest_intact(run_dir / "checkpoints", warn=log)
         damaged = ckpt.damaged_checkpoints(run_dir / "checkpoints")
         if latest is None and damaged:  # never start over (deleting them) when the run had checkpoints

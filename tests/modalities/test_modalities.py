@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multimodel.config import load_config
+from multimodel.config import ConfigError, load_config
 from multimodel.modalities import EXAMPLE_SPECS, MODALITIES, ModalityError, build_modality, label_smoothed_loss
 from multimodel.modalities.audio import mel_filterbank
 
@@ -310,7 +310,7 @@ def test_class_label_net_reaches_its_documented_widths():
     assert wider.top(h, None).shape == (2, 10)
     legacy = build("class_label:10", class_label_net="convstep")
     assert legacy.output.in_features == D
-    with pytest.raises(ModalityError, match="class_label_net"):
+    with pytest.raises(ConfigError, match="model.class_label_net must be 'downsample' or 'convstep', got 'pool'"):
         build("class_label:10", class_label_net="pool")
 
 

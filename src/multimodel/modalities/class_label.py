@@ -34,9 +34,6 @@ from multimodel.config import ModelConfig
 from multimodel.layers.separable_conv import ConvStep
 from multimodel.modalities.base import LossOutput, Modality, ModalityError, label_smoothed_loss
 
-CLASS_LABEL_NETS = ("downsample", "convstep")
-
-
 def _keep_every_second(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, T, W), mask (B, T) -> (B, ceil(T/2), W), mask: a stride-2 "same" conv's positions."""
     return x[:, ::2], (None if mask is None else mask[:, ::2])
@@ -94,10 +91,6 @@ class ClassLabelModality(Modality):
         super().__init__()
         if num_classes < 2:
             raise ModalityError(f"class_label needs at least 2 classes, got {num_classes}")
-        if config.class_label_net not in CLASS_LABEL_NETS:
-            raise ModalityError(
-                f"model.class_label_net must be one of {', '.join(CLASS_LABEL_NETS)}, got {config.class_label_net!r}"
-            )
         D = config.hidden_size
         self.num_classes = num_classes
         self.label_smoothing = config.label_smoothing

@@ -295,6 +295,12 @@ def test_truncated_wav_is_400_and_never_transcribed(client, make_wav):
     assert "is truncated: its RIFF header declares" in response.json()["detail"]
 
 
+def test_truncated_flac_is_refused(client, make_wav):
+    whole = make_wav(1.0, fmt="FLAC")
+    response = _audio(client, whole[: len(whole) // 2], name="x.flac", mime="audio/flac")
+    assert response.status_code in (400, 415) and "x.flac" in response.json()["detail"]
+
+
 def test_audio_too_long_or_without_samples_is_400(predictor, tiny_checkpoint, make_wav):
     tiny_checkpoint.require("speech_numbers")
     with TestClient(create_app(predictor, max_audio_seconds=0.5)) as c:

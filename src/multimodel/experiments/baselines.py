@@ -50,13 +50,14 @@ import torch
 from multimodel.baselines import BaselineConfig, baseline_kind, build_baseline
 from multimodel.config import Config, apply_overrides, config_from_dict, to_dict
 from multimodel.data.batching import TaskStream
+from multimodel.data.mixture import TaskSampler
 from multimodel.data.tokenizer import Tokenizer
 from multimodel.evaluation.evaluate import METRIC_LABELS
-from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, schedule, write_json
+from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, write_json
 from multimodel.tasks import get_task
 from multimodel.training import checkpoint as ckpt
 from multimodel.training.task_data import TaskData, attach_collators, load_task_data
-from multimodel.training.train import evaluate_all, select_device
+from multimodel.training.train import count_task_steps, evaluate_all, select_device
 
 Log = Callable[[str], None]
 
@@ -116,8 +117,7 @@ def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
         task_steps = {name: int(n) for name, n in saved.items()}
         source = f"counted by the run (task_steps in {checkpoint.name}/meta.json)"
     else:  # a run trained before the trainer counted them: the schedule is a pure function of the step
-        order = schedule(mixing_of(cfg), cfg.data.seed, step)
-        task_steps = {name: order.count(name) for name in cfg.data.tasks}
+        task_steps = count_task_steps(TaskSampler(mixing_of(cfg), cfg.data.seed), cfg.data.tasks, step)
         source = f"recomputed from the run's task schedule over its {step} steps (data seed {cfg.data.seed})"
     evaluation = read_eval(run_dir) if (run_dir / "eval.json").is_file() else {}
     return RunInfo(run_dir, checkpoint, cfg, step, tokenizer, _count_parameters(checkpoint), task_steps,

@@ -36,7 +36,7 @@ from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
-from multimodel.training.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

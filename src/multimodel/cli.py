@@ -359,7 +359,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from multimodel.config import load_config
     from multimodel.model.multimodel import MultiModel
     from multimodel.tasks import get_task
-    from multimodel.training.task_data import modality_specs
+    from multimodel.tasks.task_data import modality_specs
 
     cfg = load_config(args.config, args.overrides)
     specs = modality_specs([get_task(n) for n in cfg.data.tasks])

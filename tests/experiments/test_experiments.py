@@ -21,7 +21,7 @@ from multimodel.experiments.routing_analysis import layers_from_json, specialisa
 from multimodel.experiments.transfer import default_parsing_task
 from multimodel.tasks import get_task
 from multimodel.training import checkpoint as ckpt
-from multimodel.training.task_data import task_data_dir
+from multimodel.tasks.task_data import task_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny.py"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from multimodel.serve import create_app
 from multimodel.serve import held_out as held_out_module
 from multimodel.serve.held_out import EXAMPLES_PER_TASK, HeldOutExamples
-from multimodel.training.task_data import load_task_data
+from multimodel.tasks.task_data import load_task_data
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from multimodel.data.batching import TaskStream
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import BUILTIN_TASKS, TASKS
 from multimodel.training import checkpoint as ckpt
-from multimodel.training.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
 from multimodel.training.train import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[2]

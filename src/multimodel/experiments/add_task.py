@@ -86,7 +86,7 @@ def steps_to_reach(x: np.ndarray, y: np.ndarray, threshold: float) -> float:
 def unk_rate(tokenizer_path: Path, cfg: Config, task: str) -> float | None:
     """Fraction of UNK ids when the new task's training text is encoded with the old vocabulary."""
     from multimodel.data.tokenizer import UNK, Tokenizer
-    from multimodel.training.task_data import load_task_data
+    from multimodel.tasks.task_data import load_task_data
 
     tokenizer = Tokenizer.from_bytes(tokenizer_path.read_bytes())
     data = load_task_data(with_tasks(cfg, (task,)), splits=("train",), log=lambda _m: None)[task]

@@ -56,7 +56,7 @@ from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, write_json
 from multimodel.tasks import get_task
 from multimodel.training import checkpoint as ckpt
-from multimodel.training.task_data import TaskData, attach_collators, load_task_data
+from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
 from multimodel.training.train import count_task_steps, evaluate_all, select_device
 
 Log = Callable[[str], None]

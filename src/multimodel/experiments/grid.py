@@ -150,7 +150,7 @@ _SIZES: dict[str, dict[str, int]] = {}
 
 def train_sizes(cfg: Config) -> dict[str, int]:
     """Training examples per task, as the trainer will see them (loads the train splits)."""
-    from multimodel.training.task_data import load_task_data
+    from multimodel.tasks.task_data import load_task_data
 
     key = json.dumps(to_dict(cfg.data), sort_keys=True)
     if key not in _SIZES:
@@ -161,7 +161,7 @@ def train_sizes(cfg: Config) -> dict[str, int]:
 
 def mixing_of(cfg: Config) -> dict[str, float]:
     """The task-sampling probabilities the trainer will use for ``cfg``."""
-    from multimodel.training.task_data import task_weights
+    from multimodel.tasks.task_data import task_weights
 
     return mixing_probabilities(train_sizes(cfg), cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
 

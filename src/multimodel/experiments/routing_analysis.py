@@ -74,7 +74,7 @@ def recompute_routing(path: Path, *, data_dir: str | None = None, eval_size: int
 
     from multimodel.config import apply_overrides
     from multimodel.data.batching import eval_batches
-    from multimodel.training.task_data import attach_collators, load_task_data
+    from multimodel.tasks.task_data import attach_collators, load_task_data
     from multimodel.training.train import RoutingTotals, load_trained, model_inputs
 
     model, tokenizer, meta = load_trained(path)

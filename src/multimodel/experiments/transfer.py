@@ -22,7 +22,7 @@ QUESTION = ("Does a small parsing task gain from being trained with an unrelated
 
 def default_parsing_task(cfg: Config) -> str:
     """``ptb_parsing`` when the treebank is found, else ``grammar_parsing``."""
-    from multimodel.training.task_data import task_data_dir
+    from multimodel.tasks.task_data import task_data_dir
 
     try:
         task_data_dir(cfg, get_task("ptb_parsing"))

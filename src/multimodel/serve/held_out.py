@@ -1,7 +1,7 @@
 """Held-out examples for the page: a few of each task's TEST split, with their references.
 
 The examples are the first ``per_task`` of each task's test split, loaded as evaluation loads
-them (:func:`~multimodel.training.task_data.load_task_data` with ``splits=("test",)`` and the
+them (:func:`~multimodel.tasks.task_data.load_task_data` with ``splits=("test",)`` and the
 checkpoint's own config: the same data directory, eval size and seed), so they are among the
 examples ``eval.json`` scored, and never training data. A task whose data cannot be had here
 (no Fashion-MNIST files, a generator that fails) is listed with the reason instead.
@@ -29,7 +29,7 @@ from multimodel.corpora.audio_features import TARGET_SAMPLE_RATE
 from multimodel.corpora.trees import delinearize, pretty
 from multimodel.data.example import Example
 from multimodel.tasks import Task
-from multimodel.training.task_data import load_task_data
+from multimodel.tasks.task_data import load_task_data
 
 EXAMPLES_PER_TASK = 4
 FEATURE_TOLERANCE = 0.05  # log-mel units; the stored features are float16 (steps of 0.008 near 10)

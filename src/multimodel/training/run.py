@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from multimodel.config import Config, apply_overrides
 from multimodel.evaluation.evaluate import TaskResult, describe_input, format_table
 from multimodel.tasks import get_task
-from multimodel.training.task_data import TaskData, attach_collators, load_task_data
+from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
 from multimodel.training.train import evaluate_all, load_trained, train
 
 

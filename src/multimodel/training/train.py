@@ -37,7 +37,7 @@ from multimodel.tasks import Task
 from multimodel.training import checkpoint as ckpt
 from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from multimodel.training.optim import build_optimizer
-from multimodel.training.task_data import (
+from multimodel.tasks.task_data import (
     TaskData,
     attach_collators,
     build_tokenizer,

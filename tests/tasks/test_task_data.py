@@ -10,7 +10,7 @@ import pytest
 
 from multimodel.config import load_config
 from multimodel.corpora import fashion_mnist
-from multimodel.training.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
 
 REPO = Path(__file__).resolve().parents[2]
 HAVE_FASHION = fashion_mnist.available(Path("/nonexistent-data-dir")) is None
@@ -80,7 +80,7 @@ def test_evaluation_during_training_keeps_to_eval_size_without_blind_control(tmp
 
 
 def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tmp_path):
-    from multimodel.training.task_data import task_weights
+    from multimodel.tasks.task_data import task_weights
 
     cfg = tiny(tmp_path, "data.tasks=digits", "train.mixing='weights'",
                "train.task_weights={'digits': 2.0, 'speech_numbers': 1.5}")
@@ -91,7 +91,7 @@ def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tm
 
 
 def test_inputs_longer_than_max_input_length_are_refused_or_left_out_and_counted(tmp_path):
-    from multimodel.training.task_data import attach_collators, build_tokenizer
+    from multimodel.tasks.task_data import attach_collators, build_tokenizer
 
     cfg = tiny(tmp_path, "data.tasks=numbers_en_de", "data.train_size=40", "data.eval_size=10")
     task_data = load_task_data(cfg, log=quiet)

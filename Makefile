@@ -32,7 +32,7 @@ DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=1717986918
 # Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,
 # logs and results); `make demo ARGS=--resume` continues the last one instead.
 demo: setup
-	$(DEMO_ENV) $(VENV)/bin/multimodel train --config configs/demo.py --run-dir runs/demo \
+	$(DEMO_ENV) $(VENV)/bin/multimodel train --config demo --run-dir runs/demo \
 		$(if $(findstring --resume,$(ARGS)),,--overwrite) $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.

@@ -20,6 +20,7 @@ import time
 import torch
 
 from multimodel.config import ModelConfig, MoEConfig
+from multimodel.modalities.text import FIRST_PIECE_ID
 from multimodel.model.decoding import IncrementalScorer, RecomputeScorer
 from multimodel.model.multimodel import MultiModel
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
 
     model = MultiModel(demo_like_config(args.hidden, args.tokens), args.vocab, ["text"]).eval()
-    inputs = torch.randint(3, args.vocab, (args.batch, args.input_length))
+    inputs = torch.randint(FIRST_PIECE_ID, args.vocab, (args.batch, args.input_length))  # no special ids
     with torch.no_grad():
         encoded = model.encode(inputs, None, input_modality="text")
 

@@ -1,31 +1,29 @@
-"""Mixture-of-experts layer speed: sparse dispatch vs. a dense reference vs. the compute floor.
+"""Mixture-of-experts layer speed: ours vs. the public ports' dispatch vs. the compute floor.
 
 Times one forward + backward pass (training mode, gate noise on, gradients for the input and
 every parameter) of:
 
-* ``ours``  — :class:`multimodel.layers.moe.MixtureOfExperts` (sort by expert, one fused
-  autograd function over the non-empty experts, gather back);
-* ``serial`` — our layer with ``parallel_experts=False``: the experts one after another, each
-  expert's matmuls split across the threads by MKL (only differs from ``ours`` on a multi-core
-  CPU with under 512 token-slots per expert);
-* ``loop``  — the same layer (routing, sort, gather, mix) with the experts run by a plain
-  autograd Python loop over the non-empty experts (``split`` of the sorted slots, ``unbind``
-  of the stacked weights): the obvious baseline;
-* ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix;
 * ``floor`` — the compute floor: one expert-sized MLP (two ``nn.Linear``) run once over all
-  N·K token-slots, i.e. the same arithmetic as the experts with no routing at all;
-* ``experts`` — our layer's expert function alone (:class:`_ExpertFFN`, side by side on the
-  cores as in ``ours``) on token-slots already sorted by expert, with the slot counts of one
-  real routing: the matrix products, ReLU and biases of ``ours`` without the gate, the sort,
-  the gathers or the mixing. ``experts/floor`` is what running each expert as its own matrix
-  product costs on this machine (small-M GEMM efficiency, reading every expert's weights);
-  ``ours/experts`` is the cost of the routing around them.
+  N·K token-slots, i.e. the experts' arithmetic with no routing and one weight matrix;
+* ``ours`` — :class:`multimodel.layers.moe.MixtureOfExperts` as the model runs it (sort the
+  slots by expert once, one fused autograd node for all experts, gather back; the kernel
+  for the experts chosen automatically);
+* ``per-expert`` and ``padded`` — ours with each kernel forced: one matrix product per expert
+  (``_ExpertFFN``), or batched products over all experts padded to the busiest one's rows
+  (``_PaddedExpertFFN``);
+* ``peer`` — the original's dispatch scheme as users of the public ports run it, written
+  here from its description: for each expert, gather the tokens routed to it, run that
+  expert (an ``nn.Linear`` → ReLU → ``nn.Linear`` module of its own), scatter-add the gated
+  outputs back. Routing and balancing loss are our layer's gate (same weights), so the
+  comparison is of the dispatch and the experts;
+* ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix.
 
-Reports the median over repetitions with the min–max spread, and the ratios ours/floor,
-experts/floor, loop/floor and dense/ours, both of the medians and of the minimums (on a
-shared machine the minimum is the repetition least disturbed by other work). The repetitions of the variants are
-interleaved, so a change in background load hits all of them alike. Before timing, the script
-checks that ours, loop and dense give the same outputs (eval mode).
+Prints, per number of experts E, the median over repetitions with the min–max spread of each
+variant, and the ratios ours/floor, ours/peer, per-expert/floor, padded/floor and dense/ours,
+of the medians and (in parentheses) of the minimums (on a shared machine the minimum is the
+repetition least disturbed by other work). The repetitions of the variants are interleaved
+and their order rotates, so a change in background load hits all of them alike. Before
+timing, the script checks that every variant gives the same outputs (eval mode).
 
     python benchmarks/moe.py                    # d=512, H=1024, 4096 tokens, k=4, E=16,64,256
     python benchmarks/moe.py --skip-dense-above 256   # dense at E=256 too (slow, ~6 GB)
@@ -40,7 +38,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -50,18 +47,37 @@ from multimodel.config import MoEConfig
 from multimodel.layers.moe import MixtureOfExperts
 
 
-class LoopMoE(MixtureOfExperts):
-    """Baseline: the same layer, but a plain autograd Python loop over the non-empty experts."""
+class PeerMoE(nn.Module):
+    """The public ports' dispatch: a loop over experts, each gathering its tokens, running its
+    own ``nn.Sequential`` MLP and scatter-adding its gated outputs into the result.
 
-    def _experts(self, xs: Tensor, counts: list[int]) -> Tensor:
-        chunks = xs.split(counts)  # E chunks of (count_e, D)
-        w1, b1, w2, b2 = (p.unbind(0) for p in (self.w1, self.b1, self.w2, self.b2))
-        ys = [
-            torch.addmm(b2[e], F.relu(torch.addmm(b1[e], chunks[e], w1[e])), w2[e])
-            for e in range(self.num_experts)
-            if counts[e] > 0
-        ]
-        return torch.cat(ys) if ys else xs.new_zeros(0, xs.shape[1])
+    Args:
+        moe: the layer whose gate and expert weights this one copies.
+    """
+
+    def __init__(self, moe: MixtureOfExperts) -> None:
+        super().__init__()
+        D, E, H = moe.hidden_size, moe.num_experts, moe.config.expert_hidden_size
+        # A gate of our layer's (same routing and loss) without a second copy of the experts.
+        self.router = MixtureOfExperts(D, MoEConfig(num_experts=E, top_k=moe.top_k, expert_hidden_size=1))
+        self.router.load_state_dict({**self.router.state_dict(), "w_gate": moe.w_gate, "w_noise": moe.w_noise})
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, D)) for _ in range(E))
+        with torch.no_grad():
+            for e, expert in enumerate(self.experts):
+                expert[0].weight.copy_(moe.w1[e].t())
+                expert[0].bias.copy_(moe.b1[e])
+                expert[2].weight.copy_(moe.w2[e].t())
+                expert[2].bias.copy_(moe.b2[e])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (N, D) -> (out (N, D), aux loss)."""
+        gates, experts, aux_loss = self.router.gate(x)  # (N, K), (N, K), ()
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            token, k = (experts == e).nonzero(as_tuple=True)  # the slots routed to expert e
+            if token.numel():
+                out.index_add_(0, token, gates[token, k].unsqueeze(1) * expert(x[token]))
+        return out, aux_loss
 
 
 def dense_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,17 +93,22 @@ def dense_experts(moe: MixtureOfExperts, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def check_agreement(moe: MixtureOfExperts, loop: LoopMoE, x: Tensor, dense: bool) -> float:
-    """Max |difference| of ours vs. loop (and dense) at eval; raises if they disagree."""
-    moe.eval(), loop.eval()
+def check_agreement(moe: MixtureOfExperts, peer: PeerMoE, x: Tensor, dense: bool) -> float:
+    """Max |difference| between the variants' outputs at eval; raises if they disagree."""
+    moe.eval(), peer.eval()
     try:
-        ours = moe(x.unsqueeze(0))[0].squeeze(0)
-        others = [loop(x.unsqueeze(0))[0].squeeze(0)]
+        outputs = []
+        for kernel in ("auto", "per_expert", "padded"):
+            moe.experts_kernel = kernel
+            outputs.append(moe(x.unsqueeze(0))[0].squeeze(0))
+        moe.experts_kernel = "auto"
+        outputs.append(peer(x)[0])
         if dense:
-            others.append(dense_experts(moe, x)[0])
+            outputs.append(dense_experts(moe, x)[0])
     finally:
-        moe.train(), loop.train()
-    diff = max((ours - other).abs().max().item() for other in others)
+        moe.train(), peer.train()
+    ours = outputs[0]
+    diff = max((ours - other).abs().max().item() for other in outputs[1:])
     if diff > 1e-4 * max(1.0, ours.abs().max().item()):
         raise AssertionError(f"MoE variants disagree: max |diff| = {diff:.3g}")
     return diff
@@ -117,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         default=64,
         help="skip the dense reference for more experts than this (it costs E/k× the floor)",
     )
-    parser.add_argument("--no-loop", action="store_true", help="skip the plain-loop baseline")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        choices=["floor", "ours", "peer", "per-expert", "padded", "dense"],
+        help="time only these variants (the floor is always timed)",
+    )
     parser.add_argument(
         "--clock",
         choices=["wall", "thread"],
@@ -163,10 +190,13 @@ def run(args: argparse.Namespace) -> None:
         )
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    columns = ["floor", "ours", "peer", "per-expert", "padded", "dense"]
+    ratios = [("ours", "floor"), ("ours", "peer"), ("per-expert", "floor"), ("padded", "floor"), ("dense", "ours")]
     header = (
-        f"{'E':>4} | {'floor':>20} | {'ours':>20} | {'experts':>20} | {'serial':>20} | "
-        f"{'loop':>20} | {'dense':>24} | {'ours/floor':>11} | {'experts/floor':>13} | "
-        f"{'serial/floor':>12} | {'loop/floor':>11} | {'dense/ours':>11}"
+        f"{'E':>4} | {'kernel':>10} | "
+        + " | ".join(f"{name:>22}" for name in columns)
+        + " | "
+        + " | ".join(f"{a + '/' + b:>17}" for a, b in ratios)
     )
     print("ratios: of the medians (of the minimums, the least disturbed repetitions)")
     print(header)
@@ -183,10 +213,7 @@ def run(args: argparse.Namespace) -> None:
         # A random gate (logits of std ~1) plus the training noise: balanced, non-trivial routing.
         nn.init.normal_(moe.w_gate, std=D**-0.5)
         moe.train()
-        loop = LoopMoE(D, moe.config).train()
-        loop.load_state_dict(moe.state_dict())
-        serial = MixtureOfExperts(D, replace(moe.config, parallel_experts=False)).train()
-        serial.load_state_dict(moe.state_dict())
+        peer = PeerMoE(moe).train()
 
         def step(module: nn.Module, fn: Callable[[], tuple[Tensor, Tensor]]) -> float:
             x.grad = x_slots.grad = None
@@ -197,42 +224,34 @@ def run(args: argparse.Namespace) -> None:
             torch.autograd.backward([out, aux], [grad, torch.ones_like(aux)])
             return clock() - start
 
-        def run_ours() -> tuple[Tensor, Tensor]:
+        def run_ours(kernel: str) -> tuple[Tensor, Tensor]:
+            moe.experts_kernel = kernel
             out, aux, _ = moe(x.unsqueeze(0))  # (1, N, D)
-            return out.squeeze(0), aux
-
-        def run_serial() -> tuple[Tensor, Tensor]:
-            out, aux, _ = serial(x.unsqueeze(0))  # (1, N, D)
-            return out.squeeze(0), aux
-
-        def run_loop() -> tuple[Tensor, Tensor]:
-            out, aux, _ = loop(x.unsqueeze(0))  # (1, N, D)
             return out.squeeze(0), aux
 
         def run_floor() -> tuple[Tensor, Tensor]:
             return floor(x_slots), x_slots.new_zeros((), requires_grad=True)
 
-        with torch.no_grad():
-            _, routed, _ = moe.gate(x)  # (N, K): one routing of the training gate, noise included
+        with torch.no_grad():  # which kernel "auto" takes for one routing of the training gate
+            _, routed, _ = moe.gate(x)
         counts = torch.bincount(routed.reshape(-1), minlength=E).tolist()
-
-        def run_experts() -> tuple[Tensor, Tensor]:
-            return moe._experts(x_slots, counts), x_slots.new_zeros((), requires_grad=True)
+        kernel = moe.choose_experts_kernel(counts)
 
         variants: dict[str, Callable[[], float]] = {
             "floor": lambda: step(floor, run_floor),
-            "ours": lambda: step(moe, run_ours),
-            "experts": lambda: step(moe, run_experts),
-            "serial": lambda: step(serial, run_serial),
+            "ours": lambda: step(moe, lambda: run_ours("auto")),
+            "peer": lambda: step(peer, lambda: peer(x)),
+            "per-expert": lambda: step(moe, lambda: run_ours("per_expert")),
+            "padded": lambda: step(moe, lambda: run_ours("padded")),
         }
-        if not args.no_loop:
-            variants["loop"] = lambda: step(loop, run_loop)
         dense_on = E <= args.skip_dense_above
         dense_reps = max(1, round(args.reps * 16 / E)) if dense_on else 0
         if dense_on:
             variants["dense"] = lambda: step(moe, lambda: dense_experts(moe, x))
+        if args.only:
+            variants = {name: run for name, run in variants.items() if name in args.only or name == "floor"}
 
-        max_diff = check_agreement(moe, loop, x.detach(), dense_on)
+        max_diff = check_agreement(moe, peer, x.detach(), dense_on)
 
         times: dict[str, list[float]] = {name: [] for name in variants}
         for name, run in variants.items():  # warm-up (allocator, MKL packing buffers)
@@ -249,22 +268,26 @@ def run(args: argparse.Namespace) -> None:
         med = {name: statistics.median(t) for name, t in times.items()}
         low = {name: min(t) for name, t in times.items()}
 
-        def ratio(a: str, b: str, digits: int = 2) -> str:
+        def ratio(a: str, b: str) -> str:
             if a not in med or b not in med:
                 return "—"
+            digits = 1 if a == "dense" else 2
             return f"{med[a] / med[b]:.{digits}f} ({low[a] / low[b]:.{digits}f})"
 
         cell = {name: median_spread(t) for name, t in times.items()}
-        dense_cell = f"{cell['dense']} ({dense_reps}×)" if dense_on else "skipped"
+        if "dense" in cell:
+            cell["dense"] = f"{cell['dense']} ({dense_reps}×)"
+        elif not dense_on:
+            cell["dense"] = "skipped"
         print(
-            f"{E:>4} | {cell['floor']:>20} | {cell['ours']:>20} | {cell['experts']:>20} | "
-            f"{cell['serial']:>20} | {cell.get('loop', '—'):>20} | {dense_cell:>24} | "
-            f"{ratio('ours', 'floor'):>11} | {ratio('experts', 'floor'):>13} | "
-            f"{ratio('serial', 'floor'):>12} | {ratio('loop', 'floor'):>11} | "
-            f"{ratio('dense', 'ours', 1):>11}   (outputs agree to {max_diff:.1e})",
+            f"{E:>4} | {kernel:>10} | "
+            + " | ".join(f"{cell.get(name, '—'):>22}" for name in columns)
+            + " | "
+            + " | ".join(f"{ratio(a, b):>17}" for a, b in ratios)
+            + f"   (outputs agree to {max_diff:.1e})",
             flush=True,
         )
-        del moe, serial, loop
+        del moe, peer
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -35,24 +34,14 @@ from multimodel.config import Config, load_config
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.model.multimodel import MultiModel
-from multimodel.tasks import Task
 from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.training.optim import build_optimizer
+from multimodel.training.step import train_step
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def training_step(model: MultiModel, optimizer: torch.optim.Optimizer, batch: Batch, task: Task) -> None:
-    """The trainer's step: forward, loss + aux loss, backward, clip, Adam."""
-    out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask,
-                input_modality=task.input_modality, target_modality=task.target_modality, task_token=task.task_token)
-    optimizer.zero_grad(set_to_none=True)
-    (out.loss.loss + out.aux_loss).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-    optimizer.step()
 
 
 def quick_config(data_dir: str) -> Config:
-    cfg = load_config(ROOT / "configs" / "tiny.py")
+    cfg = load_config("tiny")
     data = replace(cfg.data, tasks=("numbers_en_de", "grammar_parsing"), train_size=96, eval_size=8,
                    task_sizes={}, batch_size=8, vocab_size=120, data_dir=data_dir)
     return replace(cfg, data=data)
@@ -61,7 +50,7 @@ def quick_config(data_dir: str) -> Config:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny model, two small text tasks, few steps")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.py"))
+    parser.add_argument("--config", default="demo")
     parser.add_argument("--data-dir", default=None, help="override data.data_dir (default: the preset's)")
     parser.add_argument("--steps", type=int, default=48, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (--quick: 1)")
@@ -107,8 +96,7 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
 
     torch.manual_seed(cfg.train.seed)
     model = MultiModel(cfg.model, tokenizer.vocab_size, modality_specs(list(tasks.values()))).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.learning_rate, betas=cfg.train.adam_betas,
-                                 eps=cfg.train.adam_eps)
+    optimizer, scheduler = build_optimizer(model, cfg.train)
     times: dict[str, list[float]] = {"pipeline": [], "in memory": []}
     collate_times: list[float] = []
     for i, name in enumerate(order):
@@ -118,12 +106,12 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
             t0 = time.perf_counter()
             batch = live[name].next_batch()
             t1 = time.perf_counter()
-            training_step(model, optimizer, batch, task)
+            train_step(model, optimizer, scheduler, batch, task.model_kwargs, grad_clip=cfg.train.grad_clip)
             return time.perf_counter() - t0, t1 - t0, batch
 
         def from_memory() -> float:
             t0 = time.perf_counter()
-            training_step(model, optimizer, prebuilt[i], task)
+            train_step(model, optimizer, scheduler, prebuilt[i], task.model_kwargs, grad_clip=cfg.train.grad_clip)
             return time.perf_counter() - t0
 
         # The second of two steps on same-shaped batches finds caches warm: alternate who goes first.

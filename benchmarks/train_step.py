@@ -54,8 +54,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from multimodel.config import ModelConfig, MoEConfig, load_config
+from multimodel.data.batching import Batch
 from multimodel.layers.expert_threads import expert_threads
 from multimodel.model.multimodel import MultiModel
+from multimodel.training.step import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 600
@@ -66,10 +68,10 @@ SPECS = ["audio", "class_label:10", "image", "text"]
 
 
 def preset(name: str) -> ModelConfig:
-    """'demo' = configs/demo.py; 'wide' = the same layout at width 512; 'tiny' = configs/tiny.py."""
+    """'demo' = the demo preset; 'wide' = the same layout at width 512; 'tiny' = the tiny preset."""
     if name == "tiny":
-        return load_config(ROOT / "configs" / "tiny.py").model
-    demo = load_config(ROOT / "configs" / "demo.py").model
+        return load_config("tiny").model
+    demo = load_config("demo").model
     if name == "demo":
         return demo
     if name == "wide":
@@ -182,14 +184,12 @@ class TransformerBaseline(nn.Module):
 
 def multimodel_step(model: MultiModel, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any],
                     grad_clip: float = 2.0) -> Callable[[], None]:
-    """One training step on one batch, as the trainer does it."""
+    """One training step on one batch: the trainer's own ``train_step``."""
+    batch = Batch("benchmark", kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"])
+    task_kwargs = {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
 
     def step() -> None:
-        out = model(**kwargs)
-        optimizer.zero_grad(set_to_none=True)
-        (out.loss.loss + out.aux_loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        train_step(model, optimizer, None, batch, task_kwargs, grad_clip=grad_clip)
 
     return step
 

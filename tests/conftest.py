@@ -8,6 +8,7 @@ the same reason.
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# Shared test helpers (``host_reads``) import as top-level modules from tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

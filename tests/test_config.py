@@ -1,20 +1,19 @@
 """Configs: presets build, overrides apply with type checks, unknown keys raise."""
 
-from pathlib import Path
-
 import pytest
 
 from multimodel.config import (
+    PRESETS_DIR,
     Config,
     ConfigError,
     apply_overrides,
     config_from_dict,
     load_config,
+    preset_names,
     to_dict,
 )
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
+TINY = "tiny"
 
 
 def test_override_nested_and_types():
@@ -58,15 +57,38 @@ def test_dict_round_trip():
         config_from_dict({**to_dict(cfg), "bogus": 1})
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_preset_loads(path):
-    cfg = load_config(path)
+def test_the_presets_ship_inside_the_package():
+    assert preset_names() == ["demo", "paper", "tiny"]
+    assert PRESETS_DIR.parent.name == "multimodel" and (PRESETS_DIR / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "tiny"])
+def test_every_preset_loads_by_name_and_by_path(name):
+    cfg = load_config(name)
     assert isinstance(cfg, Config)
+    assert load_config(f"{name}.py") == cfg == load_config(PRESETS_DIR / f"{name}.py")
+    assert load_config(f"configs/{name}.py") == cfg  # where the presets were; recorded commands say so
+
+
+def test_every_preset_says_its_command_run_time_and_expected_result():
+    for path in sorted(PRESETS_DIR.glob("[!_]*.py")):
+        header = path.read_text().split('"""')[1]
+        assert f"--config {path.stem}" in header and "Run time:" in header and "Expected:" in header, path.name
+
+
+def test_a_file_of_ones_own_comes_before_a_preset_of_the_same_name(tmp_path, monkeypatch):
+    (tmp_path / "tiny.py").write_text("from multimodel.config import Config\nCONFIG = Config()\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny.py") == Config()
+    assert load_config("tiny") != Config()  # a bare name without .py that is no file: the preset
 
 
 def test_missing_preset_names_file(tmp_path):
-    with pytest.raises(ConfigError, match="nope.py"):
+    with pytest.raises(ConfigError, match="nope.py.*not found; give a preset \\(demo, paper, tiny\\)"):
         load_config(tmp_path / "nope.py")
+    (tmp_path / "configs").mkdir()  # a configs/ folder of one's own: no fallback to the presets
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "configs" / "demo.py")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory):
     tasks = ["digits", "numbers_en_de", "grammar_parsing", "numbers_de_en", "numbers_fr_en"]  # two To-English
     if TASKS["speech_numbers"].available(data) is None:
         tasks.append("speech_numbers")
-    cfg = load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(data)!r}", f"data.tasks={','.join(tasks)}",
+    cfg = load_config("tiny", [f"data.data_dir={str(data)!r}", f"data.tasks={','.join(tasks)}",
                                                      "data.train_size=16", "data.eval_size=4", "train.steps=3"])
     train(cfg, tmp / "run", progress=False, log=lambda _m: None)
     return tmp / "run"

@@ -1,11 +1,13 @@
 """The `multimodel` command: argument parsing only; each command calls one function.
 
 Errors a user can fix (bad config key, unknown task, missing or corrupt file, incompatible
-checkpoint) print one line saying what is wrong and what to do, and exit with status 2;
-``--debug`` shows the traceback.
+checkpoint: the project's :class:`~multimodel.errors.UserError` classes, and files that are
+missing or unreadable) print one line saying what is wrong and what to do, and exit with
+status 2; ``--debug`` shows the traceback. Any other exception is a bug and shows its traceback.
 
+``--config`` takes a shipped preset by name (``tiny``, ``demo``, ``paper``) or a Python file.
 Options and ``KEY=VALUE`` config overrides may come in any order
-(``multimodel train train.steps=5 --config configs/tiny.py model.dropout=0.0 --run-dir runs/x``).
+(``multimodel train train.steps=5 --config tiny model.dropout=0.0 --run-dir runs/x``).
 """
 
 from __future__ import annotations
@@ -18,21 +20,25 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  multimodel train --config configs/demo.py --run-dir runs/demo
-  multimodel train --config configs/demo.py --run-dir runs/demo train.steps=5000 model.moe.num_experts=32
+  multimodel train --config demo --run-dir runs/demo
+  multimodel train --config demo --run-dir runs/demo train.steps=5000 model.moe.num_experts=32
+  multimodel train --config my_preset.py --run-dir runs/mine
   multimodel train --run-dir runs/demo --resume
-  torchrun --nproc-per-node 2 -m multimodel train --config configs/demo.py --run-dir runs/ddp
+  torchrun --nproc-per-node 2 -m multimodel train --config demo --run-dir runs/ddp
   multimodel eval runs/demo --tasks numbers_en_de grammar_parsing --beam-size 4
   multimodel predict runs/demo --text "twenty-one" --to german
   multimodel predict runs/demo --image shoe.png
   multimodel predict runs/demo --audio hello.wav
   multimodel serve runs/demo --port 8000
   multimodel tasks
-  multimodel info --config configs/paper.py
-  multimodel experiment joint-vs-single --config configs/demo.py --seeds 3
+  multimodel info --config paper
+  multimodel experiment joint-vs-single --config demo --seeds 3
   multimodel experiment baselines --run runs/demo
   multimodel analyze-routing runs/demo
 """
+
+
+CHECKPOINT_HELP = "a run directory (its newest checkpoint), a checkpoints/step-* directory or a saved model"
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -57,7 +63,8 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--config", required=required, help="preset file, e.g. configs/demo.py (or just 'demo')")
+    p.add_argument("--config", required=required,
+                   help="a shipped preset (tiny, demo, paper) or the path of a Python file defining CONFIG")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")
 
@@ -102,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model jointly on the configured tasks, then evaluate it",
                        description="Train jointly on data.tasks, write checkpoints/logs to --run-dir, then"
                        " evaluate every task and print a per-task table.",
-                       epilog="example: multimodel train --config configs/demo.py --run-dir runs/demo train.steps=500",
+                       epilog="example: multimodel train --config demo --run-dir runs/demo train.steps=500",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p, required=False)
     p.add_argument("--run-dir", required=True, type=Path, help="directory for checkpoints, logs and results")
@@ -124,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its tasks' held-out data",
                        epilog="example: multimodel eval runs/demo --beam-size 4")
-    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
     p.add_argument("--beam-size", type=_int_at_least(1), default=None, help="beam size (default: the config's)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  multimodel predict runs/demo --audio hello.wav\n"
                        "  multimodel predict runs/demo --text 'the cat saw a dog' --to parse-tree",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--image", type=Path, help="an image file (PNG, JPEG, ...): class and caption")
     group.add_argument("--audio", type=Path, help="a WAV/FLAC file: transcript")
@@ -150,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="a local web page and JSON API for a checkpoint (image, speech, text)",
                        epilog="example: multimodel serve runs/demo   (then open http://127.0.0.1:8000/;"
                        " API schema at /openapi.json)")
-    p.add_argument("checkpoint", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; others are warned about)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
@@ -161,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="data directory to check (default: data)")
 
     p = sub.add_parser("info", help="describe the model a config builds (parameter counts per part)",
-                       epilog="example: multimodel info --config configs/paper.py")
+                       epilog="example: multimodel info --config paper")
     _add_config_args(p)
 
     p = sub.add_parser("data", help="download real corpora whose licences allow it")
@@ -173,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a grid of (arm, seed) trainings with matched per-task compute and"
                        " write OUT/results.md (mean ± std tables), OUT/results.json and learning-curve PNGs."
                        " Re-running the same command resumes an interrupted grid.",
-                       epilog="examples:\n  multimodel experiment joint-vs-single --config configs/demo.py --seeds 3\n"
-                       "  multimodel experiment transfer --config configs/demo.py --seeds 2"
+                       epilog="examples:\n  multimodel experiment joint-vs-single --config demo --seeds 3\n"
+                       "  multimodel experiment transfer --config demo --seeds 2"
                        " data.corpora_dir=../shared/corpora\n"
-                       "  multimodel experiment add-task --config configs/demo.py --new-task numbers_fr_en\n"
+                       "  multimodel experiment add-task --config demo --new-task numbers_fr_en\n"
                        "  multimodel experiment baselines --run runs/demo --out results/baselines",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = p.add_subparsers(dest="experiment", required=True, metavar="NAME", parser_class=_IntermixedParser)
@@ -224,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze-routing", help="which experts each task uses: heatmaps and a summary",
                        epilog="example: multimodel analyze-routing runs/demo --out runs/demo/routing")
-    p.add_argument("path", type=Path, help="a run directory or a checkpoints/step-* directory")
+    p.add_argument("path", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--out", type=Path, default=None, help="output directory (default PATH/routing)")
     p.add_argument("--source", choices=["auto", "heldout", "training"], default="auto",
                    help="heldout: route held-out data through the checkpoint in eval mode; training: the"
@@ -249,15 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _is_user_error(err: Exception) -> bool:
-    from multimodel.config import ConfigError
-    from multimodel.corpora.cache import GenerationError
-    from multimodel.training.checkpoint import CheckpointError
-    from multimodel.training.train import TrainingError
+USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""Files that are missing or unreadable: the user's to fix, whatever raised them."""
 
-    user_errors: tuple[type[Exception], ...] = (ConfigError, CheckpointError, TrainingError, GenerationError,
-                                                FileNotFoundError, ValueError, KeyError, OSError)
-    return isinstance(err, user_errors)
+
+def _is_user_error(err: Exception) -> bool:
+    """True for errors the user can fix (one line, exit 2); False for bugs (a traceback)."""
+    from multimodel.errors import UserError
+
+    return isinstance(err, (UserError, *USER_OS_ERRORS))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -283,15 +290,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from multimodel.config import load_config
+    from multimodel.config import ConfigError, load_config
     from multimodel.training.run import train_and_evaluate
 
     cfg = load_config(args.config, args.overrides) if args.config else None
     resume = args.resume or args.resume_from is not None
     if cfg is None and not resume:
-        raise ValueError("give --config (or --resume an existing --run-dir)")
+        raise ConfigError("give --config (or --resume an existing --run-dir)")
     if cfg is None and args.overrides:
-        raise ValueError("overrides need --config")
+        raise ConfigError("overrides need --config")
     train_and_evaluate(cfg, args.run_dir, resume=resume, resume_from=args.resume_from, overwrite=args.overwrite,
                        evaluate=not args.no_eval, progress=not args.no_progress,
                        blind_control=not args.no_blind)
@@ -324,11 +331,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from multimodel.errors import MissingExtraError
+
     try:
         from multimodel.serve import serve
     except ImportError as err:
-        raise ValueError(f"the web demo needs FastAPI and uvicorn ({err}); pip install fastapi uvicorn"
-                         " python-multipart") from None
+        raise MissingExtraError("the web demo", "serve", err) from None
 
     serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
     return 0

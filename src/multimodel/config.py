@@ -2,7 +2,9 @@
 
 A run is described by one :class:`Config`, made of a :class:`ModelConfig` (with its
 :class:`MoEConfig`), a :class:`DataConfig` and a :class:`TrainConfig`. Presets live as
-Python files in ``configs/`` that define a module-level ``CONFIG``; command-line overrides
+Python files in the package's ``configs/`` folder (``multimodel/configs/demo.py``, named on
+the command line as ``--config demo``) or anywhere else, each defining a module-level
+``CONFIG``; command-line overrides
 are ``section.field=value`` strings (``model.moe.num_experts=32``). Every unknown key raises
 :class:`ConfigError` listing the valid ones, so a typo never passes silently (the original
 tensor2tensor hparams accepted any name).
@@ -13,12 +15,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multimodel.errors import UserError
 
 #: Special ids of the shared subword vocabulary, one source for the tokenizer, the text modality,
 #: the model and decoding: padding, end of sequence, unknown piece. There is no BOS: the decoder's
@@ -26,7 +30,7 @@ from typing import Any
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used: unknown key, wrong type, bad value."""
 
 
@@ -43,6 +47,19 @@ def _require_all(values: Any, key: str, requirement: str, check: Any) -> None:
 
 MIXING_STRATEGIES = ("proportional", "uniform", "temperature", "weights")
 """Values of ``train.mixing`` (:mod:`multimodel.data.mixture` implements them)."""
+
+TASK_READERS = ("parallel_text", "ptb", "coco_captions", "image_folder", "librispeech", "audio_manifest",
+                "hf_dataset")
+"""Values of ``TaskSpec.reader`` (:mod:`multimodel.tasks.readers` implements them)."""
+
+TASK_INPUT_MODALITIES = ("text", "image", "audio")
+"""Input modalities a declared task may name (the modality catalogue, :mod:`multimodel.modalities`)."""
+
+TASK_METRICS = {"text": ("bleu", "caption_bleu", "wer", "bracket_f1"), "class_label": ("accuracy", "top5")}
+"""Metrics a declared task may report, by target modality (:mod:`multimodel.evaluation` computes them)."""
+
+TASK_SPLITS = ("train", "test")
+"""The splits every task has: training data and held-out evaluation data."""
 
 
 @dataclass(kw_only=True)
@@ -182,6 +199,107 @@ class ModelConfig:
 
 
 @dataclass(kw_only=True)
+class TaskSpec:
+    """A task declared in a config: a reader over the user's own files and what the model does
+    with them. :mod:`multimodel.tasks.spec` turns it into a :class:`~multimodel.tasks.task.Task`
+    like the built-in ones; put it in ``data.declared_tasks`` and its name in ``data.tasks``.
+
+    Checks that need only the spec happen here; those that need the reader, the catalogue or
+    the files (a modality the reader cannot give, a name a built-in task has, a missing path,
+    a column the data lacks) when the task is resolved (:func:`multimodel.tasks.spec.resolve_task`).
+    Every error names the field as ``data.declared_tasks.<name>.<field>``.
+    """
+
+    name: str
+    """Unique task name (command line, logs, ``data.task_sizes``); not a built-in task's name."""
+    reader: str
+    """Format of the data: 'parallel_text' (two aligned files, plain or gzip), 'ptb' (Penn
+    Treebank .mrg files, a folder or NLTK's treebank.zip), 'coco_captions' (COCO folder with
+    annotations/), 'image_folder' (ImageNet-style root/<class>/<image>), 'librispeech' (one
+    subset folder), 'audio_manifest' (JSONL of audio path + transcript), 'hf_dataset' (a local
+    Hugging Face dataset: a ``save_to_disk`` folder or Parquet/Arrow/JSON/CSV files)."""
+    paths: dict[str, tuple[str, ...]]
+    """The data of each split, ``{"train": ..., "test": ...}``: one path, two for parallel_text
+    (source file, target file), one or more files (shards) for hf_dataset. Relative paths are
+    under ``data.data_dir``, else ``data.corpora_dir``."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """The data's own name of a split where one path holds several: COCO 'train'/'val', PTB
+    'train'/'valid'/'test', a saved Hugging Face DatasetDict's split names. Unset = the reader's
+    default (the same name; COCO's test split = 'val')."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Where each role is, ``{"input": ..., "target": ...}``: dataset columns (hf_dataset) or JSON
+    keys (audio_manifest, default ``{"input": "audio", "target": "text"}``); other readers take none."""
+    input_modality: str = ""
+    """'text', 'image' or 'audio'; empty = what the reader gives (required for hf_dataset)."""
+    target_modality: str = ""
+    """'text', or 'class_label' / 'class_label:N' for N classes (N from ``labels`` when left
+    out); empty = what the reader gives (required for hf_dataset)."""
+    task_token: str | None = None
+    """Decoder task token of a text target, one of ``model.task_tokens``; None = the reader's
+    usual one (To-English: coco_captions, librispeech, audio_manifest; To-Parse-Tree: ptb; the
+    others have none and need it set). Always None for a classification target (it skips the
+    decoder)."""
+    metrics: tuple[str, ...] = ()
+    """Metrics evaluation reports, headline first (text: bleu, caption_bleu, wer, bracket_f1;
+    class labels: accuracy, top5); empty = the reader's usual ones."""
+    labels: tuple[str, ...] = ()
+    """Class names of a classification task (index -> name); empty = the image folder's class
+    folders, or the dataset's ClassLabel names / distinct values, read from the train split."""
+    image_size: tuple[int, int] = (224, 224)
+    """(H, W) every image input is resized to (shorter side first, then centre-cropped)."""
+    sample_rate: int = 16000
+    """Sample rate audio must have (it is not resampled); equals ``model.audio_sample_rate``."""
+    per_caption: bool = False
+    """coco_captions: one training example per caption instead of one per image (the test split
+    keeps one per image, every caption a reference)."""
+    lazy: bool = True
+    """Decode images and audio when a batch needs them instead of all at load time, so memory
+    stays flat on large corpora (files are listed and checked to exist at load time; a file
+    that cannot be decoded stops the run naming itself, even with ``data.skip_bad``). False =
+    decode all at load (bad files are then skipped and counted with ``data.skip_bad``).
+    hf_dataset is always read lazily from its memory-mapped Arrow files."""
+    description: str = ""
+    """One line for ``multimodel tasks``; empty = made from the reader and the paths."""
+
+    def __post_init__(self) -> None:
+        _require(bool(re.fullmatch(r"[A-Za-z0-9_-]+", self.name)), "data.declared_tasks.name",
+                 "letters, digits, '_' or '-'", self.name)
+        k = f"data.declared_tasks.{self.name}."
+        # A spec built in Python (not read through from_dict) may give one path as a string.
+        self.paths = {split: (p,) if isinstance(p, str) else tuple(p) for split, p in self.paths.items()}
+        _require(self.reader in TASK_READERS, k + "reader", "one of " + ", ".join(TASK_READERS), self.reader)
+        _require(set(self.paths) == set(TASK_SPLITS), k + "paths",
+                 "a mapping with the keys 'train' and 'test'", self.paths)
+        for split, paths in self.paths.items():
+            _require(len(paths) >= 1 and all(paths), f"{k}paths.{split}", "one or more non-empty paths", paths)
+        for name in ("splits", "columns"):
+            allowed = TASK_SPLITS if name == "splits" else ("input", "target")
+            for key, value in getattr(self, name).items():
+                _require(key in allowed, f"{k}{name}.{key}", "a key among " + ", ".join(allowed), key)
+                _require(bool(value), f"{k}{name}.{key}", "non-empty", value)
+        _require(self.input_modality in ("",) + TASK_INPUT_MODALITIES, k + "input_modality",
+                 "one of " + ", ".join(TASK_INPUT_MODALITIES) + " (or empty: the reader's)", self.input_modality)
+        kind, _, classes = self.target_modality.partition(":")
+        _require(self.target_modality in ("", "text", "class_label") or (kind == "class_label" and classes.isdigit()
+                 and int(classes) >= 2), k + "target_modality",
+                 "'text', 'class_label' or 'class_label:N' with N >= 2 (or empty: the reader's)", self.target_modality)
+        if kind == "class_label":
+            _require(self.task_token is None, k + "task_token",
+                     "None for a classification target (it skips the decoder)", self.task_token)
+        if self.labels:
+            _require(kind in ("", "class_label"), k + "labels", f"empty for a {kind} target", self.labels)
+            _require(len(set(self.labels)) == len(self.labels) and len(self.labels) >= 2, k + "labels",
+                     "two or more distinct class names", self.labels)
+            _require(not classes or int(classes) == len(self.labels), k + "labels",
+                     f"{classes} names, as target_modality says", self.labels)
+        known = TASK_METRICS.get(kind, sum(TASK_METRICS.values(), ()))
+        _require_all(self.metrics, k + "metrics", "one of " + ", ".join(known), lambda m: m in known)
+        _require(len(self.image_size) == 2, k + "image_size", "(H, W)", self.image_size)
+        _require_all(self.image_size, k + "image_size", "made of values >= 1", lambda v: v >= 1)
+        _require(self.sample_rate >= 1, k + "sample_rate", ">= 1", self.sample_rate)
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     """Which tasks to train on and how their data is produced and batched."""
 
@@ -225,6 +343,9 @@ class DataConfig:
     tasks' longest: 451 frames)."""
     skip_bad: bool = False
     """Skip unreadable records (counted and reported) instead of stopping with an error."""
+    declared_tasks: tuple[TaskSpec, ...] = ()
+    """Tasks over the user's own data, declared here instead of in the package's catalogue
+    (:class:`TaskSpec`); a run trains on those named in ``tasks``, beside built-in ones."""
 
     def __post_init__(self) -> None:
         _require(len(self.tasks) >= 1, "data.tasks", "at least one task", self.tasks)
@@ -236,6 +357,8 @@ class DataConfig:
                 _require(size >= 0, f"data.{name}.{task}", ">= 0 (0 = all)", size)
         _require(self.batch_size >= 1, "data.batch_size", ">= 1", self.batch_size)
         _require(self.max_input_length >= 1, "data.max_input_length", ">= 1", self.max_input_length)
+        names = [spec.name for spec in self.declared_tasks]
+        _require(len(set(names)) == len(names), "data.declared_tasks", "tasks with distinct names", names)
 
 
 @dataclass(kw_only=True)
@@ -267,7 +390,8 @@ class TrainConfig:
     """Stop (with a checkpoint) once training has run this long; 0 = no limit. `make demo` uses
     it so the run fits its time on any machine; the steps reached are reported."""
     max_bad_steps: int = 10
-    """Abort after this many consecutive steps with a non-finite loss."""
+    """Stop after this many consecutive steps skipped for a non-finite loss or gradient (checked
+    at each log line, where the step's device-side statistics are read)."""
     log_every: int = 25
     """Steps between log lines (JSONL, TensorBoard, progress bar)."""
     checkpoint_every: int = 200
@@ -320,6 +444,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training loop."""
 
+    def __post_init__(self) -> None:
+        for spec in self.data.declared_tasks:
+            k = f"data.declared_tasks.{spec.name}."
+            _require(spec.task_token is None or spec.task_token in self.model.task_tokens, k + "task_token",
+                     f"one of model.task_tokens ({', '.join(self.model.task_tokens)}; add a new one there)",
+                     spec.task_token)
+            _require(spec.input_modality != "audio" or spec.sample_rate == self.model.audio_sample_rate,
+                     k + "sample_rate", f"model.audio_sample_rate ({self.model.audio_sample_rate})", spec.sample_rate)
+
 
 # ----------------------------------------------------------------------------------------
 # Conversion to and from plain dictionaries (checkpoints store the config as JSON).
@@ -362,6 +495,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
+            if dataclasses.is_dataclass(args[0]):  # name the element: data.declared_tasks[1].reader
+                return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
             return tuple(_coerce(v, args[0], key) for v in value)
         if len(args) != len(value):
             raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
@@ -467,18 +602,38 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return from_dict(Config, data)
 
 
+PRESETS_DIR = Path(__file__).resolve().with_name("configs")
+"""The presets shipped inside the package: ``tiny.py`` (tests), ``demo.py`` (the CPU main job),
+``paper.py`` (the paper's sizes)."""
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``["demo", "paper", "tiny"]``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def preset_path(name: str | Path) -> Path:
+    """The file a ``--config`` value names: an existing file as given, else a shipped preset.
+
+    ``demo`` and ``demo.py`` name the shipped preset when no such file exists; so does
+    ``configs/demo.py`` when there is no ``configs/`` folder there (the presets' place in the
+    repository before they moved into the package, which recorded commands still name).
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    old_place = len(path.parts) >= 2 and path.parent.name == "configs" and not path.parent.is_dir()
+    if path.suffix in ("", ".py") and (len(path.parts) == 1 or old_place):
+        candidate = PRESETS_DIR / f"{path.stem}.py"
+        if candidate.is_file() and candidate.stem in preset_names():
+            return candidate
+    raise ConfigError(f"config file {str(path)!r} not found; give a preset ({', '.join(preset_names())})"
+                      " or the path of a Python file that defines CONFIG")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a preset file (a Python file defining ``CONFIG``) and apply overrides."""
-    path = Path(path)
-    if not path.is_file():
-        presets = Path(__file__).resolve().parents[2] / "configs"
-        candidate = presets / f"{path.stem}.py"
-        if candidate.is_file() and path.suffix in ("", ".py") and len(path.parts) == 1:
-            path = candidate
-        else:
-            raise ConfigError(
-                f"config file {str(path)!r} not found; give a path such as configs/demo.py"
-            )
+    """Load a preset (a name such as ``demo``, or a Python file defining ``CONFIG``) and apply overrides."""
+    path = preset_path(path)
     spec = importlib.util.spec_from_file_location(f"multimodel_preset_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

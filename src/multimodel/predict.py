@@ -22,14 +22,15 @@ from multimodel.config import Config
 from multimodel.corpora.trees import delinearize, pretty
 from multimodel.data.batching import Collator
 from multimodel.data.tokenizer import Tokenizer
+from multimodel.errors import UserError
 from multimodel.model.multimodel import MultiModel
-from multimodel.tasks import Task, get_task
-from multimodel.training.train import load_trained
+from multimodel.pretrained import load_pretrained
+from multimodel.tasks import Task
 
 TARGETS = {"english": "To-English", "german": "To-German", "french": "To-French", "parse-tree": "To-Parse-Tree"}
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """An input the model cannot take (wrong kind of file, no task for it, empty text)."""
 
 
@@ -61,7 +62,7 @@ class Prediction:
 
 
 class Predictor:
-    """A loaded checkpoint ready to answer single inputs.
+    """A loaded model ready to answer single inputs.
 
     Args:
         model: the trained network (eval mode).
@@ -69,7 +70,7 @@ class Predictor:
         tasks: the tasks it was trained on.
         config: the training config (where its data is, how many held-out examples it scored);
             None when not known.
-        checkpoint_dir: the ``checkpoints/step-*`` directory it was loaded from; None when not known.
+        checkpoint_dir: the directory it was loaded from (a run's ``checkpoints/step-*``); None when not known.
     """
 
     def __init__(self, model: MultiModel, tokenizer: Tokenizer, tasks: list[Task], config: Config | None = None,
@@ -81,10 +82,11 @@ class Predictor:
         self.checkpoint_dir = checkpoint_dir
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Predictor":
-        model, tokenizer, meta = load_trained(Path(path))
-        return cls(model, tokenizer, [get_task(n) for n in meta["tasks"]], meta["config_obj"],
-                   Path(meta["checkpoint_dir"]))
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+        """Load a saved model, a training checkpoint or a run directory's newest checkpoint
+        (:func:`multimodel.pretrained.load_pretrained`)."""
+        loaded = load_pretrained(Path(path), device=device)
+        return cls(loaded.model, loaded.tokenizer, loaded.get_tasks(), loaded.config, loaded.directory)
 
     # -- helpers ----------------------------------------------------------------------------
 

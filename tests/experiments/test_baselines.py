@@ -19,7 +19,7 @@ from multimodel.training.run import train_and_evaluate
 from multimodel.training.train import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tiny.py"
+TINY = "tiny"
 
 V = 40  # vocabulary of the unit tests
 EOS = 1

@@ -24,7 +24,7 @@ from multimodel.training import checkpoint as ckpt
 from multimodel.tasks.task_data import task_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tiny.py"
+TINY = "tiny"
 CORPORA = REPO.parent / "shared" / "corpora"
 
 

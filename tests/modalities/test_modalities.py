@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from multimodel.config import ConfigError, load_config
 from multimodel.modalities import EXAMPLE_SPECS, MODALITIES, ModalityError, build_modality, label_smoothed_loss
-from multimodel.modalities.audio import mel_filterbank
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.py").model
 VOCAB = 100
@@ -197,13 +196,6 @@ def test_audio_rejects_bad_inputs():
         audio.bottom(torch.randn(2, 10, 80), torch.ones(2, 9, dtype=torch.bool))
 
 
-def test_mel_filterbank_triangles():
-    bank = mel_filterbank(257, 40, 16000)
-    assert bank.shape == (257, 40) and (bank >= 0).all()
-    assert ((bank > 0).sum(dim=0) > 0).all()  # every band covers some bins
-    assert torch.equal(bank.argmax(dim=0), bank.argmax(dim=0).sort().values)  # centres ascend
-
-
 # -- class label --------------------------------------------------------------------------
 
 
@@ -249,7 +241,7 @@ def test_image_blind_is_a_blank_canvas_whatever_the_image():
 def test_audio_blind_is_the_silence_of_the_front_end():
     import math
 
-    from multimodel.modalities.audio import LOG_FLOOR
+    from multimodel.layers.log_mel import LOG_FLOOR
 
     audio = build("audio")
     mask = torch.arange(9)[None, :] < torch.tensor([[9], [4]])

@@ -10,7 +10,7 @@ from multimodel.config import ModelConfig, load_config
 from multimodel.modalities import EXAMPLE_SPECS
 from multimodel.model.multimodel import MultiModel
 
-TINY: ModelConfig = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.py").model
+TINY: ModelConfig = load_config("tiny").model
 VOCAB = 100
 SPECS = list(EXAMPLE_SPECS.values())
 

@@ -1,15 +1,14 @@
-"""Every preset in configs/ builds; small ones train a step, big ones are counted on 'meta'."""
-
-from pathlib import Path
+"""Every shipped preset (src/multimodel/configs/) builds; small ones train a step, big ones are
+counted on 'meta'."""
 
 import pytest
 import torch
 
-from multimodel.config import load_config
+from multimodel.config import PRESETS_DIR, load_config, preset_names
 from multimodel.modalities import EXAMPLE_SPECS
 from multimodel.model.multimodel import MultiModel
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
+PRESETS = [PRESETS_DIR / f"{name}.py" for name in sorted(preset_names())]
 SPECS = list(EXAMPLE_SPECS.values())
 RUNNABLE = 20_000_000  # parameters; above this a preset is only built on the meta device
 
@@ -43,7 +42,7 @@ def test_preset_builds_and_trains_a_step(preset):
 
 
 def test_paper_preset_size():
-    cfg = load_config(PRESETS[0].parent / "paper.py")
+    cfg = load_config("paper")
     assert cfg.model.hidden_size == 1536 and cfg.model.moe.num_experts == 240 and cfg.model.moe.top_k == 4
     n = count_parameters(cfg)
     assert 2.4e9 < n < 2.8e9, n  # 240 experts × 2 MoE layers × (1536·1536·2) ≈ 2.26 B of it

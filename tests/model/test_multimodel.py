@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from multimodel.layers.feed_forward import FeedForward
+from multimodel.errors import CheckpointError
 from multimodel.modalities import ModalityError
-from multimodel.model.encoder import MoESublayer
 from multimodel.model.multimodel import MultiModel
 
-from .conftest import SPECS, TINY, make_model
+from .conftest import SPECS, TINY, VOCAB, make_model
 
 INPUT_SPECS = [s for s in SPECS if make_model().modality(s).is_input]
 OUTPUT_SPECS = [s for s in SPECS if make_model().modality(s).is_output]
@@ -114,22 +113,15 @@ def test_ablations_remove_their_layers(ablation):
     assert out.routing == {} if "use_moe" in ablation else set(out.routing) == {"encoder.moe", "decoder.moe"}
 
 
-def test_dense_feed_forward_stands_in_for_the_moe():
-    sublayer = MoESublayer(TINY, FeedForward(TINY.hidden_size, TINY.moe)).eval()
-    x = torch.randn(2, 5, TINY.hidden_size)
-    mask = torch.arange(5)[None, :] < torch.tensor([[5], [3]])
-    out, aux, stats = sublayer(x, mask)
-    assert out.shape == x.shape and float(aux) == 0.0 and stats is None
-    raw, _, _ = sublayer.experts(x, mask)
-    assert not raw[~mask].any()
-
-
-def test_save_load_reproduces_outputs(tmp_path):
+def test_save_pretrained_then_from_pretrained_reproduces_outputs(tmp_path):
     model = make_model(tie_text_embeddings=True).eval()
     data = batch(model, "audio", "text")
-    model.save(tmp_path / "m")
-    loaded = MultiModel.load(tmp_path / "m").eval()
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = MultiModel.from_pretrained(tmp_path / "m")
+    assert not loaded.training
     assert loaded.config == model.config and loaded.modality_specs == model.modality_specs
+    assert loaded.vocab_size == model.vocab_size
     assert loaded.modality("text").output.weight is loaded.modality("text").embedding.weight
     assert torch.equal(run(model, "audio", "text", *data).logits, run(loaded, "audio", "text", *data).logits)
 
@@ -138,12 +130,16 @@ def test_format_1_models_load_with_the_body_they_were_built_with(tmp_path):
     """A model saved before the paper's self-attention, encoder timing and class-label net
     (format 1, whose config lacks those fields) loads as the model it was."""
     model = make_model(self_attention=False, encoder_timing_signal=False, class_label_net="convstep").eval()
-    model.save(tmp_path)
-    meta = json.loads((tmp_path / "model.json").read_text())
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
     for key in ("self_attention", "encoder_timing_signal", "class_label_net"):
-        del meta["config"][key]
-    (tmp_path / "model.json").write_text(json.dumps({**meta, "format_version": 1}))
-    loaded = MultiModel.load(tmp_path).eval()
+        del saved["model"][key]
+    # Format 1 was a training checkpoint whose meta.json held the model's config.
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "format_version": 1, "step": 1, "config": {"model": saved["model"]}, "vocab_size": saved["vocab_size"],
+        "modality_specs": saved["modality_specs"]}))
+    loaded = MultiModel.from_pretrained(tmp_path)
     assert loaded.config == model.config
     for target in ("text", "class_label:10"):
         data = batch(model, "image", target)
@@ -163,14 +159,19 @@ def test_encoder_output_depends_on_input_order():
     torch.testing.assert_close(memory[0, 45], memory[0, 55])
 
 
-def test_load_refuses_an_unknown_format(tmp_path):
+def test_from_pretrained_refuses_an_unknown_format_and_weights_that_do_not_fit(tmp_path):
     model = make_model()
-    model.save(tmp_path)
-    meta = json.loads((tmp_path / "model.json").read_text())
-    meta = json.dumps({**meta, "format_version": 99})
-    (tmp_path / "model.json").write_text(meta)
-    with pytest.raises(ValueError, match="format_version 99"):
-        MultiModel.load(tmp_path)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "format_version": 99}))
+    with pytest.raises(CheckpointError, match=r"config.json: format version 99, this multimodel reads versions"):
+        MultiModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "vocab_size": VOCAB + 1}))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: does not fit .*shape mismatch"):
+        MultiModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"config.json: missing"):
+        MultiModel.from_pretrained(tmp_path)
 
 
 def test_bad_inputs_raise_clear_errors(model):

@@ -53,8 +53,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
             data_dir = root / "data"
             missing = {name: msg for name in PANEL_TASKS if (msg := get_task(name).available(data_dir))}
             tasks = [name for name in PANEL_TASKS if name not in missing]
-            repo = Path(__file__).resolve().parents[2]
-            cfg = load_config(str(repo / "configs" / "tiny.py"), [
+            cfg = load_config("tiny", [
                 f"data.tasks={','.join(tasks)}", "data.train_size=16", "data.eval_size=4", "train.steps=4",
                 f"data.data_dir='{data_dir}'"])
             train(cfg, root / "run", progress=False, log=lambda m: None)

@@ -61,7 +61,8 @@ def test_evaluation_during_training_keeps_to_eval_size_without_blind_control(tmp
     import torch
 
     from multimodel.model.multimodel import MultiModel
-    from multimodel.training.train import evaluate_all, evaluate_during_training
+    from multimodel.evaluation.evaluate import evaluate_all
+    from multimodel.training.train import evaluate_during_training
 
     cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=16", "data.eval_size=6",
                "data.eval_sizes={'digits': 40}")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from multimodel.config import apply_overrides, load_config
 from multimodel.training.run import train_and_evaluate
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_final_evaluation_writes_blind_numbers_to_eval_json_and_results_md(tmp_path):
-    cfg = load_config(REPO / "configs" / "tiny.py", [
+    cfg = load_config("tiny", [
         f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits,numbers_fr_en", "data.train_size=16",
         "data.eval_size=4", "data.eval_sizes={'digits': 12}", "train.steps=2"])
     results = train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
@@ -30,33 +28,6 @@ def test_final_evaluation_writes_blind_numbers_to_eval_json_and_results_md(tmp_p
     assert not any(key.startswith("blind_") for r in saved for key in r["metrics"])
 
 
-def test_a_format_1_training_checkpoint_loads_as_the_model_it_was(tmp_path):
-    """A checkpoint written before the paper's self-attention, encoder timing signal and
-    class-label net (format 1: its config lacks those fields) loads with the body it was built
-    with, and gives the outputs it gave."""
-    import torch
-
-    from multimodel.training.train import load_trained
-
-    cfg = load_config(REPO / "configs" / "tiny.py", [
-        f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits,numbers_fr_en", "data.train_size=16",
-        "data.eval_size=4", "train.steps=2", "model.self_attention=false", "model.encoder_timing_signal=false",
-        "model.class_label_net='convstep'"])
-    train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _m: None, evaluate=False)
-    model, _, meta = load_trained(tmp_path / "run")
-    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("step-*")
-    saved = json.loads((ckpt / "meta.json").read_text())
-    for key in ("self_attention", "encoder_timing_signal", "class_label_net"):
-        del saved["config"]["model"][key]
-    (ckpt / "meta.json").write_text(json.dumps({**saved, "format_version": 1}))
-    (ckpt / "manifest.json").unlink()  # format 1 wrote none
-    old, _, old_meta = load_trained(tmp_path / "run")
-    assert old_meta["config_obj"].model == meta["config_obj"].model
-    images = torch.rand(2, 1, 8, 8)
-    kwargs = {"input_modality": "image", "target_modality": "class_label:10"}
-    assert torch.equal(model.classify(images, None, **kwargs), old.classify(images, None, **kwargs))
-
-
 def test_initialising_from_a_checkpoint_with_another_body_is_refused(tmp_path):
     import pytest
 
@@ -65,7 +36,7 @@ def test_initialising_from_a_checkpoint_with_another_body_is_refused(tmp_path):
 
     overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
                  "data.eval_size=4", "train.steps=2"]
-    cfg = load_config(REPO / "configs" / "tiny.py", overrides)
+    cfg = load_config("tiny", overrides)
     train(apply_overrides(cfg, ["model.encoder_timing_signal=false"]), tmp_path / "old", progress=False,
           log=lambda _m: None)
     with pytest.raises(TrainingError, match=r"model.encoder_timing_signal=False; set the same values"):
@@ -80,9 +51,10 @@ def test_damaged_newest_checkpoint_is_refused_by_eval_and_skipped_by_resume(tmp_
     import pytest
 
     from multimodel.training import checkpoint as ckpt
-    from multimodel.training.train import TrainingError, load_trained, train
+    from multimodel.pretrained import load_pretrained
+    from multimodel.training.train import TrainingError, train
 
-    cfg = load_config(REPO / "configs" / "tiny.py", [
+    cfg = load_config("tiny", [
         f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
         "data.eval_size=4", "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2"])
     run = tmp_path / "run"
@@ -93,7 +65,7 @@ def test_damaged_newest_checkpoint_is_refused_by_eval_and_skipped_by_resume(tmp_
     data[-300:-44] = bytes(b ^ 0xFF for b in data[-300:-44])
     weights.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match=r"step-0000006/model.safetensors: its SHA-256 differs"):
-        load_trained(run)
+        load_pretrained(run)
     messages: list[str] = []
     resumed = train(apply_overrides(cfg, ["train.steps=8"]), run, resume=True, progress=False, log=messages.append)
     assert any("damaged-step-0000006" in m for m in messages)
@@ -101,7 +73,7 @@ def test_damaged_newest_checkpoint_is_refused_by_eval_and_skipped_by_resume(tmp_
     assert resumed.step == 8
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["damaged-step-0000006", "step-0000006", "step-0000008"]
-    load_trained(run)  # the new newest verifies
+    load_pretrained(run)  # the new newest verifies
     # With every checkpoint damaged, resume refuses instead of starting over.
     for step in ("step-0000006", "step-0000008"):
         (run / "checkpoints" / step / "meta.json").write_text("{}")
@@ -113,7 +85,7 @@ def test_damaged_newest_checkpoint_is_refused_by_eval_and_skipped_by_resume(tmp_
 def test_interrupted_save_leaves_nothing_after_the_next_start(tmp_path):
     from multimodel.training.train import train
 
-    cfg = load_config(REPO / "configs" / "tiny.py", [
+    cfg = load_config("tiny", [
         f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
         "data.eval_size=4", "train.steps=2", "train.checkpoint_every=2"])
     run = tmp_path / "run"
@@ -122,7 +94,7 @@ def test_interrupted_save_leaves_nothing_after_the_next_start(tmp_path):
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half a file")
     messages: list[str] = []
-    train(load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(tmp_path / 'data')!r}",
+    train(load_config("tiny", [f"data.data_dir={str(tmp_path / 'data')!r}",
                                                     "data.tasks=digits", "data.train_size=16", "data.eval_size=4",
                                                     "train.steps=4", "train.checkpoint_every=2"]),
           run, resume=True, progress=False, log=messages.append)
@@ -136,33 +108,34 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_the_run_resu
     import torch
 
     from multimodel.training import checkpoint as ckpt
-    from multimodel.training.train import load_trained, train
+    from multimodel.pretrained import load_pretrained
+    from multimodel.training.train import train
 
     overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
                  "data.eval_size=4", "train.checkpoint_every=2"]
     run = tmp_path / "run"
-    train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=2"]), run, progress=False,
+    train(load_config("tiny", overrides + ["train.steps=2"]), run, progress=False,
           log=lambda _m: None)
-    real_save = ckpt.save_file
+    real_save = ckpt.write_pretrained_files
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    monkeypatch.setattr(ckpt, "write_pretrained_files", full_disk)
     with pytest.raises(ckpt.CheckpointError, match=r"could not write checkpoint step-0000004 .*No space left"):
-        train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), run, resume=True,
+        train(load_config("tiny", overrides + ["train.steps=4"]), run, resume=True,
               progress=False, log=lambda _m: None)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002"]  # no half-written folder
     ckpt.verify(run / "checkpoints" / "step-0000002")
-    monkeypatch.setattr(ckpt, "save_file", real_save)
-    resumed = train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), run, resume=True,
+    monkeypatch.setattr(ckpt, "write_pretrained_files", real_save)
+    resumed = train(load_config("tiny", overrides + ["train.steps=4"]), run, resume=True,
                     progress=False, log=lambda _m: None)
     assert resumed.step == 4
-    uninterrupted = train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=4"]), tmp_path / "b",
+    uninterrupted = train(load_config("tiny", overrides + ["train.steps=4"]), tmp_path / "b",
                           progress=False, log=lambda _m: None)
     for a, b in zip(resumed.model.parameters(), uninterrupted.model.parameters()):
         assert torch.equal(a, b)
-    load_trained(run)
+    load_pretrained(run)
 
 
 def test_resume_from_a_chosen_checkpoint_continues_exactly_from_it(tmp_path):
@@ -175,10 +148,10 @@ def test_resume_from_a_chosen_checkpoint_continues_exactly_from_it(tmp_path):
     overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits", "data.train_size=16",
                  "data.eval_size=4", "train.checkpoint_every=2", "train.keep_checkpoints=5"]
     run = tmp_path / "run"
-    train(load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=6"]), run, progress=False,
+    train(load_config("tiny", overrides + ["train.steps=6"]), run, progress=False,
           log=lambda _m: None)
     messages: list[str] = []
-    cfg = load_config(REPO / "configs" / "tiny.py", overrides + ["train.steps=6"])
+    cfg = load_config("tiny", overrides + ["train.steps=6"])
     resumed = train(cfg, run, resume_from=run / "checkpoints" / "step-0000002", progress=False, log=messages.append)
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["step-0000002", "step-0000004", "step-0000006", "superseded-step-0000004",

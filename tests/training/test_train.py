@@ -24,7 +24,7 @@ from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_t
 from multimodel.training.train import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tiny.py"
+TINY = "tiny"
 
 
 def tiny(tmp_path: Path, *overrides: str):
@@ -200,19 +200,44 @@ def test_resume_without_a_checkpoint_starts_fresh_with_fresh_logs(tmp_path):
 
 @pytest.mark.filterwarnings("error:Detected call of `lr_scheduler:UserWarning")  # skipped first steps: no warning
 def test_nonfinite_losses_are_skipped_then_abort(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=20", "train.max_bad_steps=3")
+    """Steps with a non-finite loss leave the weights alone (skipped on the device, no host read
+    per step); the log line reports them, and ``train.max_bad_steps`` in a row stop the run."""
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=20", "train.max_bad_steps=3",
+               "train.log_every=2")
     original = MultiModel.forward
+    poisoned_steps = {2, 3}  # 0-based calls (steps 3 and 4); then every call from 6 on (steps 7, 8, ...)
+    calls = []
 
     def poisoned(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
-        out.loss.loss = out.loss.loss * float("nan")
+        if len(calls) in poisoned_steps or len(calls) >= 6:
+            out.loss.loss = out.loss.loss * float("nan")
+        calls.append(1)
         return out
 
     monkeypatch.setattr(MultiModel, "forward", poisoned)
     messages = []
-    with pytest.raises(TrainingError, match="3 consecutive non-finite"):
+    weights = []
+    original_step = torch.optim.Adam.step
+
+    def record_weights(self, *args, **kwargs):
+        result = original_step(self, *args, **kwargs)
+        weights.append([p.detach().clone() for group in self.param_groups for p in group["params"]])
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record_weights)
+    with pytest.raises(TrainingError, match="4 consecutive non-finite"):  # steps 7-10, seen at step 10's log line
         train(cfg, tmp_path / "run", log=messages.append, progress=False)
-    assert sum("non-finite loss" in m for m in messages) == 3
+    # Steps 3 and 4 (1-based) were skipped: the weights after them equal those after step 2.
+    for later in (weights[2], weights[3]):
+        assert all(torch.equal(a, b) for a, b in zip(weights[1], later))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[3], weights[4]))  # step 5 updated
+    assert all(torch.isfinite(p).all() for p in weights[-1])
+    skipped = [m for m in messages if "skipped for a non-finite loss or gradient" in m]
+    assert [m.split(":")[0] for m in skipped] == ["step 4", "step 8", "step 10"]
+    assert all(" 2 step(s)" in m for m in skipped)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if r.get("event") == "nonfinite"] == [{"digits": 2}] * 3
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -304,7 +329,7 @@ def test_ctrl_c_lets_the_step_finish_then_checkpoints(tmp_path, monkeypatch):
     leave TensorBoard's writer locked) is acted on at the end of the step: the log record is
     complete, the checkpoint is of that step, the interrupt then propagates, and the signal
     handlers are restored."""
-    import multimodel.training.train as train_module
+    import multimodel.training.meters as train_module
 
     original = train_module.JsonlLogger.log
     logged_after_signal: list[int] = []

@@ -7,11 +7,9 @@ speech recognition. Audio is first resampled to 16 kHz so synthetic speech (espe
 
 * :func:`resample`: polyphase windowed-sinc interpolation (Kaiser window, 32 taps each side,
   cut-off at 95 % of the lower Nyquist frequency), exact for rational rate ratios.
-* :func:`mel_filterbank`: triangular filters on the Slaney mel scale (linear below 1 kHz,
-  logarithmic above) with Slaney area normalisation, as librosa's default.
-* :func:`log_mel_spectrogram`: power STFT (``torch.stft``, FFT size the next power of two of
-  the window), mel filterbank, natural log with a floor of 1e-6. Frame ``t`` is centred on
-  sample ``t × hop`` (zero padding at the ends), so T_frames = 1 + n_samples // hop.
+* :func:`log_mel_spectrogram`: the audio modality's log-mel front end
+  (:mod:`multimodel.layers.log_mel`, one definition for the corpora and the model) on one
+  waveform: (T_frames, n_mels) with T_frames = 1 + n_samples // hop.
 """
 
 from __future__ import annotations
@@ -22,8 +20,12 @@ import math
 import numpy as np
 import torch
 
+from multimodel.layers.log_mel import LOG_FLOOR, LogMelFrontEnd
+from multimodel.layers.log_mel import mel_filterbank as _filterbank
+
+__all__ = ["LOG_FLOOR", "TARGET_SAMPLE_RATE", "log_mel_spectrogram", "mel_filterbank", "resample"]
+
 TARGET_SAMPLE_RATE = 16000
-LOG_FLOOR = 1e-6
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,32 +94,14 @@ def resample(waveform: np.ndarray, orig_rate: int, new_rate: int, half_width: in
     return out.astype(np.float32)
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    f = np.asarray(f, dtype=np.float64)
-    linear = f / (200.0 / 3)
-    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f < 1000.0, linear, log)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    return np.where(m < 15.0, m * (200.0 / 3), 1000.0 * np.exp((m - 15.0) * (np.log(6.4) / 27.0)))
+def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32: the model's filterbank (layers/log_mel.py) as an array."""
+    return _filterbank(n_fft, sample_rate, n_mels).numpy()
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filterbank(
-    n_fft: int, sample_rate: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
-) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) float32 triangular filters, Slaney mel scale and area norm."""
-    f_max = sample_rate / 2 if f_max is None else f_max
-    bin_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))  # (n_mels + 2,)
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bin_hz[None] - lower) / (centre - lower)
-    falling = (upper - bin_hz[None]) / (upper - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= 2.0 / (upper - lower)  # equal area: white noise gives a flat mel spectrum
-    return weights.astype(np.float32)
+def _front_end(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> LogMelFrontEnd:
+    return LogMelFrontEnd(sample_rate, n_mels, win_ms, hop_ms)
 
 
 def log_mel_spectrogram(
@@ -125,20 +109,14 @@ def log_mel_spectrogram(
 ) -> np.ndarray:
     """(T_frames, n_mels) float32 log-mel features of a 1-d waveform in [-1, 1].
 
-    Any sample rate works (window and hop are set in milliseconds); the corpora resample to
-    16 kHz first so that every source shares one filterbank.
+    The audio modality's own front end (:class:`~multimodel.layers.log_mel.LogMelFrontEnd`)
+    on one waveform, so stored features and waveforms given to the model agree. Any sample
+    rate works (window and hop are set in milliseconds); the corpora resample to 16 kHz first
+    so that every source shares one filterbank.
     """
     x = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
     if x.ndim != 1:
         raise ValueError(f"log_mel_spectrogram expects a 1-d waveform, got shape {tuple(x.shape)}")
-    win = int(round(sample_rate * win_ms / 1000))
-    hop = int(round(sample_rate * hop_ms / 1000))
-    n_fft = 1 << (win - 1).bit_length()
-    x = torch.nn.functional.pad(x, (n_fft // 2, n_fft // 2))  # frame t centred on sample t·hop
-    spec = torch.stft(
-        x, n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win), center=False, return_complex=True
-    )  # (n_fft // 2 + 1, T)
-    power = spec.real.square() + spec.imag.square()
-    fb = torch.from_numpy(mel_filterbank(n_fft, sample_rate, n_mels))
-    mel = fb @ power  # (n_mels, T)
-    return torch.log(mel.clamp_min(LOG_FLOOR)).T.contiguous().numpy()
+    with torch.no_grad():
+        features, _ = _front_end(sample_rate, n_mels, win_ms, hop_ms)(x[None], None)  # (1, T, F)
+    return features[0].contiguous().numpy()

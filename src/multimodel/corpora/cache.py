@@ -35,15 +35,16 @@ import numpy as np
 
 from multimodel.corpora.errors import CorpusError  # re-exported: the readers' error for bad files
 from multimodel.data.example import Example, Split
+from multimodel.errors import UserError
 
 SPLITS = ("train", "test")
 
 
-class CorpusUnavailable(FileNotFoundError):
+class CorpusUnavailable(UserError, FileNotFoundError):
     """A corpus needs files or a program that are not installed; the message says how to get them."""
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserError, RuntimeError):
     """A generator's external tool failed (e.g. espeak-ng produced no audio)."""
 
 

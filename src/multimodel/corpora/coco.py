@@ -25,7 +25,7 @@ from typing import Any
 
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
 from multimodel.corpora.image_folder import load_image
-from multimodel.data.example import Example, Split
+from multimodel.data.example import Example, LazyExamples, Split
 
 COCO_YEARS = (2017, 2014)
 """Release years looked for, in order, when ``year`` is not given."""
@@ -80,6 +80,7 @@ def read_coco_captions(
     skip_bad: bool = False,
     per_caption: bool = False,
     image_dir: str | Path | None = None,
+    lazy: bool = False,
 ) -> Split:
     """Read COCO captions into a :class:`Split` (see the module docstring for the choices).
 
@@ -92,6 +93,9 @@ def read_coco_captions(
         skip_bad: skip (and count) bad records and missing or corrupt images instead of raising.
         per_caption: one example per caption instead of one per image.
         image_dir: folder of the images, if not ``root/<split><year>``.
+        lazy: check that each image file exists now and decode it when its example is read
+            (:class:`~multimodel.data.example.LazyExamples`); a corrupt image then raises when
+            read, whatever ``skip_bad`` says.
 
     Returns:
         Examples with ``inputs`` float32 ``(3, H, W)``, ``target`` = one caption,
@@ -159,7 +163,7 @@ def read_coco_captions(
                     f"image listed in {annotation_file.name} not found",
                     f"extract {release}.zip into {images_root.parent} or set data.skip_bad=true",
                 )
-            pixels = load_image(path, size)
+            pixels = None if lazy else load_image(path, size)
         except CorpusError as error:
             bad.skip(error)
             continue
@@ -168,4 +172,7 @@ def read_coco_captions(
         meta = {"image_id": image_id, "path": str(path)}
         for caption in references if per_caption else references[:1]:
             examples.append(Example(inputs=pixels, target=caption, references=references, meta=meta))
+    if lazy:  # images have no bucketing length
+        return bad.split(LazyExamples.deferred(examples, lambda ex: load_image(ex.meta["path"], size),
+                                               lengths=[0] * len(examples)), source=annotation_file)
     return bad.split(examples, source=annotation_file)

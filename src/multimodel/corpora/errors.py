@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 from multimodel.data.example import Example, Split
+from multimodel.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus file that cannot be read as the format it should have.
 
     Args:

@@ -195,7 +195,7 @@ def digits_available(data_dir: Path) -> str | None:
     try:
         import sklearn.datasets  # noqa: F401
     except ImportError:
-        return "scikit-learn is not installed: pip install scikit-learn"
+        return "scikit-learn is not installed: pip install 'multimodel[digits]'"
     return None
 
 

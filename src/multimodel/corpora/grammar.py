@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multimodel.config import ConfigError
 from multimodel.corpora import cache
 from multimodel.corpora.trees import Tree, leaves, linearize, to_bracketed
 from multimodel.data.example import Example, Split
@@ -373,7 +374,7 @@ def sample_trees(
     while len(trees) < count:
         attempts += 1
         if attempts > 100 * count + 10_000:
-            raise ValueError(f"{CORPUS}: could not draw {count} distinct {split} sentences; ask for fewer")
+            raise ConfigError(f"{CORPUS}: could not draw {count} distinct {split} sentences; ask for fewer")
         tree = generate_tree(rng)
         text = sentence_text(tree)
         n = sum(1 for token in text.split() if any(ch.isalnum() for ch in token))  # words, not punctuation

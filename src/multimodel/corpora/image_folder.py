@@ -10,18 +10,20 @@ channels; alpha is dropped), their shorter side resized to the target size with 
 filtering and then centre-cropped to (H, W), so the aspect ratio is kept. Pixels are float32 in
 [0, 1], channels first: ``(3, H, W)``.
 
-The reader decodes every image when called, so it suits folders that fit in memory (use
-``limit`` for a slice of a large one).
+The reader decodes every image when called, so it suits folders that fit in memory; with
+``lazy=True`` it lists the files and decodes each image when its example is read, for folders
+that do not (ImageNet: 1.28M images, 190 GB as float32 at 224 x 224).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
-from multimodel.data.example import Example, Split
+from multimodel.data.example import Example, LazyExamples, Split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
 """File suffixes (compared lower-cased) read as images; other files in class folders are ignored."""
@@ -65,6 +67,16 @@ def load_image(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
             f"corrupt or unreadable image ({error})",
             "re-download the file, delete it, or set data.skip_bad=true",
         ) from error
+    return fit_image(rgb, (height, width))
+
+
+def fit_image(image: Any, size: int | tuple[int, int]) -> np.ndarray:
+    """A decoded Pillow image -> float32 ``(3, H, W)`` in [0, 1]: converted to RGB, shorter side
+    resized to the target, centre-cropped (see the module docstring). Every image reader ends here."""
+    from PIL import Image
+
+    height, width = _size_hw(size)
+    rgb = image.convert("RGB")
     scale = max(height / rgb.height, width / rgb.width)  # shorter side (relative to target) fits
     resized_w, resized_h = max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))
     rgb = rgb.resize((resized_w, resized_h), Image.Resampling.BILINEAR)
@@ -90,6 +102,8 @@ def read_image_folder(
     size: int | tuple[int, int] = 224,
     limit: int = 0,
     skip_bad: bool = False,
+    lazy: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> Split:
     """Read ``root/<class>/<image>`` into a :class:`Split` of classification examples.
 
@@ -98,6 +112,12 @@ def read_image_folder(
         size: output size, ``S`` or ``(H, W)``.
         limit: keep at most this many images (0 = all), taken in sorted (class, file) order.
         skip_bad: skip (and count) corrupt images instead of raising.
+        lazy: list the files now and decode each image when its example is read
+            (:class:`~multimodel.data.example.LazyExamples`); a corrupt image then raises when
+            read, whatever ``skip_bad`` says.
+        classes: the class names in index order (e.g. those of the training folder, for a
+            validation folder missing some classes); None = the sorted class folders of ``root``.
+            A class folder not among them is an error.
 
     Returns:
         Examples with ``inputs`` float32 ``(3, H, W)`` in [0, 1], ``target`` = class index,
@@ -105,17 +125,26 @@ def read_image_folder(
     """
     root = Path(root)
     names = class_names(root)
+    if classes is not None:
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise CorpusError(root / unknown[0], f"class folder {unknown[0]!r} is not one of the {len(classes)}"
+                              " classes", "remove it, or name it in the task's labels")
+    index_of = {name: i for i, name in enumerate(classes if classes is not None else names)}
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
-    for index, name in enumerate(names):
+    for name in names:
+        if limit and len(examples) >= limit:
+            break
+        index = index_of[name]
         files = sorted(
             p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
         )
         for path in files:
             if limit and len(examples) >= limit:
-                return bad.split(examples, source=root)
+                break
             try:
-                pixels = load_image(path, size)
+                pixels = None if lazy else load_image(path, size)
             except CorpusError as error:
                 bad.skip(error)
                 continue
@@ -133,4 +162,7 @@ def read_image_folder(
             f"has no image files (looked for {', '.join(IMAGE_EXTENSIONS)})",
             "put images in root/<class_name>/",
         )
+    if lazy:  # images have no bucketing length
+        return bad.split(LazyExamples.deferred(examples, lambda ex: load_image(ex.meta["path"], size),
+                                               lengths=[0] * len(examples)), source=root)
     return bad.split(examples, source=root)

@@ -24,7 +24,7 @@ import numpy as np
 
 from multimodel.corpora.audio_file import missing_frames, wav_truncation
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
-from multimodel.data.example import Example, Split
+from multimodel.data.example import Example, LazyExamples, Split
 
 SAMPLE_RATE = 16_000
 """Sample rate of LibriSpeech and WSJ audio, and of every waveform the readers return."""
@@ -74,13 +74,32 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))  # (T,)
 
 
+def audio_frames(path: str | Path) -> int:
+    """Samples per channel of an audio file, read from its header (nothing is decoded).
+
+    Raises:
+        CorpusError: the file is missing or its header unreadable.
+    """
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(path, "audio file not found", "restore the file or remove its transcript line")
+    try:
+        return int(soundfile.info(str(path)).frames)
+    except (RuntimeError, OSError, ValueError, TypeError) as error:
+        raise CorpusError(path, f"corrupt or unreadable audio ({error})",
+                          "re-download the file, delete it, or set lazy=False and data.skip_bad=true") from error
+
+
 def normalise_transcript(text: str) -> str:
     """Lower-case and collapse whitespace: the target form of every speech reader."""
     return " ".join(text.lower().split())
 
 
 def read_librispeech(
-    root: str | Path, limit: int = 0, skip_bad: bool = False, sample_rate: int = SAMPLE_RATE
+    root: str | Path, limit: int = 0, skip_bad: bool = False, sample_rate: int = SAMPLE_RATE,
+    lazy: bool = False,
 ) -> Split:
     """Read one LibriSpeech subset into a :class:`Split` of speech-recognition examples.
 
@@ -89,6 +108,9 @@ def read_librispeech(
         limit: keep at most this many utterances (0 = all), in sorted speaker/chapter/line order.
         skip_bad: skip (and count) malformed transcript lines and bad audio instead of raising.
         sample_rate: the rate every file must have.
+        lazy: read each file's header now (its length, for length buckets) and decode its audio
+            when its example is read (:class:`~multimodel.data.example.LazyExamples`); a corrupt
+            file then raises when read, whatever ``skip_bad`` says.
 
     Returns:
         Examples with ``inputs`` float32 waveform ``(T,)``, ``target`` = lower-cased transcript,
@@ -106,7 +128,10 @@ def read_librispeech(
         )
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
+    lengths: list[int] = []
     for transcript_file in transcript_files:
+        if limit and len(examples) >= limit:
+            break
         try:
             lines = transcript_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
@@ -118,7 +143,7 @@ def read_librispeech(
             continue
         for number, line in enumerate(lines, start=1):
             if limit and len(examples) >= limit:
-                return bad.split(examples, source=root)
+                break
             if not line.strip():
                 continue  # a blank line holds no record
             try:
@@ -140,7 +165,8 @@ def read_librispeech(
                         line=number,
                     )
                 audio_path = transcript_file.parent / f"{utterance_id}.flac"
-                waveform = read_audio(audio_path, sample_rate)
+                waveform = None if lazy else read_audio(audio_path, sample_rate)
+                lengths.append(audio_frames(audio_path) if lazy else len(waveform))
             except CorpusError as error:
                 bad.skip(error)
                 continue
@@ -153,4 +179,7 @@ def read_librispeech(
                     meta={"sample_rate": sample_rate, "id": utterance_id, "path": str(audio_path)},
                 )
             )
+    if lazy:
+        return bad.split(LazyExamples.deferred(examples, lambda ex: read_audio(ex.meta["path"], sample_rate),
+                                               lengths=lengths), source=root)
     return bad.split(examples, source=root)

@@ -18,14 +18,16 @@ import json
 from pathlib import Path
 
 from multimodel.corpora.errors import BadRecords, CorpusError, require_exists
-from multimodel.corpora.librispeech import SAMPLE_RATE, normalise_transcript, read_audio
-from multimodel.data.example import Example, Split
+from multimodel.corpora.librispeech import SAMPLE_RATE, audio_frames, normalise_transcript, read_audio
+from multimodel.data.example import Example, LazyExamples, Split
 
 REQUIRED_KEYS = ("audio", "text")
+"""The keys every line needs by default (``audio_key`` and ``text_key`` name others)."""
 
 
 def read_manifest(
-    path: str | Path, limit: int = 0, skip_bad: bool = False, sample_rate: int = SAMPLE_RATE
+    path: str | Path, limit: int = 0, skip_bad: bool = False, sample_rate: int = SAMPLE_RATE,
+    lazy: bool = False, audio_key: str = "audio", text_key: str = "text",
 ) -> Split:
     """Read a JSONL speech manifest into a :class:`Split`.
 
@@ -34,6 +36,11 @@ def read_manifest(
         limit: keep at most this many utterances (0 = all), in file order.
         skip_bad: skip (and count) bad lines and bad audio instead of raising.
         sample_rate: the rate every audio file must have.
+        lazy: read each audio file's header now (its length, for length buckets) and decode it
+            when its example is read (:class:`~multimodel.data.example.LazyExamples`); a corrupt
+            file then raises when read, whatever ``skip_bad`` says.
+        audio_key: the key of the audio path (default ``"audio"``).
+        text_key: the key of the transcript (default ``"text"``).
 
     Returns:
         Examples with ``inputs`` float32 waveform ``(T,)``, ``target`` = normalised transcript,
@@ -47,6 +54,8 @@ def read_manifest(
         raise CorpusError(path, f"cannot read the manifest ({error})", "save it as UTF-8 text") from error
     bad = BadRecords(skip_bad)
     examples: list[Example] = []
+    lengths: list[int] = []
+    keys = (audio_key, text_key)
     for number, line in enumerate(lines, start=1):
         if limit and len(examples) >= limit:
             break
@@ -66,22 +75,23 @@ def read_manifest(
                 raise CorpusError(
                     path, "a line must be a JSON object", 'write {"audio": ..., "text": ...}', line=number
                 )
-            missing = [key for key in REQUIRED_KEYS if key not in record]
+            missing = [key for key in keys if key not in record]
             if missing:
                 raise CorpusError(
                     path,
                     f"missing key(s) {', '.join(repr(k) for k in missing)}",
-                    'every line needs "audio" (path relative to the manifest) and "text"',
+                    f"every line needs {audio_key!r} (path relative to the manifest) and {text_key!r}",
                     line=number,
                 )
-            target = normalise_transcript(str(record["text"]))
+            target = normalise_transcript(str(record[text_key]))
             if not target:
                 raise CorpusError(
                     path, "empty transcript", "repair the line or set data.skip_bad=true", line=number
                 )
-            audio_path = path.parent / str(record["audio"])
+            audio_path = path.parent / str(record[audio_key])
             try:
-                waveform = read_audio(audio_path, sample_rate)
+                waveform = None if lazy else read_audio(audio_path, sample_rate)
+                length = audio_frames(audio_path) if lazy else len(waveform)
             except CorpusError as error:  # name the manifest line as well as the audio file
                 raise CorpusError(
                     error.path, f"{error.problem} (from {path.name} line {number})", error.fix
@@ -89,7 +99,11 @@ def read_manifest(
         except CorpusError as error:
             bad.skip(error)
             continue
-        meta = {k: v for k, v in record.items() if k not in REQUIRED_KEYS}
+        meta = {k: v for k, v in record.items() if k not in keys}
         meta.update(sample_rate=sample_rate, path=str(audio_path), line=number)
         examples.append(Example(inputs=waveform, target=target, references=[target], meta=meta))
+        lengths.append(length)
+    if lazy:
+        return bad.split(LazyExamples.deferred(examples, lambda ex: read_audio(ex.meta["path"], sample_rate),
+                                               lengths=lengths), source=path)
     return bad.split(examples, source=path)

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from multimodel.config import ConfigError
 from multimodel.corpora import cache
 from multimodel.data.example import Example, Split
 
@@ -174,7 +175,7 @@ def sample_values(
     while len(chosen) < count:
         attempts += 1
         if attempts > 100 * count + 10_000:
-            raise ValueError(f"{CORPUS}: could not draw {count} distinct {split} items; ask for fewer")
+            raise ConfigError(f"{CORPUS}: could not draw {count} distinct {split} items; ask for fewer")
         kind = kinds[int(rng.choice(len(kinds), p=probs))]
         value = _draw_value(rng, kind)
         key = expression_key(kind, value)

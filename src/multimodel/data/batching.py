@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from multimodel.data.example import Example
+from multimodel.data.example import Example, LazyExamples, peek_examples
 from multimodel.data.tokenizer import EOS, PAD, Tokenizer
 
 
@@ -72,6 +72,14 @@ def example_length(example: Example) -> int:
     if isinstance(x, str):
         return len(x)
     return int(np.asarray(x).shape[0]) if np.asarray(x).ndim in (1, 2) else 0
+
+
+def example_lengths(examples: Sequence[Example]) -> np.ndarray:
+    """:func:`example_length` of every example; lazy examples give theirs without decoding
+    (:attr:`~multimodel.data.example.LazyExamples.lengths`, else from what ``peek`` shows)."""
+    if isinstance(examples, LazyExamples) and examples.lengths is not None:
+        return examples.lengths
+    return np.asarray([example_length(e) for e in peek_examples(examples)], dtype=np.int64)
 
 
 def _pad_stack(seqs: Sequence[np.ndarray], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +192,7 @@ class TaskStream:
         self.epoch = 0
         self.cursor = 0  # index of the next batch within the epoch
         self._epoch_batches: list[list[int]] | None = None
-        self._lengths = np.asarray([example_length(e) for e in examples])
+        self._lengths = example_lengths(examples)
 
     def _batches_of_epoch(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng(_stable_seed(self.seed, self.task_name, epoch))
@@ -221,6 +229,7 @@ class TaskStream:
 
 def eval_batches(examples: Sequence[Example], collate: Collator, batch_size: int) -> list[tuple[list[int], Batch]]:
     """Fixed, length-sorted batches of held-out examples, each with its example indices."""
-    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))
+    lengths = example_lengths(examples)
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
     chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     return [(chunk, collate([examples[i] for i in chunk])) for chunk in chunks]

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from multimodel.config import MIXING_STRATEGIES
+from multimodel.config import MIXING_STRATEGIES, ConfigError
 
 STRATEGIES = MIXING_STRATEGIES
 
@@ -44,21 +44,21 @@ def mixing_probabilities(
         raw = np.ones_like(n)
     elif strategy == "temperature":
         if temperature <= 0:
-            raise ValueError(f"train.temperature must be > 0, got {temperature}")
+            raise ConfigError(f"train.temperature must be > 0, got {temperature}")
         raw = n ** (1.0 / temperature)
     elif strategy == "weights":
         weights = dict(weights or {})
         unknown = sorted(set(weights) - set(names))
         if unknown:
-            raise ValueError(f"train.task_weights names tasks not being trained: {unknown}; tasks: {names}")
+            raise ConfigError(f"train.task_weights names tasks not being trained: {unknown}; tasks: {names}")
         raw = np.asarray([float(weights.get(k, 0.0)) for k in names])
         if (raw < 0).any():
-            raise ValueError("train.task_weights must be non-negative")
+            raise ConfigError("train.task_weights must be non-negative")
     else:
-        raise ValueError(f"unknown train.mixing {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown train.mixing {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     total = raw.sum()
     if total <= 0:
-        raise ValueError(f"mixing strategy {strategy!r} gives every task zero probability")
+        raise ConfigError(f"mixing strategy {strategy!r} gives every task zero probability")
     return {k: float(v / total) for k, v in zip(names, raw)}
 
 
@@ -80,3 +80,10 @@ class TaskSampler:
         digest = hashlib.sha256(f"{self.seed}/{step}".encode()).digest()
         u = int.from_bytes(digest[:8], "little") / 2.0**64  # uniform in [0, 1)
         return self.names[int(np.searchsorted(self.cdf, u, side="right"))]
+
+    def counts(self, steps: int, start: int = 0) -> dict[str, int]:
+        """Batches each task draws in global steps ``start`` … ``steps`` - 1."""
+        counts = dict.fromkeys(self.names, 0)
+        for s in range(start, steps):
+            counts[self.task_at(s)] += 1
+        return counts

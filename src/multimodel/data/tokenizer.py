@@ -1,7 +1,8 @@
 """The shared subword vocabulary (paper section 2: one ~8k-unit vocabulary for every text).
 
 A thin wrapper around sentencepiece, trained in memory on the text of all selected tasks (the
-targets and the text inputs), and stored inside checkpoints as the serialised model proto.
+targets and the text inputs), and stored beside the model as ``tokenizer.model``, the
+serialised model proto (:meth:`Tokenizer.save_pretrained`).
 
 Ids (docs/CONTRACTS.md): ``PAD = 0``, ``EOS = 1``, ``UNK = 2``; no BOS (the decoder's first
 input is the task token). :meth:`Tokenizer.encode` returns ids without EOS; callers append
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
 from multimodel.config import EOS_ID, PAD_ID, UNK_ID
+from multimodel.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ PAD = PAD_ID
 EOS = EOS_ID
 UNK = UNK_ID
 _SPECIAL = (PAD, EOS)
+TOKENIZER_FILE = "tokenizer.model"
+"""The vocabulary's file in a saved model or checkpoint (the serialised sentencepiece model)."""
 
 
 class Tokenizer:
@@ -132,6 +137,28 @@ class Tokenizer:
     def to_bytes(self) -> bytes:
         """The serialised sentencepiece model (the whole vocabulary)."""
         return self._proto
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the vocabulary to ``directory/tokenizer.model`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / TOKENIZER_FILE).write_bytes(self._proto)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Tokenizer":
+        """Read the vocabulary :meth:`save_pretrained` (or a training checkpoint) wrote into ``directory``.
+
+        Raises:
+            CheckpointError: the file is missing or is not a sentencepiece model with our special ids.
+        """
+        path = Path(directory) / TOKENIZER_FILE
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete") from None
+        except Exception as err:  # sentencepiece raises RuntimeError, our check ValueError
+            raise CheckpointError(f"{path}: corrupt vocabulary ({err})") from None
 
     @property
     def vocab_size(self) -> int:

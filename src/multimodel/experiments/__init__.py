@@ -27,10 +27,10 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.experiments import ablation, add_task, joint_vs_single, transfer
 from multimodel.experiments.grid import Plan, run_grid, write_results
-from multimodel.experiments.plots import plot_learning_curves
+from multimodel.experiments.plots import plot_learning_curves, require_matplotlib
 
 #: Experiment name → the function that plans its grid.
 EXPERIMENTS: dict[str, Callable[..., Plan]] = {
@@ -55,16 +55,17 @@ def run_experiment(name: str, cfg: Config, *, seeds: int, out: Path, command: st
         options: experiment-specific keyword arguments of its ``plan`` (e.g. ``compute``).
     """
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(EXPERIMENTS[name]).parameters
     wrong = sorted(k for k in options if k not in accepted)
     if wrong:
-        raise ValueError(f"experiment {name} takes no option {', '.join(wrong)}")
+        raise ConfigError(f"experiment {name} takes no option {', '.join(wrong)}")
+    require_matplotlib()
     plan = EXPERIMENTS[name](cfg, seeds, **options)
     log(f"{plan.title}: {len(plan.specs)} runs into {out / 'runs'}")
     for note in plan.notes:

@@ -8,7 +8,7 @@ removing either never helps; both matter for translation, and they help ImageNet
 
 from __future__ import annotations
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.experiments.grid import Arm, Plan, make_spec, seeded, with_tasks
 
 QUESTION = ("Does removing the mixture-of-experts layers or the attention blocks hurt (RQ3)?"
@@ -19,7 +19,7 @@ ARMS = (("full", ()), ("no-moe", ("model.use_moe=false",)), ("no-attention", ("m
 
 def plan(cfg: Config, seeds: int, *, vary_data_seed: bool = True) -> Plan:
     if not (cfg.model.use_moe and cfg.model.use_attention):
-        raise ValueError("the ablation's 'full' arm needs model.use_moe=true and model.use_attention=true")
+        raise ConfigError("the ablation's 'full' arm needs model.use_moe=true and model.use_attention=true")
     tasks = tuple(cfg.data.tasks)
     specs = []
     for i in range(seeds):

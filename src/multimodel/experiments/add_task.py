@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import (
     Arm,
@@ -53,7 +53,7 @@ def split_tasks(cfg: Config, new_task: str | None) -> tuple[tuple[str, ...], str
     new = new_task or tasks[-1]
     old = tuple(t for t in tasks if t != new)
     if not old:
-        raise ValueError(f"add-task needs at least one task besides {new!r} in data.tasks")
+        raise ConfigError(f"add-task needs at least one task besides {new!r} in data.tasks")
     return old, new
 
 

@@ -18,7 +18,7 @@ What is held equal, so that only the model differs:
   gives every baseline N steps instead;
 * **vocabulary** — the run's tokenizer; label smoothing, dropout, target length and (by default)
   the width d_model come from the run's model config;
-* **scoring** — :func:`multimodel.training.train.evaluate_all` (and through it
+* **scoring** — :func:`multimodel.evaluation.evaluate.evaluate_all` (and through it
   :func:`multimodel.evaluation.evaluate.evaluate_task`), the functions that scored MultiModel,
   on the same held-out examples: same eval batches, same decode lengths, same metric functions
   (a baseline answers MultiModel's calls, see :mod:`multimodel.baselines.base`). Greedy: the
@@ -48,16 +48,18 @@ from typing import Any, Callable, Sequence
 import torch
 
 from multimodel.baselines import BaselineConfig, baseline_kind, build_baseline
-from multimodel.config import Config, apply_overrides, config_from_dict, to_dict
+from multimodel.config import Config, ConfigError, apply_overrides, config_from_dict, to_dict
 from multimodel.data.batching import TaskStream
 from multimodel.data.mixture import TaskSampler
 from multimodel.data.tokenizer import Tokenizer
+from multimodel.errors import UserError
 from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, write_json
+from multimodel.pretrained import read_meta, resolve_checkpoint
 from multimodel.tasks import get_task
-from multimodel.training import checkpoint as ckpt
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
-from multimodel.training.train import count_task_steps, evaluate_all, select_device
+from multimodel.evaluation.evaluate import evaluate_all
+from multimodel.training.distributed import select_device
 
 Log = Callable[[str], None]
 
@@ -105,19 +107,19 @@ def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory; give the --run-dir of a `multimodel train`")
-    checkpoint = ckpt.resolve_checkpoint(run_dir)
-    meta = ckpt.read_meta(checkpoint)
+    checkpoint = resolve_checkpoint(run_dir)
+    meta = read_meta(checkpoint)
     cfg = config_from_dict(meta["config"])
     if data_dir is not None:
         cfg = apply_overrides(cfg, [f"data.data_dir={data_dir!r}"])
-    tokenizer = Tokenizer.from_bytes((checkpoint / "tokenizer.model").read_bytes())
+    tokenizer = Tokenizer.from_pretrained(checkpoint)
     step = int(meta["step"])
     saved = meta.get("task_steps")
     if saved is not None:
         task_steps = {name: int(n) for name, n in saved.items()}
         source = f"counted by the run (task_steps in {checkpoint.name}/meta.json)"
     else:  # a run trained before the trainer counted them: the schedule is a pure function of the step
-        task_steps = count_task_steps(TaskSampler(mixing_of(cfg), cfg.data.seed), cfg.data.tasks, step)
+        task_steps = TaskSampler(mixing_of(cfg), cfg.data.seed).counts(step)
         source = f"recomputed from the run's task schedule over its {step} steps (data seed {cfg.data.seed})"
     evaluation = read_eval(run_dir) if (run_dir / "eval.json").is_file() else {}
     return RunInfo(run_dir, checkpoint, cfg, step, tokenizer, _count_parameters(checkpoint), task_steps,
@@ -140,7 +142,7 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
     fields = {f.name for f in dataclasses.fields(BaselineConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown baseline setting {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown baseline setting {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
     from_run = {
         "hidden_size": cfg.model.hidden_size,
         "dropout": cfg.model.dropout,
@@ -188,7 +190,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
                 bad_in_a_row += 1
                 log(f"  {stream.task_name} step {step}: non-finite loss; step skipped")
                 if bad_in_a_row >= MAX_BAD_STEPS:
-                    raise RuntimeError(f"{stream.task_name}: {bad_in_a_row} consecutive non-finite losses;"
+                    raise UserError(f"{stream.task_name}: {bad_in_a_row} consecutive non-finite losses;"
                                        " lower --learning-rate")
             else:
                 bad_in_a_row = 0
@@ -242,9 +244,9 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     names = list(cfg.data.tasks) if not tasks else list(tasks)
     unknown = [n for n in names if n not in cfg.data.tasks]
     if unknown:
-        raise ValueError(f"the run was not trained on {unknown}; its tasks: {', '.join(cfg.data.tasks)}")
+        raise ConfigError(f"the run was not trained on {unknown}; its tasks: {', '.join(cfg.data.tasks)}")
     if steps is not None and steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {steps}")
+        raise ConfigError(f"--steps must be >= 0, got {steps}")
     config = baseline_config(cfg, **settings)
     for name in names:  # fail before loading data for a task without a baseline
         baseline_kind(get_task(name).input_modality, get_task(name).target_modality)

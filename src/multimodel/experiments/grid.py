@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from multimodel.config import Config, apply_overrides, to_dict
+from multimodel.config import Config, ConfigError, apply_overrides, to_dict
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.tasks import get_task
@@ -174,15 +174,15 @@ def schedule(probabilities: dict[str, float], data_seed: int, steps: int) -> lis
 
 def task_step_counts(cfg: Config) -> dict[str, int]:
     """Optimiser steps each task of ``cfg`` receives in a run of ``cfg.train.steps`` steps."""
-    order = schedule(mixing_of(cfg), cfg.data.seed, cfg.train.steps)
-    return {t: order.count(t) for t in cfg.data.tasks}
+    counts = TaskSampler(mixing_of(cfg), cfg.data.seed).counts(cfg.train.steps)
+    return {t: counts.get(t, 0) for t in cfg.data.tasks}
 
 
 def steps_for_task_count(cfg: Config, task: str, count: int) -> int:
     """Fewest total steps in which ``task`` receives exactly ``count`` steps under ``cfg``'s mixing."""
     probs = mixing_of(cfg)
     if probs.get(task, 0.0) <= 0:
-        raise ValueError(f"task {task} has sampling probability 0 under train.mixing={cfg.train.mixing!r}")
+        raise ConfigError(f"task {task} has sampling probability 0 under train.mixing={cfg.train.mixing!r}")
     if count <= 0:
         return 0
     sampler = TaskSampler(probs, cfg.data.seed)
@@ -193,7 +193,7 @@ def steps_for_task_count(cfg: Config, task: str, count: int) -> int:
         step += 1
         if seen == count:
             return step
-    raise ValueError(f"task {task} did not reach {count} steps within {limit} steps")
+    raise ConfigError(f"task {task} did not reach {count} steps within {limit} steps")
 
 
 def make_spec(arm: Arm, seed_index: int, cfg: Config, *, init_from: str | None = None) -> RunSpec:
@@ -224,7 +224,7 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
     diffs = [f"{s}.{k}: {saved[s].get(k)!r} vs {wanted[s][k]!r}"
              for s in wanted for k in wanted[s] if saved.get(s, {}).get(k) != wanted[s][k]]
     if diffs:
-        raise ValueError(f"{run_dir} was trained with another config ({'; '.join(diffs[:3])});"
+        raise ConfigError(f"{run_dir} was trained with another config ({'; '.join(diffs[:3])});"
                          " use another --out, or delete that run directory to retrain it")
 
 
@@ -234,7 +234,8 @@ def run_grid(plan: Plan, out: Path, *, log: Log = print) -> dict[str, str]:
     Status: ``"done"`` (found finished, not touched), ``"trained"`` (fresh) or ``"resumed"``.
     """
     from multimodel.training import checkpoint as ckpt
-    from multimodel.training.run import evaluate_all, write_report
+    from multimodel.evaluation.evaluate import evaluate_all
+    from multimodel.training.run import write_report
     from multimodel.training.train import train
 
     status: dict[str, str] = {}

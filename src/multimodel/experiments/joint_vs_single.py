@@ -10,7 +10,7 @@ all ``train.steps`` steps (the single model then sees more data of its task than
 
 from __future__ import annotations
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.experiments.grid import Arm, Plan, make_spec, seeded, with_tasks
 
 QUESTION = ("Does one model trained jointly on several tasks reach the quality of a model trained on"
@@ -21,9 +21,9 @@ QUESTION = ("Does one model trained jointly on several tasks reach the quality o
 def plan(cfg: Config, seeds: int, *, compute: str = "task", vary_data_seed: bool = True) -> Plan:
     tasks = tuple(cfg.data.tasks)
     if len(tasks) < 2:
-        raise ValueError(f"joint-vs-single needs at least two tasks in data.tasks, got {list(tasks)}")
+        raise ConfigError(f"joint-vs-single needs at least two tasks in data.tasks, got {list(tasks)}")
     if compute not in ("task", "total"):
-        raise ValueError(f"compute must be 'task' or 'total', got {compute!r}")
+        raise ConfigError(f"compute must be 'task' or 'total', got {compute!r}")
     specs = []
     for i in range(seeds):
         base = seeded(cfg, i, vary_data_seed=vary_data_seed)

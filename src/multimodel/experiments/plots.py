@@ -3,7 +3,7 @@
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global state),
 so they work on headless machines and inside tests. Every function returns what it drew (the
 number of curves, or the heatmap array), so tests can check a figure's content, not only that
-a PNG exists.
+a PNG exists. matplotlib comes with the ``plots`` extra (``pip install 'multimodel[plots]'``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,24 @@ from typing import Sequence
 
 import numpy as np
 
+from multimodel.errors import MissingExtraError
 from multimodel.experiments.grid import Plan, RunSpec, read_log, schedule
 
 #: One curve: x values (steps on the task) and y values.
 Curve = tuple[np.ndarray, np.ndarray]
 
 
+def require_matplotlib() -> None:
+    """Raise :class:`~multimodel.errors.MissingExtraError` unless matplotlib (the ``plots``
+    extra) is installed; called before an experiment's runs, so they are not lost to it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise MissingExtraError("drawing the experiments' figures", "plots", err) from None
+
+
 def _figure(width: float, height: float):
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from multimodel.errors import UserError
+
 Log = Callable[[str], None]
 
 
@@ -75,16 +77,19 @@ def recompute_routing(path: Path, *, data_dir: str | None = None, eval_size: int
     from multimodel.config import apply_overrides
     from multimodel.data.batching import eval_batches
     from multimodel.tasks.task_data import attach_collators, load_task_data
-    from multimodel.training.train import RoutingTotals, load_trained, model_inputs
+    from multimodel.training.meters import RoutingTotals
+    from multimodel.pretrained import load_pretrained
+    from multimodel.training.step import model_inputs
 
-    model, tokenizer, meta = load_trained(path)
+    loaded = load_pretrained(path)
+    model, tokenizer = loaded.model, loaded.tokenizer
     overrides = []
     if data_dir is not None:
         overrides.append(f"data.data_dir={data_dir!r}")
     if eval_size is not None:  # the same number for every task, the per-task overrides too
         overrides += [f"data.eval_size={int(eval_size)}", "data.eval_sizes={}"]
-    cfg = apply_overrides(meta["config_obj"], overrides)
-    task_data = load_task_data(cfg, list(meta["tasks"]), splits=("test",), log=log)
+    cfg = apply_overrides(loaded.config, overrides)
+    task_data = load_task_data(cfg, loaded.tasks, splits=("test",), log=log)
     attach_collators(cfg, task_data, tokenizer)
     totals = RoutingTotals()
     model.eval()
@@ -93,7 +98,7 @@ def recompute_routing(path: Path, *, data_dir: str | None = None, eval_size: int
             for _, batch in eval_batches(td.test, td.collate, cfg.data.batch_size):
                 args, kwargs = model_inputs(batch, td.task)
                 totals.add(name, model(*args, **kwargs).routing)
-    source = {"source": "heldout", "checkpoint": meta["checkpoint_dir"],
+    source = {"source": "heldout", "checkpoint": str(loaded.directory),
               "examples_per_task": {n: len(td.test) for n, td in task_data.items()},
               "num_experts": cfg.model.moe.num_experts, "top_k": cfg.model.moe.top_k}
     return totals.to_json(), source
@@ -203,12 +208,13 @@ def analyze_routing(path: Path, out: Path | None = None, *, source: str = "auto"
         data_dir: where the held-out data is (default: the checkpoint config's).
         eval_size: held-out examples per task (default: the checkpoint config's).
     """
-    from multimodel.experiments.plots import plot_routing_heatmap
-    from multimodel.training.checkpoint import CheckpointError, resolve_checkpoint
+    from multimodel.experiments.plots import plot_routing_heatmap, require_matplotlib
+    from multimodel.pretrained import CheckpointError, resolve_checkpoint
 
     path = Path(path)
     if source not in ("auto", "heldout", "training"):
-        raise ValueError(f"source must be auto, heldout or training, got {source!r}")
+        raise UserError(f"source must be auto, heldout or training, got {source!r}")
+    require_matplotlib()
     routing_json = path / "routing.json"
     data: dict[str, Any] | None = None
     info: dict[str, Any] = {}
@@ -228,7 +234,7 @@ def analyze_routing(path: Path, out: Path | None = None, *, source: str = "auto"
         info = {"source": "training", "path": str(routing_json)}
     layers = layers_from_json(data)
     if not layers:
-        raise ValueError(f"{path}: no MoE routing recorded (was the model trained with model.use_moe=false?)")
+        raise UserError(f"{path}: no MoE routing recorded (was the model trained with model.use_moe=false?)")
     out = Path(out) if out is not None else path / "routing"
     out.mkdir(parents=True, exist_ok=True)
     results, figures, heatmaps = [], {}, {}

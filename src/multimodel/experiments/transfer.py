@@ -12,7 +12,7 @@ when its data is found, else the built-in ``grammar_parsing``.
 
 from __future__ import annotations
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.experiments.grid import Arm, Plan, make_spec, seeded, steps_for_task_count, with_tasks
 from multimodel.tasks import get_task
 
@@ -35,9 +35,9 @@ def plan(cfg: Config, seeds: int, *, parsing_task: str | None = None, image_task
          vary_data_seed: bool = True) -> Plan:
     parsing = parsing_task or default_parsing_task(cfg)
     if get_task(parsing).task_token != "To-Parse-Tree":
-        raise ValueError(f"{parsing} is not a parsing task (its task token is not To-Parse-Tree)")
+        raise ConfigError(f"{parsing} is not a parsing task (its task token is not To-Parse-Tree)")
     if not get_task(image_task).is_classification:
-        raise ValueError(f"{image_task} is not a classification task")
+        raise ConfigError(f"{image_task} is not a classification task")
     others = [t for t in cfg.data.tasks if t not in (parsing, image_task)
               and get_task(t).task_token != "To-Parse-Tree"]
     arms = [Arm("alone", "alone", (parsing,)), Arm("with-image", "with-image", (parsing, image_task))]

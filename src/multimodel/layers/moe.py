@@ -11,22 +11,35 @@ The auxiliary loss is ``aux_loss_coef · (CV²(importance) + CV²(load))`` (Shaz
 appendix A): importance is the sum of gates per expert; load is the expected number of
 tokens per expert under fresh noise, which is differentiable through the normal CDF.
 
-Dispatch is "dropless" by default: padding is removed first, the remaining N·K token-slots
-are sorted by expert, every expert runs once on its contiguous slice of the sorted slots (one
-fused autograd function, :class:`_ExpertFFN`) and the results are gathered back and mixed
-with the gates. Empty experts cost nothing, so the arithmetic grows with N·K, not with E; what
-does grow with E is the (N, E) gate and the memory traffic of the expert weights and their
-gradients (benchmarks/moe.py measures it against the compute floor). On a multi-core CPU,
-when the experts get few rows each, different experts run on different cores
-(:mod:`multimodel.layers.expert_threads`). A GShard-style ``capacity_factor`` can bound the
-slots per expert instead.
+Dispatch is "dropless" by default: the N·K token-slots are sorted by expert (padding slots
+last, never run), every expert runs on its contiguous slice of the sorted slots (one fused
+autograd function), and the results are gathered back and mixed with the gates. Empty experts
+cost nothing, so the arithmetic grows with N·K, not with E; what does grow with E is the
+(N, E) gate and the memory traffic of the expert weights and their gradients
+(benchmarks/moe.py measures it against the compute floor). The only host read is the number
+of slots per expert, which sizes the experts' matrix products. A GShard-style
+``capacity_factor`` can bound the slots per expert instead.
+
+The reference and the fast paths, held equal by tests/layers/test_moe.py:
+
+* :func:`mixture_reference` is the maths above written plainly: for each expert, gather the
+  tokens that chose it, run it, add the gated outputs back.
+* :meth:`MixtureOfExperts._dispatch` sorts once and runs the experts in one autograd node,
+  either one matrix product per expert (:class:`_ExpertFFN`, for experts with many rows) or
+  batched products over all experts padded to a common row count (:class:`_PaddedExpertFFN`,
+  for many experts with few rows each); on a multi-core CPU, different experts run on
+  different cores (:mod:`multimodel.layers.expert_threads`). :func:`mix` sums each token's K
+  outputs elementwise (:func:`mix_reference`) or as small batched products.
+* :meth:`MixtureOfExperts._few_tokens` serves a decoding step (a few tokens, no autograd):
+  the chosen experts' weights are gathered and run as one batched product.
 
 Differences from the original (tensor2tensor ``expert_utils.py``): the gate noise is off at
 evaluation (a tuple-instead-of-bool bug left it on there), gate math always runs in at least
 float32, and padding never reaches an expert nor counts in the balancing loss.
 
 Dimensions: B batch, T time, D hidden size (model width), E experts, K experts per token
-(top-k), H expert hidden size, N real (non-padding) tokens, S = N·K token-slots.
+(top-k), H expert hidden size, N tokens (B·T, padding included), S = N·K token-slots, R rows
+of an expert's slice.
 """
 
 from __future__ import annotations
@@ -43,7 +56,6 @@ from torch.autograd.function import once_differentiable
 
 from multimodel.config import MoEConfig
 from multimodel.layers.expert_threads import balanced_groups, expert_threads
-from multimodel.layers.padding import padding_or_none
 
 NOISE_EPSILON = 1e-2
 """Added to softplus(x W_noise) so the noise scale (a divisor in the load) is never 0."""
@@ -131,7 +143,9 @@ def cv_squared(x: Tensor) -> Tensor:
     return var / (mean**2 + CV_EPSILON)
 
 
-def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: Tensor) -> Tensor:
+def smooth_load(
+    clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: Tensor, mask: Tensor | None = None
+) -> Tensor:
     """Expected tokens per expert under fresh gate noise (Shazeer et al. 2017, appendix A).
 
     For token n and expert i, P(n, i) is the probability that i is still among the top K
@@ -145,6 +159,7 @@ def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: T
         noise_std: (N, E) softplus(x W_noise) + ε.
         top_logits: (N, K+1) the K+1 largest noisy logits, descending.
         experts: (N, K) indices of the top K experts.
+        mask: (N,) bool, True = a real token, or None; padding tokens count nothing.
 
     Returns:
         (E,) the load, Σ_n P(n, i).
@@ -152,7 +167,21 @@ def smooth_load(clean: Tensor, noise_std: Tensor, top_logits: Tensor, experts: T
     K = experts.shape[1]
     in_top = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, experts, True)  # (N, E)
     threshold = torch.where(in_top, top_logits[:, K : K + 1], top_logits[:, K - 1 : K])
-    return torch.special.ndtr((clean - threshold) / noise_std).sum(0)
+    p = torch.special.ndtr((clean - threshold) / noise_std)  # (N, E)
+    if mask is not None:
+        p = p.masked_fill(~mask.unsqueeze(1), 0.0)
+    return p.sum(0)
+
+
+def slots_per_expert(experts: Tensor, mask: Tensor | None, num_experts: int) -> Tensor:
+    """(E,) int64: the real token-slots routed to each expert.
+
+    ``experts`` (N, K), ``mask`` (N,) or None. An ``index_add`` rather than ``bincount``,
+    which reads its input's maximum on the host on an accelerator.
+    """
+    weight = torch.ones_like(experts) if mask is None else mask.unsqueeze(1).expand_as(experts).long()
+    counts = torch.zeros(num_experts, dtype=torch.long, device=experts.device)
+    return counts.index_add_(0, experts.reshape(-1), weight.reshape(-1))
 
 
 def _global_sum(x: Tensor) -> Tensor:
@@ -167,23 +196,96 @@ PARALLEL_ROWS_PER_EXPERT = 512
 per core (:mod:`multimodel.layers.expert_threads`); above it one expert's matmuls are big
 enough to split across the cores themselves."""
 
+PADDED_ROWS_PER_EXPERT = 256
+"""Below this many token-slots per used expert (on average), the experts run as one batched
+product over an (E, R, D) block (:class:`_PaddedExpertFFN`) when padding every expert to the
+busiest one's R rows adds at most :data:`PADDED_MAX_WASTE`; above it each expert's own
+product is large enough to run at full speed (:class:`_ExpertFFN`)."""
+
+PADDED_MAX_WASTE = 1.5
+"""The padded block may hold at most this many times the real token-slots (E·R ≤ 1.5·S)."""
+
 ELEMENTWISE_MIX_MAX = 1 << 20
-"""Up to this many (N, K, D) values, the gate-weighted sum of each token's K expert outputs is
-an elementwise multiply and a sum over K; above it, N small (1, K) @ (K, D) matrix products,
-whose temporaries stay smaller. Forward + backward, 2 threads, median of 15 (a throw-away
-timing script; docs/benchmarks.md): 1.1 vs 2.1 ms at N, K, D = 1024, 2, 128 and 7.0 vs
-9.3 ms at 4096, 2, 128, but 7.5 vs 4.4 ms at 1024, 4, 512 and 76 vs 34 ms at 4096, 4, 512.
-Both sum each token's K outputs in a fixed order, in at least float32, and return the experts'
-dtype; which one runs depends on the batch's size, and they agree to rounding (bitwise in
-float32 on this CPU, in a review's check)."""
+"""Up to this many (N, K, D) values, each token's K gated expert outputs are summed
+elementwise (:func:`mix_reference`); above it as N small (1, K) @ (K, D) products
+(:func:`mix_batched`), whose temporaries stay smaller and which run faster there
+(docs/benchmarks.md, "Mixture of experts")."""
 
 FEW_SLOTS = 16
 """Without autograd, up to this many token-slots (N·K) skip the sort-and-gather dispatch
 (:meth:`MixtureOfExperts._few_tokens`): a decoding step of a small batch or beam."""
 
 
+# ----------------------------------------------------------------------------------------
+# The reference: the paper's y = Σ_k G_k(x) · E_k(x), written plainly.
+
+
+def expert_mlp(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """One expert, ReLU(x W1 + b1) W2 + b2: (R, D) -> (R, D)."""
+    return F.relu(x @ w1 + b1) @ w2 + b2
+
+
+def mixture_reference(
+    tokens: Tensor, gates: Tensor, experts: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+) -> Tensor:
+    """The gate-weighted sum of each token's experts, expert by expert (dropless).
+
+    For each expert: gather the tokens that chose it, run it on them, add the gated outputs
+    back into their rows. This is the paper's maths with nothing else in it: a Python loop
+    over all E experts with a host read per expert. :meth:`MixtureOfExperts._dispatch` computes
+    the same (tests hold them equal to rounding, with gradients).
+
+    Args:
+        tokens: (N, D).
+        gates: (N, K) gate values (0 for a padding token).
+        experts: (N, K) int64 chosen experts.
+        w1, b1, w2, b2: the experts' stacked weights, (E, D, H), (E, H), (E, H, D), (E, D).
+
+    Returns:
+        (N, D) in the dtype of ``tokens``.
+    """
+    out = torch.zeros_like(tokens, dtype=torch.promote_types(tokens.dtype, torch.float32))
+    for e in range(w1.shape[0]):
+        token, k = (experts == e).nonzero(as_tuple=True)  # (R,), (R,): the slots routed to e
+        if token.numel():
+            y = expert_mlp(tokens[token], w1[e], b1[e], w2[e], b2[e])  # (R, D)
+            out.index_add_(0, token, gates[token, k].unsqueeze(1) * y)
+    return out.to(tokens.dtype)
+
+
+def mix_reference(per_slot: Tensor, gates: Tensor) -> Tensor:
+    """Σ_k G_nk · y_nk: (N, K, D) expert outputs and (N, K) gates -> (N, D).
+
+    Products and sum in at least float32 (bf16 products would each be rounded before the
+    sum); the result has the experts' dtype.
+    """
+    acc = torch.promote_types(per_slot.dtype, torch.float32)
+    return (per_slot.to(acc) * gates.to(acc).unsqueeze(2)).sum(1).to(per_slot.dtype)
+
+
+def mix_batched(per_slot: Tensor, gates: Tensor) -> Tensor:
+    """:func:`mix_reference` as N (1, K) @ (K, D) products (``bmm`` accumulates in float32).
+
+    Not autocast: the output keeps the experts' dtype.
+    """
+    with torch.autocast(per_slot.device.type, enabled=False):
+        return torch.bmm(gates.to(per_slot.dtype).unsqueeze(1), per_slot).squeeze(1)
+
+
+def mix(per_slot: Tensor, gates: Tensor) -> Tensor:
+    """:func:`mix_reference` or, for more than :data:`ELEMENTWISE_MIX_MAX` values, :func:`mix_batched`."""
+    if per_slot.numel() <= ELEMENTWISE_MIX_MAX:
+        return mix_reference(per_slot, gates)
+    return mix_batched(per_slot, gates)
+
+
+# ----------------------------------------------------------------------------------------
+# The experts over token-slots sorted by expert: two fused autograd functions.
+
+
 class _ExpertFFN(torch.autograd.Function):
-    """All experts' ReLU feed-forward nets over token-slots already sorted by expert.
+    """All experts' ReLU feed-forward nets over token-slots already sorted by expert, each
+    expert as its own matrix products.
 
     Expert ``e`` owns rows ``[offset_e, offset_e + counts[e])`` of ``xs``. Forward and
     backward write each expert's results straight into preallocated (S, ·) and (E, ·, ·)
@@ -266,6 +368,77 @@ class _ExpertFFN(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
 
 
+class _PaddedExpertFFN(torch.autograd.Function):
+    """:class:`_ExpertFFN` as batched products over experts padded to a common row count.
+
+    The sorted slots are copied into a zero (E, R, D) block, expert ``e``'s rows first in its
+    slice, R = the busiest expert's count; each layer of every expert is then one
+    ``baddbmm``/``bmm`` over the block (per worker thread: a contiguous range of experts),
+    which runs small per-expert products much faster than one call per expert. Padding rows
+    are zero going in and get zero gradient coming back, so they add exactly nothing to any
+    gradient. Same inputs, outputs and gradients as :class:`_ExpertFFN`, to rounding.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        xs: Tensor,  # (S, D) sorted by expert
+        w1: Tensor,  # (E, D, H)
+        b1: Tensor,  # (E, H)
+        w2: Tensor,  # (E, H, D)
+        b2: Tensor,  # (E, D)
+        counts: list[int],  # E row counts, summing to S
+        parallel: bool,
+    ) -> Tensor:
+        E, R, D = w1.shape[0], max(counts), xs.shape[1]
+        place = _padded_rows(counts, R, xs.device)  # (S,) row of each slot in the (E·R) block
+        block = xs.new_zeros(E * R, D).index_copy_(0, place, xs).view(E, R, D)
+        hidden = xs.new_empty(E, R, w1.shape[2])  # (E, R, H), post-ReLU, kept for backward
+        out = xs.new_empty(E, R, w2.shape[2])  # (E, R, D)
+
+        def run(experts: slice) -> None:
+            torch.baddbmm(b1[experts].unsqueeze(1), block[experts], w1[experts], out=hidden[experts]).relu_()
+            torch.baddbmm(b2[experts].unsqueeze(1), hidden[experts], w2[experts], out=out[experts])
+
+        _run_expert_ranges(run, E, parallel)
+        ctx.save_for_backward(block, w1, w2, hidden, place)
+        ctx.parallel = parallel
+        return out.view(E * R, -1).index_select(0, place)  # (S, D)
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        block, w1, w2, hidden, place = ctx.saved_tensors
+        E, R, D = block.shape
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        g = grad_out.new_zeros(E * R, grad_out.shape[1]).index_copy_(0, place, grad_out).view(E, R, -1)
+        grad_block = torch.empty_like(block) if need_x else None
+        grad_w1 = torch.empty_like(w1) if need_w1 else None
+        grad_b1 = hidden.new_empty(E, w1.shape[2]) if need_b1 else None
+        grad_w2 = torch.empty_like(w2) if need_w2 else None
+        grad_b2 = g.new_empty(E, w2.shape[2]) if need_b2 else None
+
+        def run(e: slice) -> None:
+            grad_h = torch.bmm(g[e], w2[e].transpose(1, 2))  # (E', R, H)
+            if grad_w2 is not None:
+                torch.bmm(hidden[e].transpose(1, 2), g[e], out=grad_w2[e])
+            if grad_b2 is not None:
+                torch.sum(g[e], 1, out=grad_b2[e])
+            torch.ops.aten.threshold_backward.grad_input(grad_h, hidden[e], 0, grad_input=grad_h)
+            if grad_b1 is not None:
+                torch.sum(grad_h, 1, out=grad_b1[e])
+            if grad_w1 is not None:
+                torch.bmm(block[e].transpose(1, 2), grad_h, out=grad_w1[e])
+            if grad_block is not None:
+                torch.bmm(grad_h, w1[e].transpose(1, 2), out=grad_block[e])
+
+        _run_expert_ranges(run, E, ctx.parallel)
+        grad_x = grad_block.view(E * R, D).index_select(0, place) if grad_block is not None else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
+
+
 def _expert_rows(counts: list[int]) -> list[slice]:
     """Each expert's rows of the expert-sorted slots."""
     rows, start = [], 0
@@ -275,6 +448,15 @@ def _expert_rows(counts: list[int]) -> list[slice]:
     return rows
 
 
+def _padded_rows(counts: list[int], rows: int, device: torch.device) -> Tensor:
+    """(S,) int64: the i-th sorted slot of expert e goes to row e·rows + i of a padded block."""
+    counts_t = torch.tensor(counts, device=device)  # (E,)
+    starts = torch.cumsum(counts_t, 0) - counts_t  # (E,) first sorted slot of each expert
+    shift = torch.arange(len(counts), device=device) * rows - starts  # (E,)
+    S = sum(counts)
+    return torch.arange(S, device=device) + shift.repeat_interleave(counts_t, output_size=S)
+
+
 def _run_experts(run: Callable[[Sequence[int]], None], counts: list[int], parallel: bool) -> None:
     """``run`` over every non-empty expert: side by side on the CPU's cores if ``parallel``."""
     pool = expert_threads() if parallel else None
@@ -282,6 +464,17 @@ def _run_experts(run: Callable[[Sequence[int]], None], counts: list[int], parall
         run([e for e, count in enumerate(counts) if count])
     else:
         pool.run(run, balanced_groups(range(len(counts)), counts, pool.num_threads))
+
+
+def _run_expert_ranges(run: Callable[[slice], None], num_experts: int, parallel: bool) -> None:
+    """``run`` over all experts as contiguous ranges, one per core if ``parallel``."""
+    pool = expert_threads() if parallel else None
+    if pool is None or num_experts < 2:
+        run(slice(0, num_experts))
+        return
+    size = -(-num_experts // pool.num_threads)
+    ranges = [range(start, min(start + size, num_experts)) for start in range(0, num_experts, size)]
+    pool.run(lambda r: run(slice(r[0], r[-1] + 1)), ranges)
 
 
 class MixtureOfExperts(nn.Module):
@@ -295,9 +488,10 @@ class MixtureOfExperts(nn.Module):
     ``forward(x (B, T, D), mask (B, T) bool | None)`` returns ``(out (B, T, D), aux_loss,
     stats)``: ``out`` is zero at padding (``mask`` False); ``aux_loss`` is the scalar
     balancing loss, already multiplied by ``aux_loss_coef``; ``stats`` is a detached
-    :class:`RoutingStats` of this call. The gate runs in float32 (float64 for float64 input);
-    the experts run in the dtype of ``x``. The gate noise is drawn only when
-    ``self.training`` and ``config.noisy_gating``; evaluation is deterministic.
+    :class:`RoutingStats` of this call, on the layer's device. The gate runs in float32
+    (float64 for float64 input); the experts run in the dtype of ``x``. The gate noise is
+    drawn only when ``self.training`` and ``config.noisy_gating``; evaluation is
+    deterministic.
 
     The load term of the loss is the smooth estimator of Shazeer et al. when noise is on and
     K < E; otherwise (evaluation, ``noisy_gating=False``, or K = E) it is the count of slots
@@ -308,6 +502,11 @@ class MixtureOfExperts(nn.Module):
     (k = 0) of all tokens before second choices, each in token order; a dropped slot adds
     nothing to its token's output (gates are not renormalised; the model's residual carries
     the token) and is counted in ``stats.dropped_slots``.
+
+    Host reads: one per call in the sort-and-gather dispatch, the slots routed to each expert
+    (``counts.tolist()`` in :meth:`_dispatch`), which size the experts' matrix products. The
+    mask is never read on the host; a mask without padding costs the same as ``None`` but
+    for a few elementwise operations.
 
     The experts are not autocast (they run in the dtype of ``x``) and support first-order
     gradients only (no double backward).
@@ -336,6 +535,10 @@ class MixtureOfExperts(nn.Module):
         self.b2 = nn.Parameter(torch.empty(E, D))
         self.sync_statistics = False
         """Sum importance and load over the ranks of a data-parallel run (the trainer sets it)."""
+        self.experts_kernel = "auto"
+        """How the sorted slots meet the experts: ``"auto"`` (see :meth:`_experts`),
+        ``"per_expert"`` (:class:`_ExpertFFN`) or ``"padded"`` (:class:`_PaddedExpertFFN`).
+        Tests and benchmarks force one; results agree to rounding."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -358,17 +561,20 @@ class MixtureOfExperts(nn.Module):
     # ------------------------------------------------------------------------------------
     # Gating (Shazeer et al. §2.1) and balancing loss (§4).
 
-    def gate(self, x: Tensor, *, balancing_loss: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-        """Route real tokens ``x`` (N, D).
+    def gate(
+        self, x: Tensor, mask: Tensor | None = None, *, balancing_loss: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Route tokens ``x`` (N, D); ``mask`` (N,) bool, True = a real token, or None (all real).
 
         Returns ``(gates (N, K), experts (N, K) int64, aux_loss ())``; gates are the
-        softmax of the kept logits, in descending order, in float32 (float64 for float64).
-        With ``balancing_loss=False`` the loss is not computed and ``aux_loss`` is 0.
+        softmax of the kept logits, in descending order, in float32 (float64 for float64),
+        and 0 for padding tokens, which count in neither term of the loss. With
+        ``balancing_loss=False`` the loss is not computed and ``aux_loss`` is 0.
         """
         with torch.autocast(x.device.type, enabled=False):
-            return self._gate(x, balancing_loss)
+            return self._gate(x, mask, balancing_loss)
 
-    def _gate(self, x: Tensor, balancing_loss: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _gate(self, x: Tensor, mask: Tensor | None, balancing_loss: bool) -> tuple[Tensor, Tensor, Tensor]:
         E, K = self.num_experts, self.top_k
         dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.to(dtype)
@@ -386,14 +592,16 @@ class MixtureOfExperts(nn.Module):
         top_logits, top_experts = logits.topk(min(K + 1, E), dim=-1)  # (N, K or K+1)
         experts = top_experts[:, :K]  # (N, K)
         gates = torch.softmax(top_logits[:, :K], dim=-1)  # (N, K)
+        if mask is not None:
+            gates = gates.masked_fill(~mask.unsqueeze(1), 0.0)  # padding: no weight, no loss
         if not balancing_loss:
             return gates, experts, clean.new_zeros(())
 
         importance = clean.new_zeros(E).index_add(0, experts.reshape(-1), gates.reshape(-1))
         if noisy and K < E:
-            load = smooth_load(clean, noise_std, top_logits, experts)
+            load = smooth_load(clean, noise_std, top_logits, experts, mask)
         else:
-            load = torch.bincount(experts.reshape(-1), minlength=E).to(dtype)
+            load = slots_per_expert(experts, mask, E).to(dtype)
         scale = 1.0
         if self.sync_statistics and self.training and dist.is_available() and dist.is_initialized():
             # Data-parallel training: balance the experts over the global batch, not each
@@ -408,91 +616,109 @@ class MixtureOfExperts(nn.Module):
         return gates, experts, aux_loss
 
     # ------------------------------------------------------------------------------------
+    # Dispatch: sort the token-slots by expert, run the experts, un-sort and mix.
+
+    def choose_experts_kernel(self, counts: list[int]) -> str:
+        """The kernel :meth:`_experts` runs for these row counts: ``self.experts_kernel``, or
+        for ``"auto"``: ``"padded"`` when the used experts get fewer than
+        :data:`PADDED_ROWS_PER_EXPERT` rows each on average and padding all E experts to the
+        busiest one's rows adds at most :data:`PADDED_MAX_WASTE`; else ``"per_expert"``."""
+        if self.experts_kernel != "auto":
+            return self.experts_kernel
+        S = sum(counts)
+        used = sum(1 for count in counts if count)
+        few_rows = S < PADDED_ROWS_PER_EXPERT * used
+        little_padding = self.num_experts * max(counts, default=0) <= PADDED_MAX_WASTE * S
+        return "padded" if S and few_rows and little_padding else "per_expert"
 
     def _experts(self, xs: Tensor, counts: list[int]) -> Tensor:
-        """Expert e's FFN on its rows of ``xs`` (S, D), sorted by expert; returns (S, D)."""
+        """Expert e's FFN on its rows of ``xs`` (S, D), sorted by expert; returns (S, D).
+
+        The kernel is :meth:`choose_experts_kernel`'s. On a multi-core CPU, experts run side
+        by side on the cores when they get few rows each.
+        """
         weights = (p.to(xs.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
-        used = sum(1 for count in counts if count)
+        used = max(1, sum(1 for count in counts if count))
         parallel = (
             self.config.parallel_experts
             and xs.device.type == "cpu"
-            and xs.shape[0] < PARALLEL_ROWS_PER_EXPERT * max(used, 1)
+            and xs.shape[0] < PARALLEL_ROWS_PER_EXPERT * used
         )
-        return _ExpertFFN.apply(xs, *weights, counts, parallel)
+        padded = self.choose_experts_kernel(counts) == "padded" and xs.shape[0] > 0
+        return (_PaddedExpertFFN if padded else _ExpertFFN).apply(xs, *weights, counts, parallel)
 
-    def _dispatch(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> tuple[Tensor, int]:
-        """Sort the N·K slots by expert, run the experts, un-sort and mix.
+    def _dispatch(
+        self, tokens: Tensor, mask: Tensor | None, gates: Tensor, experts: Tensor
+    ) -> tuple[Tensor, int]:
+        """The experts' gated outputs for every token: (N, D), 0 at padding.
 
-        Returns the mixed outputs (N, D) and the number of slots dropped by the capacity.
+        ``tokens`` (N, D) all positions, ``mask`` (N,) or None, ``gates`` and ``experts``
+        (N, K) from :meth:`gate`. Also returns the number of slots dropped by the capacity.
         """
         (N, D), E, K = tokens.shape, self.num_experts, self.top_k
+        S = N * K
         # Slot s = k·N + n is token n's k-th choice: k-major order, so that a stable sort
         # by expert puts every token's first choice ahead of its second choices, which is
-        # the priority a capacity limit keeps (GShard).
+        # the priority a capacity limit keeps (GShard). Padding slots go to a bucket E after
+        # all experts, so the sort puts them last.
         slot_expert = experts.t().reshape(-1)  # (S,)
-        order = torch.argsort(slot_expert, stable=True)  # (S,) sorted position -> slot
-        counts_t = torch.bincount(slot_expert, minlength=E)  # (E,)
+        if mask is not None:
+            slot_expert = slot_expert.masked_fill(~mask.repeat(K), E)
+        counts_t = torch.zeros(E + 1, dtype=torch.long, device=tokens.device)
+        counts_t.index_add_(0, slot_expert, torch.ones_like(slot_expert))  # (E + 1,)
+        # The layer's one host read: the experts' row counts size their matrix products.
         counts = counts_t.tolist()
+        S_real, counts = S - counts[E], counts[:E]
+        order = torch.argsort(slot_expert, stable=True)  # (S,) sorted position -> slot
         dropped = 0
         if self.config.capacity_factor is None:
-            kept_slots = order
+            kept = order[:S_real]  # (S_real,) the real slots, grouped by expert
         else:
-            capacity = max(1, math.ceil(self.config.capacity_factor * N * K / E))
-            starts = torch.cumsum(counts_t, 0) - counts_t  # (E,)
-            rank = torch.arange(order.numel(), device=tokens.device) - starts.repeat_interleave(
-                counts_t, output_size=order.numel()
-            )  # (S,) position of each sorted slot within its expert
-            kept_slots = order[rank < capacity]
+            capacity = max(1, math.ceil(self.config.capacity_factor * S_real / E))
+            sorted_expert = slot_expert.index_select(0, order)  # (S,)
+            starts = torch.cumsum(counts_t, 0) - counts_t  # (E + 1,)
+            rank = torch.arange(S, device=tokens.device) - starts.index_select(0, sorted_expert)  # within its expert
+            dropped_or_padding = (rank >= capacity) | (sorted_expert == E)  # (S,)
             dropped = sum(max(0, c - capacity) for c in counts)
             counts = [min(c, capacity) for c in counts]
+            keep = torch.argsort(dropped_or_padding.to(torch.uint8), stable=True)[: sum(counts)]
+            kept = order.index_select(0, keep)  # (S_kept,) still grouped by expert
+        if not counts or sum(counts) == 0:  # only padding
+            return tokens.new_zeros(N, D), dropped
 
         # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
-        # tokens), so each token's K outputs are summed in a fixed order (see
-        # ELEMENTWISE_MIX_MAX): results are deterministic on every device, and do not depend on
-        # the other tokens beyond the batch's size choosing the way of mixing.
-        xs = tokens.index_select(0, kept_slots % max(N, 1))  # (S_kept, D), sorted by expert
+        # tokens), so each token's K outputs are summed in a fixed order: results are
+        # deterministic on every device and do not depend on the other tokens.
+        xs = tokens.index_select(0, kept % N)  # (S_kept, D), sorted by expert
         ys = self._experts(xs, counts)  # (S_kept, D)
         if self.config.capacity_factor is None:
-            # Invert the sort: the row of ys that holds each slot, then token-major.
-            rows = torch.arange(N * K, device=tokens.device)
+            # Invert the sort: the row of ys that holds each slot, then token-major. Padding
+            # slots point at the last row; their gate is 0, so they add nothing.
+            rows = torch.arange(S, device=tokens.device)
             row_of_slot = torch.empty_like(order).scatter_(0, order, rows)  # (S,) k-major
-            row_of_slot = row_of_slot.view(K, N).t().reshape(N * K)  # (S,) token-major
+            row_of_slot = row_of_slot.view(K, N).t().reshape(S).clamp_(max=S_real - 1)  # (S,) token-major
             per_slot = ys.index_select(0, row_of_slot).view(N, K, D)
         else:
-            per_slot = ys.new_zeros(N * K, D).index_copy(0, kept_slots, ys)  # dropped rows → 0
+            per_slot = ys.new_zeros(S, D).index_copy(0, kept, ys)  # dropped and padding rows: 0
             per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
-        if per_slot.numel() <= ELEMENTWISE_MIX_MAX:
-            # Products and sum in float32 at least, as bmm accumulates: bf16 products would
-            # each be rounded before the sum.
-            acc = torch.promote_types(per_slot.dtype, torch.float32)
-            mixed = (per_slot.to(acc) * gates.to(acc).unsqueeze(2)).sum(1).to(tokens.dtype)  # (N, D)
-        else:  # N tiny (1, K) @ (K, D) products, not autocast: the output keeps the experts' dtype
-            with torch.autocast(tokens.device.type, enabled=False):
-                mixed = torch.bmm(gates.to(tokens.dtype).unsqueeze(1), per_slot).squeeze(1)  # (N, D)
-        return mixed, dropped
+        return mix(per_slot, gates).to(tokens.dtype), dropped
 
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
-        """Shortcut for a few tokens without autograd (decoding): each chosen expert runs
-        once, straight from its weights, on the tokens that chose it.
+        """:meth:`_dispatch` for a few token-slots without autograd (decoding): (N, D).
 
-        Skips the sort, gathers and bookkeeping of :meth:`_dispatch`, which cost more than
-        the experts themselves for a handful of tokens. No capacity limit applies (the
+        Each slot's expert weights are gathered and every slot runs as one batched product,
+        with no sort, no host read and no loop over experts; for a handful of slots that
+        costs less than the sort-and-gather bookkeeping. No capacity limit applies (the
         caller takes this path only without one, or for a single token, whose K experts are
-        distinct). Agrees with the general path to rounding (~1e-7).
+        distinct).
         """
-        w1, b1, w2, b2 = (p.to(tokens.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
-        users: dict[int, list[tuple[int, float]]] = {}  # expert -> [(token, gate)]
-        for n, (row_gates, row_experts) in enumerate(zip(gates.tolist(), experts.tolist())):
-            for gate, e in zip(row_gates, row_experts):
-                users.setdefault(e, []).append((n, gate))
-        out = torch.zeros_like(tokens)  # (N, D)
-        for e, chosen_by in users.items():
-            rows = [n for n, _ in chosen_by]
-            x = tokens[rows[0] : rows[0] + 1] if len(rows) == 1 else tokens[rows]  # (R, D)
-            y = torch.addmm(b2[e], torch.addmm(b1[e], x, w1[e]).relu_(), w2[e])  # (R, D)
-            for i, (n, gate) in enumerate(chosen_by):
-                out[n].add_(y[i], alpha=gate)
-        return out
+        (N, D), K = tokens.shape, self.top_k
+        chosen = experts.reshape(-1)  # (N·K,)
+        w1, b1, w2, b2 = (p.index_select(0, chosen).to(tokens.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        x = tokens.unsqueeze(1).expand(N, K, D).reshape(N * K, 1, D)  # (N·K, 1, D)
+        h = torch.baddbmm(b1.unsqueeze(1), x, w1).relu_()  # (N·K, 1, H)
+        y = torch.baddbmm(b2.unsqueeze(1), h, w2)  # (N·K, 1, D)
+        return mix_reference(y.view(N, K, D), gates)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, *, statistics: bool = True
@@ -503,38 +729,27 @@ class MixtureOfExperts(nn.Module):
         statistics (None): incremental decoding reads neither.
         """
         B, T, D = x.shape
-        E = self.num_experts
-        flat = x.reshape(B * T, D)  # (B·T, D)
-        mask = padding_or_none(mask)
-        if mask is None:  # no padding: skip the gather and scatter
-            real_positions = None
-            tokens = flat  # (N, D), N = B·T
-        else:
-            real_positions = mask.reshape(B * T).nonzero().squeeze(1)  # (N,)
-            tokens = flat.index_select(0, real_positions)  # (N, D)
-        N = tokens.shape[0]
+        E, N = self.num_experts, B * T
+        tokens = x.reshape(N, D)  # (N, D)
+        real = None if mask is None else mask.reshape(N)  # (N,)
 
-        gates, experts, aux_loss = self.gate(tokens, balancing_loss=statistics)  # (N, K), (N, K), ()
+        gates, experts, aux_loss = self.gate(tokens, real, balancing_loss=statistics)  # (N, K), (N, K), ()
         few = N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None)
         if few and not torch.is_grad_enabled():
             mixed, dropped = self._few_tokens(tokens, gates, experts), 0  # (N, D)
         else:
-            mixed, dropped = self._dispatch(tokens, gates, experts)  # (N, D)
-
-        if real_positions is None:
-            out = mixed.view(B, T, D)
-        else:
-            out = x.new_zeros(B * T, D).index_copy(0, real_positions, mixed).view(B, T, D)
+            mixed, dropped = self._dispatch(tokens, real, gates, experts)  # (N, D)
+        out = mixed.view(B, T, D)
 
         if not statistics:
             return out, aux_loss, None
         with torch.no_grad():
             stats = RoutingStats(
-                tokens_per_expert=torch.bincount(experts.reshape(-1), minlength=E).float(),
+                tokens_per_expert=slots_per_expert(experts, real, E).float(),
                 gate_sum_per_expert=x.new_zeros(E, dtype=torch.float32).index_add_(
                     0, experts.reshape(-1), gates.reshape(-1).float()
                 ),
-                num_tokens=torch.tensor(float(N), device=x.device),
-                dropped_slots=torch.tensor(float(dropped), device=x.device),
+                num_tokens=x.new_full((), N, dtype=torch.float32) if real is None else real.sum().float(),
+                dropped_slots=x.new_full((), dropped, dtype=torch.float32),
             )
         return out, aux_loss, stats

@@ -1,11 +1,7 @@
 """Audio modality net (MultiModel §2.5, "audio modality net").
 
 Input: log-mel spectrogram frames (B, T, n_mels), or a raw waveform (B, T_samples) that a
-front end turns into the same log-mel frames the corpora produce (corpora/audio_features.py:
-25 ms Hann windows every 10 ms, FFT size the next power of two, frames centred on t × hop with
-zero padding, Slaney mel scale with area normalisation, natural log floored at 1e-6). It is
-rebuilt here with torch.stft so the model does not import the data side (torchaudio is not
-needed); a test checks that both give the same features.
+front end (layers/log_mel.py) turns into the same log-mel frames the corpora store.
 
 The spectrogram is treated as an image with time as height and frequency as width: a ConvStep,
 then ``audio_time_strides`` Xception-style residual blocks that stride over time only (each
@@ -37,75 +33,9 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
+from multimodel.layers.log_mel import LOG_FLOOR, LogMelFrontEnd
 from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
-from multimodel.modalities.base import Modality, ModalityError, check_mask, random_lengths_mask
-
-LOG_FLOOR = 1e-6  # keeps log() finite on silent frames
-_SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3  # Slaney scale: linear below 1 kHz ...
-_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # ... logarithmic above (mel 15 = 1 kHz)
-
-
-def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    log_part = 15.0 + torch.log(hz.clamp_min(1e-10) / 1000.0) / _SLANEY_LOG_STEP
-    return torch.where(hz < 1000.0, hz / _SLANEY_LINEAR_HZ_PER_MEL, log_part)
-
-
-def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    log_part = 1000.0 * torch.exp((mel - 15.0) * _SLANEY_LOG_STEP)
-    return torch.where(mel < 15.0, mel * _SLANEY_LINEAR_HZ_PER_MEL, log_part)
-
-
-def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> torch.Tensor:
-    """Area-normalised triangular filters on the Slaney mel scale, 0 Hz to Nyquist: (n_freqs, F)."""
-    nyquist = torch.tensor([sample_rate / 2], dtype=torch.float64)
-    bin_hz = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)  # (n_freqs,)
-    mel_edges = torch.linspace(0.0, 1.0, n_mels + 2, dtype=torch.float64) * _hz_to_mel(nyquist)
-    hz_edges = _mel_to_hz(mel_edges)  # (F + 2,) left, centre, right of each filter
-    left, centre, right = hz_edges[:-2], hz_edges[1:-1], hz_edges[2:]  # each (F,)
-    rising = (bin_hz[:, None] - left) / (centre - left)  # (n_freqs, F)
-    falling = (right - bin_hz[:, None]) / (right - centre)  # (n_freqs, F)
-    triangles = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return (triangles * (2.0 / (right - left))).float()  # equal area: white noise -> flat spectrum
-
-
-class LogMelFrontEnd(nn.Module):
-    """Waveform (B, N) -> log-mel frames (B, T, F) with T = 1 + N // hop, and the frame mask.
-
-    Padded samples are zeroed first; since frames are centred with zero padding, a real frame
-    then sees the same samples whether or not the batch is padded.
-
-    Args:
-        sample_rate: samples per second.
-        n_mels: F, mel bands.
-    """
-
-    def __init__(self, sample_rate: int, n_mels: int) -> None:
-        super().__init__()
-        self.win_length = round(0.025 * sample_rate)
-        self.hop_length = round(0.010 * sample_rate)
-        self.n_fft = 1 << (self.win_length - 1).bit_length()
-        # Derived from the config, so not saved with the weights.
-        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
-        self.register_buffer(
-            "filterbank", mel_filterbank(self.n_fft // 2 + 1, n_mels, sample_rate), persistent=False
-        )
-
-    def forward(self, wave: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if mask is not None:
-            wave = wave * mask.to(wave.dtype)
-        half = self.n_fft // 2
-        padded = torch.nn.functional.pad(wave.float(), (half, half))  # frame t centred on sample t·hop
-        spec = torch.stft(
-            padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, return_complex=True
-        )  # (B, n_freqs, T)
-        power = (spec.real.square() + spec.imag.square()).transpose(1, 2)  # (B, T, n_freqs)
-        features = torch.log((power @ self.filterbank).clamp_min(LOG_FLOOR))  # (B, T, F)
-        if mask is None:
-            return features, None
-        frames = 1 + mask.sum(dim=1) // self.hop_length  # real frames per example (right padding)
-        frame_mask = torch.arange(features.shape[1], device=wave.device)[None, :] < frames[:, None]  # (B, T)
-        return features, frame_mask
-
+from multimodel.modalities.base import Modality, ModalityError, check_mask, checks_values, random_lengths_mask
 
 class AudioModality(Modality):
     """Log-mel frames or waveforms -> a (B, T', D) sequence, T' = T / 2^(number of blocks).
@@ -158,7 +88,7 @@ class AudioModality(Modality):
             raise ModalityError(f"audio must be floating point, got dtype {inputs.dtype}")
         if inputs.shape[0] == 0 or inputs.shape[1] == 0:
             raise ModalityError(f"audio input is empty: shape {tuple(inputs.shape)}")
-        check_mask(mask, inputs.shape[0], inputs.shape[1], "audio")
+        check_mask(mask, inputs.shape[0], inputs.shape[1], "audio", values=checks_values(self))
         if inputs.dim() == 2:
             inputs, mask = self.front_end(inputs, mask)
         elif inputs.shape[2] != self.n_mels:

@@ -145,15 +145,31 @@ def random_lengths_mask(batch: int, length: int, generator: torch.Generator | No
     return torch.arange(length)[None, :] < lengths[:, None]
 
 
-def check_mask(mask: torch.Tensor | None, batch: int, length: int, what: str) -> torch.Tensor | None:
-    """Validate a (B, T) boolean padding mask; every example needs at least one real position."""
+def check_mask(
+    mask: torch.Tensor | None, batch: int, length: int, what: str, *, values: bool = True
+) -> torch.Tensor | None:
+    """Validate a (B, T) boolean padding mask; every example needs at least one real position.
+
+    ``values=False`` checks the shape and dtype only: that every example has a real position
+    is a read of the mask on the host, which training skips (the collator validates its
+    batches; see :func:`checks_values`).
+    """
     if mask is None:
         return None
     if mask.dim() != 2 or tuple(mask.shape) != (batch, length):
         raise ModalityError(f"{what} mask must have shape ({batch}, {length}), got {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         raise ModalityError(f"{what} mask must be torch.bool (True = real), got {mask.dtype}")
-    if not bool(mask.any(dim=1).all()):
+    if values and not bool(mask.any(dim=1).all()):
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         raise ModalityError(f"{what}: examples {empty} are empty (no real position in the mask)")
     return mask
+
+
+def checks_values(module: nn.Module) -> bool:
+    """Whether ``module`` checks its inputs' values (ids in range, no empty example): only
+    outside training. Such a check reads tensors on the host, which on an accelerator waits
+    for all queued work; in training the collator validates each batch on the host instead,
+    and shapes and dtypes are still checked here.
+    """
+    return not module.training

@@ -1,6 +1,6 @@
 """Text modality net (MultiModel §2.5, "language modality nets").
 
-Input: subword ids (B, T), int64, PAD = 0. They are embedded by a learned table and scaled by
+Input: subword ids (B, T), int64, padded with ``config.PAD_ID``. They are embedded by a learned table and scaled by
 sqrt(D) (so the embedding's scale matches the unit-variance timing signal and conv outputs).
 Output: a linear map from the body's (B, T, D) to logits over the vocabulary (B, T, V),
 optionally tied to the input table. The same instance embeds decoder targets.
@@ -15,16 +15,19 @@ import math
 import torch
 from torch import nn
 
-from multimodel.config import PAD_ID, UNK_ID, ModelConfig
+from multimodel.config import EOS_ID, PAD_ID, UNK_ID, ModelConfig
 from multimodel.modalities.base import (
     LossOutput,
     Modality,
     ModalityError,
     check_mask,
+    checks_values,
     label_smoothed_loss,
     random_lengths_mask,
 )
 
+FIRST_PIECE_ID = max(PAD_ID, EOS_ID, UNK_ID) + 1
+"""The first id after the special ones (config.py): the smallest vocabulary has one piece more."""
 
 
 class TextModality(Modality):
@@ -37,8 +40,10 @@ class TextModality(Modality):
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
-        if vocab_size < 3:
-            raise ModalityError(f"text vocabulary must hold at least PAD, EOS, UNK (3 ids), got {vocab_size}")
+        if vocab_size < FIRST_PIECE_ID:
+            raise ModalityError(
+                f"text vocabulary must hold at least PAD, EOS, UNK ({FIRST_PIECE_ID} ids), got {vocab_size}"
+            )
         D = config.hidden_size
         self.vocab_size = vocab_size
         self.scale = math.sqrt(D)
@@ -58,7 +63,10 @@ class TextModality(Modality):
             raise ModalityError(f"text {what} must be integer token ids, got dtype {ids.dtype}")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise ModalityError(f"text {what} is empty: shape {tuple(ids.shape)}")
-        low, high = (int(v) for v in torch.aminmax(ids))  # one pass (runs once per decoded token)
+        if not checks_values(self):
+            return
+        low, high = torch.aminmax(ids)  # one pass (runs once per decoded token)
+        low, high = int(low), int(high)
         if low < 0 or high >= self.vocab_size:
             raise ModalityError(f"text {what} ids must lie in [0, {self.vocab_size}), got range [{low}, {high}]")
 
@@ -68,7 +76,7 @@ class TextModality(Modality):
         B, T = inputs.shape
         if mask is None:
             mask = inputs != PAD_ID
-        check_mask(mask, B, T, "text inputs")
+        check_mask(mask, B, T, "text inputs", values=checks_values(self))
         return self.embedding(inputs) * self.scale, mask
 
     def targets_bottom(self, ids: torch.Tensor) -> torch.Tensor:
@@ -82,7 +90,7 @@ class TextModality(Modality):
 
     def example_inputs(self, batch, length, generator=None):
         mask = random_lengths_mask(batch, length, generator)
-        ids = torch.randint(3, self.vocab_size, (batch, length), generator=generator)  # no PAD/EOS/UNK
+        ids = torch.randint(FIRST_PIECE_ID, self.vocab_size, (batch, length), generator=generator)
         return ids.masked_fill(~mask, PAD_ID), mask
 
     def example_targets(self, batch, length, generator=None):

@@ -14,8 +14,9 @@ from torch import nn
 
 from multimodel.config import ModelConfig
 from multimodel.layers.moe import RoutingStats
+from multimodel.layers.moe_sublayer import MoESublayer
 from multimodel.layers.separable_conv import Cache, ConvBlock
-from multimodel.model.encoder import MoESublayer, moe_position
+from multimodel.model.encoder import moe_position
 from multimodel.model.mixer import target_attention_block
 
 

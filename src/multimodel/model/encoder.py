@@ -4,8 +4,9 @@
 
 with n = ``encoder_blocks`` (paper: 6, so 3 + MoE + 3). The timing signal (the released code's
 slicenet encoder adds it) gives every memory position a code of where it is, which the
-decoder's content-based attention needs to read the input in order. The MoE sublayer adds the experts'
-output (after dropout) to its input and layer-normalises the sum, as the released code did.
+decoder's content-based attention needs to read the input in order. The MoE sublayer
+(layers/moe_sublayer.py) adds the experts' output (after dropout) to its input and
+layer-normalises the sum, as the released code did.
 
 Dimensions: B batch, T input length, D hidden size.
 """
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from multimodel.config import ModelConfig
-from multimodel.layers.dropout import Dropout
-from multimodel.layers.moe import MixtureOfExperts, RoutingStats
+from multimodel.layers.moe import RoutingStats
+from multimodel.layers.moe_sublayer import MoESublayer
 from multimodel.layers.separable_conv import ConvBlock
 from multimodel.layers.timing import timing_signal
 
@@ -25,34 +26,6 @@ from multimodel.layers.timing import timing_signal
 def moe_position(num_blocks: int) -> int:
     """Index of the block after which the MoE layer sits ("in the middle")."""
     return (num_blocks - 1) // 2
-
-
-class MoESublayer(nn.Module):
-    """``LayerNorm(x + Dropout(experts(x)))`` around a mixture-of-experts layer.
-
-    Args:
-        config: model config (``hidden_size``, ``moe``, ``dropout``).
-        experts: the expert layer; defaults to ``MixtureOfExperts(hidden_size, config.moe)``.
-            Anything with the same interface fits, e.g. a dense ``FeedForward``.
-    """
-
-    def __init__(self, config: ModelConfig, experts: nn.Module | None = None) -> None:
-        super().__init__()
-        self.experts = experts if experts is not None else MixtureOfExperts(config.hidden_size, config.moe)
-        self.dropout = Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.hidden_size)
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, *, statistics: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, RoutingStats | None]:
-        """(B, T, D), mask (B, T) -> ((B, T, D), aux loss, routing statistics).
-
-        ``statistics=False`` (incremental decoding) skips the balancing loss and the statistics.
-        """
-        out, aux_loss, stats = self.experts(x, mask, statistics=statistics)
-        if self.training:
-            out = self.dropout(out)
-        return self.norm(x + out), aux_loss, stats
 
 
 class Encoder(nn.Module):

@@ -17,11 +17,13 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from multimodel.config import PAD_ID, ModelConfig, from_dict, to_dict, upgrade_model_dict
+from multimodel.config import PAD_ID, ConfigError, ModelConfig, from_dict, to_dict, upgrade_model_dict
+from multimodel.errors import CheckpointError
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.padding import padding_or_none
 from multimodel.modalities import build_modality, parse_spec
@@ -31,10 +33,16 @@ from multimodel.model.encoder import Encoder
 from multimodel.model.incremental import IncrementalState
 from multimodel.model.mixer import IOMixer
 
-FORMAT_VERSION = 2  # 2: the paper's self-attention, encoder timing and class-label net
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+"""Version of the saved-model format. 3: ``config.json`` beside ``model.safetensors``
+(:meth:`MultiModel.save_pretrained`). 1 and 2 were training checkpoints whose ``meta.json``
+held the model's config; they still load, format 1 (before the paper's self-attention, encoder
+timing signal and class-label net) as the model it was (``config.upgrade_model_dict``)."""
+READABLE_VERSIONS = (1, 2, 3)
+MODEL_TYPE = "multimodel"
+CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
+LEGACY_META_FILE = "meta.json"
 
 
 @dataclass
@@ -140,8 +148,19 @@ class MultiModel(nn.Module):
 
     def _task_vector(self, task_token: str | None, batch: int) -> torch.Tensor:
         """The task token's embedding for a batch: (B, 1, D)."""
-        index = torch.tensor([self.task_index(task_token)], device=self.task_embedding.weight.device)
-        return self.task_embedding(index)[None].expand(batch, 1, -1)  # (B, 1, D)
+        i = self.task_index(task_token)
+        # A slice of the table, not a lookup by an index tensor: no host-to-device copy.
+        return self.task_embedding.weight[i : i + 1][None].expand(batch, 1, -1)  # (B, 1, D)
+
+    def _body_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The padding mask the body gets.
+
+        Outside training, None when it marks no padding, so the body skips its masking work
+        (:func:`~multimodel.layers.padding.padding_or_none` reads the mask on the host). In
+        training, the mask as given: no host read; a batch without padding that comes with a
+        mask costs a few elementwise operations more than one without.
+        """
+        return mask if self.training else padding_or_none(mask)
 
     def _check_targets(self, targets: torch.Tensor, target_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
         if not isinstance(targets, torch.Tensor) or targets.dim() != 2:
@@ -158,7 +177,7 @@ class MultiModel(nn.Module):
             )
         if target_mask is None:
             target_mask = targets != PAD_ID
-        check_mask(target_mask, B, T, "targets")
+        check_mask(target_mask, B, T, "targets", values=not self.training)
         return target_mask
 
     # ------------------------------------------------------------------------------------
@@ -167,7 +186,7 @@ class MultiModel(nn.Module):
     def encode(self, inputs: torch.Tensor, input_mask: torch.Tensor | None, *, input_modality: str) -> EncoderOutput:
         """Raw inputs -> encoder memory (B, S, D) with its mask."""
         x, mask = self.modality(input_modality).bottom(inputs, input_mask)
-        memory, aux_loss, routing = self.encoder(x, padding_or_none(mask))
+        memory, aux_loss, routing = self.encoder(x, self._body_mask(mask))
         return EncoderOutput(memory, mask, aux_loss, routing)
 
     def decode(
@@ -188,7 +207,7 @@ class MultiModel(nn.Module):
         embedded = modality.targets_bottom(targets)  # (B, T, D)
         # Shift right: the task token at position 0, target t-1 at position t.
         x = torch.cat([self._task_vector(task_token, B).to(embedded.dtype), embedded[:, :-1]], dim=1)  # (B, T, D)
-        body_mask, memory_mask = padding_or_none(target_mask), padding_or_none(encoded.mask)
+        body_mask, memory_mask = self._body_mask(target_mask), self._body_mask(encoded.mask)
         x = self.mixer(x, body_mask, encoded.memory, memory_mask)
         h, aux_loss, routing = self.decoder(x, body_mask, encoded.memory, memory_mask)
         return DecoderOutput(modality.top(h, target_mask), aux_loss, routing)
@@ -299,36 +318,123 @@ class MultiModel(nn.Module):
         return beam_search(self, encoded, beam_size=beam_size, length_penalty=length_penalty, **kwargs)
 
     # ------------------------------------------------------------------------------------
-    # Weights + JSON sidecar (the trainer writes full checkpoints separately).
+    # The saved-model format (Hugging Face's save_pretrained/from_pretrained convention).
 
-    def save(self, path: str | Path) -> None:
-        """Write ``path/model.safetensors`` and ``path/model.json`` (config, vocab, modalities)."""
-        from safetensors.torch import save_model
+    def pretrained_config(self) -> dict[str, Any]:
+        """What ``config.json`` holds: everything needed to rebuild this network before its weights."""
+        return {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "model": to_dict(self.config),
+                "vocab_size": self.vocab_size, "modality_specs": list(self.modality_specs)}
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "config": to_dict(self.config),
-            "vocab_size": self.vocab_size,
-            "modality_specs": self.modality_specs,
-        }
-        (path / META_FILE).write_text(json.dumps(meta, indent=2))
-        save_model(self, str(path / WEIGHTS_FILE))  # handles tied text embeddings
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``directory/config.json`` (format version, model config, vocabulary size,
+        modality specs) and ``directory/model.safetensors``; the directory is created if needed.
+
+        The tokenizer and the training config are saved beside them by
+        :func:`multimodel.pretrained.save_pretrained`; this writes the network alone.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.pretrained_config(), indent=2, sort_keys=True))
+        state: dict[str, torch.Tensor] = {}
+        stored: set[tuple] = set()
+        for name, tensor in self.state_dict().items():
+            where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if where in stored:  # a tied parameter (text embeddings): stored once, under its first name
+                continue
+            stored.add(where)
+            state[name] = tensor.detach().cpu().contiguous()
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        return directory
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> MultiModel:
-        """Rebuild a model written by :meth:`save`."""
-        from safetensors.torch import load_model
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> MultiModel:
+        """Rebuild the network :meth:`save_pretrained` wrote into ``directory``, in eval mode.
 
-        path = Path(path)
-        meta = json.loads((path / META_FILE).read_text())
-        version = meta.get("format_version")
-        if version not in READABLE_VERSIONS:
-            raise ValueError(
-                f"{path}: format_version {version!r} is not supported (this code reads {READABLE_VERSIONS})"
-            )
-        config = from_dict(ModelConfig, upgrade_model_dict(meta["config"], version))
-        model = cls(config, meta["vocab_size"], meta["modality_specs"])
-        load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(device))
-        return model.to(device)
+        Also reads the training checkpoints of formats 1 and 2 (their ``meta.json`` held the
+        model's config). Raises :class:`~multimodel.errors.CheckpointError` naming the file when
+        one is missing, damaged, of an unknown format version or does not fit the config.
+        """
+        directory = Path(directory)
+        saved = read_model_config(directory)
+        try:
+            config = from_dict(ModelConfig, saved["model"])
+        except ConfigError as err:
+            raise CheckpointError(f"{saved['path']}: the model config does not fit this multimodel ({err})") from None
+        model = cls(config, int(saved["vocab_size"]), list(saved["modality_specs"]))
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model.to(device).eval()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing or unparsable file is a CheckpointError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; not a saved multimodel (or an incomplete one)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt JSON ({err}); use an earlier checkpoint") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: corrupt JSON (not an object); use an earlier checkpoint")
+    return data
+
+
+def check_format_version(saved: dict[str, Any], path: Path) -> int:
+    """The ``format_version`` of ``saved`` (read from ``path``) if this code reads it."""
+    version = saved.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: format version {version!r}, this multimodel reads versions"
+            f" {', '.join(map(str, READABLE_VERSIONS))}; use the multimodel release that wrote it")
+    return version
+
+
+def read_model_config(directory: Path) -> dict[str, Any]:
+    """The saved network's description: ``format_version``, ``model`` (a ModelConfig dict,
+    upgraded to this format's fields), ``vocab_size``, ``modality_specs``, and ``path`` (the
+    file it came from: ``config.json``, or a format 1-2 checkpoint's ``meta.json``)."""
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file() and (directory / LEGACY_META_FILE).is_file():
+        path = directory / LEGACY_META_FILE
+    saved = read_json(path)
+    version = check_format_version(saved, path)
+    if path.name == LEGACY_META_FILE and version >= 3:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: missing; the checkpoint is incomplete")
+    model = saved.get("model") if version >= 3 else saved.get("config", {}).get("model")
+    missing = [k for k, v in (("model", model), ("vocab_size", saved.get("vocab_size")),
+                              ("modality_specs", saved.get("modality_specs"))) if v is None]
+    if missing or not isinstance(model, dict):
+        raise CheckpointError(f"{path}: lacks {', '.join(missing) or 'model'}; not a saved multimodel")
+    return {"format_version": version, "model": upgrade_model_dict(model, version), "vocab_size": saved["vocab_size"],
+            "modality_specs": saved["modality_specs"], "path": path}
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load the safetensors file ``path`` into ``module``.
+
+    Names the file saves once for tied parameters (:meth:`MultiModel.save_pretrained`) fill
+    both places. Raises CheckpointError naming the file when it is missing or corrupt, or when
+    its names and shapes do not fit ``module``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt weights ({err}); use an earlier checkpoint") from None
+    own = module.state_dict()
+    shared = own.keys() & state.keys()
+    saved_storages = {own[k].untyped_storage().data_ptr() for k in shared}
+    missing = sorted(k for k in own.keys() - state.keys() if own[k].untyped_storage().data_ptr() not in saved_storages)
+    unexpected = sorted(state.keys() - own.keys())
+    bad_shapes = sorted(k for k in shared if own[k].shape != state[k].shape)
+    if missing or unexpected or bad_shapes:
+        raise CheckpointError(
+            f"{path}: does not fit the model built from its config (missing {missing[:3]},"
+            f" unexpected {unexpected[:3]}, shape mismatch {bad_shapes[:3]}); was the config changed?")
+    module.load_state_dict(state, strict=False)

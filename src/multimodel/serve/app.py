@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multimodel import __version__
+from multimodel.config import ConfigError
 from multimodel.corpora.audio_file import wav_truncation
 from multimodel.corpora.errors import CorpusError
 from multimodel.predict import TARGETS, Prediction, Predictor, PredictError
@@ -490,7 +491,7 @@ def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 8000, 
     import uvicorn
 
     if max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+        raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     predictor = Predictor.from_checkpoint(checkpoint)
     held_out = HeldOutExamples(predictor.config, predictor.tasks)
     app = create_app(predictor, checkpoint=str(checkpoint), max_upload_bytes=int(max_upload_mb * 1e6),

@@ -21,7 +21,7 @@ from typing import Any
 
 from multimodel.evaluation.evaluate import BLIND_PREFIX, METRIC_LABELS
 from multimodel.tasks import Task
-from multimodel.training.checkpoint import list_checkpoints
+from multimodel.pretrained import list_checkpoints
 
 EVAL_FILE = "eval.json"
 BLIND_EXPLANATION = ("blind: the same model scored on the same held-out examples with their content removed"

@@ -16,7 +16,10 @@ numbers_en_fr / _fr_en        WMT EN→FR / FR→EN           text → text, To-
 Real-corpus tasks read standard formats from ``data_dir`` (``multi30k/``, ``ptb_sample/``
 or ``treebank/``); ``digits`` (sklearn's 8×8 digits) serves fast tests.
 
-To add a task: write a loader returning :class:`~multimodel.data.example.Split`, then add a
+To add a task over your own data, declare it in a config instead of editing this file: a
+:class:`~multimodel.config.TaskSpec` in ``data.declared_tasks`` names a reader and its paths
+(:mod:`multimodel.tasks.spec`; :func:`get_task` with the config finds both kinds). To add a
+built-in task: write a loader returning :class:`~multimodel.data.example.Split`, then add a
 :class:`Task` entry below. Nothing registers itself by being imported.
 """
 
@@ -25,10 +28,12 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from multimodel.config import Config
 from multimodel.corpora import captions, fashion_mnist, grammar, numbers, speech
 from multimodel.corpora.parallel_text import multi30k_split
 from multimodel.corpora.ptb import read_ptb
 from multimodel.data.example import Split
+from multimodel.errors import UserError
 from multimodel.tasks.task import Example, Task
 
 __all__ = ["TASKS", "BUILTIN_TASKS", "Task", "Example", "Split", "UnknownTaskError", "get_task"]
@@ -199,13 +204,15 @@ BUILTIN_TASKS: tuple[str, ...] = tuple(t.name for t in _builtin)
 TASKS: dict[str, Task] = {t.name: t for t in _builtin + _extra}
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserError, ValueError):
     """A task name that is not in the catalogue."""
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name``; unknown names raise with the list of known ones."""
-    try:
+def get_task(name: str, cfg: Config | None = None) -> Task:
+    """The task called ``name``: the catalogue's, else one ``cfg.data.declared_tasks`` declares
+    (:func:`multimodel.tasks.spec.resolve_task`); unknown names raise with the list of known ones."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+    from multimodel.tasks.spec import resolve_task  # spec.py imports this module's catalogue
+
+    return resolve_task(name, cfg)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from multimodel.config import TaskSpec
 from multimodel.data.example import Example, Split
 
 __all__ = ["Example", "Split", "Task"]
@@ -34,6 +35,10 @@ class Task:
             else a message saying what is missing and how to get it.
         labels: class names of a classification task (index → name).
         input_shape: the fixed (C, H, W) of image inputs, so `predict` can resize user images.
+        spec: for a task declared in a config (:mod:`multimodel.tasks.spec`), its spec with
+            everything read from the data filled in (labels, modalities, metrics): what a saved
+            model stores to rebuild the task without the config or the data. None for the
+            catalogue's tasks.
     """
 
     name: str
@@ -47,6 +52,7 @@ class Task:
     available: Callable[[Path], str | None]
     labels: tuple[str, ...] = ()
     input_shape: tuple[int, ...] | None = None
+    spec: TaskSpec | None = None
 
     @property
     def model_kwargs(self) -> dict[str, str | None]:

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from multimodel.config import Config
+from multimodel.config import Config, ConfigError
 from multimodel.data.batching import Collator
-from multimodel.data.example import Example
+from multimodel.data.example import Example, LazyExamples, peek_examples
 from multimodel.data.tokenizer import Tokenizer
-from multimodel.tasks import TASKS, Task, get_task
+from multimodel.tasks import Task
+from multimodel.tasks.spec import known_task_names, resolve_task
 
 
 @dataclass
@@ -55,10 +56,11 @@ def task_data_dir(cfg: Config, task: Task) -> Path:
 
 def task_weights(cfg: Config) -> dict[str, float]:
     """``train.task_weights`` of the selected tasks: a preset's weights may name tasks a run does
-    not select (they are dropped); a name no catalogue knows is an error."""
-    unknown = sorted(set(cfg.train.task_weights) - set(cfg.data.tasks) - set(TASKS))
+    not select (they are dropped); a name neither the catalogue nor the config declares is an error."""
+    known = known_task_names(cfg)
+    unknown = sorted(set(cfg.train.task_weights) - set(cfg.data.tasks) - known)
     if unknown:
-        raise ValueError(f"train.task_weights names unknown tasks {unknown}; known tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(f"train.task_weights names unknown tasks {unknown}; known tasks: {', '.join(sorted(known))}")
     return {name: w for name, w in cfg.train.task_weights.items() if name in cfg.data.tasks}
 
 
@@ -68,17 +70,19 @@ def load_task_data(
     splits: Sequence[str] = ("train", "test"),
     log: Callable[[str], None] = print,
 ) -> dict[str, TaskData]:
-    """Load (generating and caching built-ins when needed) the splits of the selected tasks."""
+    """Load (generating and caching built-ins when needed) the splits of the selected tasks:
+    built-in ones and those ``data.declared_tasks`` declares (:mod:`multimodel.tasks.spec`)."""
     names = list(names if names is not None else cfg.data.tasks)
     # A preset's per-task sizes may name tasks a run does not select (`data.tasks=...` picks a
     # subset of the demo's eight): those are ignored. A name no catalogue knows is a typo.
+    known = known_task_names(cfg)
     for key, sizes in (("data.task_sizes", cfg.data.task_sizes), ("data.eval_sizes", cfg.data.eval_sizes)):
-        unknown = sorted(set(sizes) - set(cfg.data.tasks) - set(TASKS))
+        unknown = sorted(set(sizes) - set(cfg.data.tasks) - known)
         if unknown:
-            raise ValueError(f"{key} names unknown tasks {unknown}; known tasks: {', '.join(sorted(TASKS))}")
+            raise ConfigError(f"{key} names unknown tasks {unknown}; known tasks: {', '.join(sorted(known))}")
+    tasks = [resolve_task(name, cfg) for name in names]  # every spec checked before any data is read
     out: dict[str, TaskData] = {}
-    for name in names:
-        task = get_task(name)
+    for name, task in zip(names, tasks):
         root = task_data_dir(cfg, task)
         loaded: dict[str, Sequence[Example]] = {"train": [], "test": []}
         td = TaskData(task=task, train=[], test=[])
@@ -98,10 +102,11 @@ def load_task_data(
 
 
 def vocabulary_texts(task_data: dict[str, TaskData]) -> list[str]:
-    """Every text of the training splits (inputs and targets, references included)."""
+    """Every text of the training splits (inputs and targets, references included); images and
+    audio of lazily read corpora are not decoded for it."""
     texts: list[str] = []
     for td in task_data.values():
-        for ex in td.train:
+        for ex in peek_examples(td.train):
             if isinstance(ex.inputs, str):
                 texts.append(ex.inputs)
             if isinstance(ex.target, str):
@@ -137,17 +142,18 @@ def drop_long_inputs(name: str, td: TaskData, limit: int, tokenizer: Tokenizer, 
     counted in ``td.skipped`` and reported."""
     for split in ("train", "test"):
         examples = getattr(td, split)
-        lengths = [input_length(ex.inputs, tokenizer) for ex in examples]
+        lengths = [input_length(ex.inputs, tokenizer) for ex in peek_examples(examples)]
         too_long = [i for i, n in enumerate(lengths) if n is not None and n > limit]
         if too_long and not skip:
             first = too_long[0]
-            raise ValueError(
+            raise ConfigError(
                 f"task {name} {split}: example {first} has an input of length {lengths[first]} (and"
                 f" {len(too_long) - 1} more over the limit), longer than data.max_input_length={limit};"
                 " raise the limit, or set data.skip_bad=true to leave such examples out (counted)")
-        kept = [ex for ex, n in zip(examples, lengths) if n is None or n <= limit]
-        dropped = len(examples) - len(kept)
+        keep = [i for i, n in enumerate(lengths) if n is None or n <= limit]
+        dropped = len(examples) - len(keep)
         if dropped:
+            kept = examples.subset(keep) if isinstance(examples, LazyExamples) else [examples[i] for i in keep]
             setattr(td, split, kept)
             td.skipped[split] = td.skipped.get(split, 0) + dropped
             reason = f"{dropped} inputs longer than data.max_input_length={limit}"

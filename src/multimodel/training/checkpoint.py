@@ -1,13 +1,12 @@
-"""Checkpoints: everything needed to resume a run exactly, or to use the model later.
+"""Training checkpoints: a saved model (:mod:`multimodel.pretrained`) plus what resuming needs.
 
 A checkpoint is a directory ``<run>/checkpoints/step-NNNNNNN/`` holding
 
-* ``model.safetensors`` — the weights;
-* ``meta.json`` — format version, step, the full config, the modality specs, the task list,
-  the data-stream positions;
-* ``tokenizer.model`` — the shared sentencepiece vocabulary;
-* ``training.pt`` — optimiser and scheduler state, RNG states, running statistics.
-
+* the saved model's files — ``config.json``, ``model.safetensors``, ``tokenizer.model``,
+  ``training_config.json``, ``README.md`` — which ``predict``, ``serve``, ``eval`` and the
+  experiments load with :func:`multimodel.pretrained.load_pretrained`, without this module;
+* ``meta.json`` — format version, step, the data-stream positions, batches drawn per task;
+* ``training.pt`` — optimiser and scheduler state, RNG states, routing totals, skipped steps;
 * ``manifest.json`` — the size and SHA-256 of each of the files above, written last.
 
 It is written into a temporary directory and renamed into place, so a crash (even SIGKILL)
@@ -17,13 +16,13 @@ directories such a crash leaves are removed when the run starts again
 (:func:`verify`), so flipped bytes are an error naming the file, not a silently different
 model. Old checkpoints beyond ``keep`` are removed only after the new one has been read back
 and verified. Resuming takes the newest checkpoint that verifies (:func:`newest_intact`); a
-damaged one is set aside as ``damaged-step-*`` with a warning. Checkpoints written before
-manifests existed load without the hash check.
+damaged one is set aside as ``damaged-step-*`` with a warning. Checkpoints of formats 1 and 2
+(config, vocabulary size, modality specs and tasks in ``meta.json``) still load and resume;
+those written before manifests existed load without the hash check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -33,24 +32,29 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from multimodel.config import upgrade_model_dict
+from multimodel.errors import CheckpointError
+from multimodel.model.multimodel import FORMAT_VERSION, LEGACY_META_FILE, WEIGHTS_FILE
+from multimodel.model.multimodel import load_weights as _load_weights_file
+from multimodel.pretrained import (
+    CHECKPOINT_PREFIX,
+    MANIFEST,
+    list_checkpoints,
+    read_meta,
+    resolve_checkpoint,
+    verify,
+    write_manifest,
+    write_pretrained_files,
+)
 
-FORMAT_VERSION = 2
-"""2: the paper's self-attention, encoder timing signal and class-label net; version 1
-checkpoints still load (their model config is upgraded, ``config.upgrade_model_dict``)."""
-READABLE_VERSIONS = (1, 2)
-PREFIX = "step-"
-MANIFEST = "manifest.json"
+PREFIX = CHECKPOINT_PREFIX
 DAMAGED_PREFIX = "damaged-"
 SUPERSEDED_PREFIX = "superseded-"
 TMP_PREFIX = f".tmp-{PREFIX}"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message says which file and what to do."""
+TRAINING_STATE_FILE = "training.pt"
+SAVED_MODEL_KEYS = ("config", "tasks", "task_specs", "modality_specs", "vocab_size", "multimodel_version")
+"""Keys of ``save_checkpoint``'s ``meta`` that the saved model's own files hold (the model knows
+its modality specs and vocabulary size itself); the rest go to ``meta.json``."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,7 +93,16 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
     keep: int = 0,
 ) -> Path:
-    """Write checkpoint ``step`` atomically under ``directory``; keep the newest ``keep`` (0 = all)."""
+    """Write checkpoint ``step`` atomically under ``directory``; keep the newest ``keep`` (0 = all).
+
+    Args:
+        model: the network (a :class:`~multimodel.model.multimodel.MultiModel`, unwrapped).
+        meta: the run's ``config`` (a dict), its ``tasks`` (and ``task_specs``), which go to the
+            saved model's files, and the trainer's state (``streams``, ``task_steps``), which
+            goes to ``meta.json`` with the step.
+        tokenizer_bytes: the serialised vocabulary.
+        training_state: optimiser, scheduler, RNG and other state for ``training.pt``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{step:07d}"
     tmp = directory / f"{TMP_PREFIX}{step:07d}-{os.getpid()}"
@@ -116,55 +129,17 @@ def save_checkpoint(
 
 def _write_files(tmp: Path, step: int, model: torch.nn.Module, meta: dict[str, Any], tokenizer_bytes: bytes,
                  training_state: dict[str, Any] | None) -> None:
-    """The checkpoint's files, then their manifest, into ``tmp``; all fsynced."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "tokenizer.model").write_bytes(tokenizer_bytes)
-    full_meta = {"format_version": FORMAT_VERSION, "step": step, **meta}
-    (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+    """The saved model's files, the trainer's, then their manifest, into ``tmp``; all fsynced."""
+    write_pretrained_files(tmp, model, tokenizer_bytes, meta["config"], list(meta["tasks"]), meta.get("task_specs"))
+    trainer = {k: v for k, v in meta.items() if k not in SAVED_MODEL_KEYS}
+    (tmp / LEGACY_META_FILE).write_text(
+        json.dumps({"format_version": FORMAT_VERSION, "step": step, **trainer}, indent=2, sort_keys=True))
     if training_state is not None:
-        torch.save(training_state, tmp / "training.pt")
-    manifest = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        torch.save(training_state, tmp / TRAINING_STATE_FILE)
+    write_manifest(tmp)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify(ckpt: Path) -> None:
-    """Check every file of checkpoint ``ckpt`` against its manifest (size, then SHA-256).
-
-    Raises:
-        CheckpointError: a file is missing, has another size or another hash, naming the file
-            and the checkpoint. A checkpoint without a manifest (written before they existed)
-            passes: its loaders still refuse files they cannot parse.
-    """
-    manifest_path = ckpt / MANIFEST
-    if not manifest_path.is_file():
-        return
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({err}); use an earlier checkpoint") from None
-    for name, expected in sorted(manifest.items()):
-        path = ckpt / name
-        if not path.is_file():
-            problem = "missing"
-        elif path.stat().st_size != expected["size"]:
-            problem = f"{path.stat().st_size} bytes where the manifest says {expected['size']}"
-        elif _sha256(path) != expected["sha256"]:
-            problem = "its SHA-256 differs from the manifest's (the file was changed or damaged)"
-        else:
-            continue
-        raise CheckpointError(f"{path}: {problem}; checkpoint {ckpt.name} is damaged, use an earlier one")
 
 
 def newest_intact(directory: Path, warn: Callable[[str], None] = print) -> Path | None:
@@ -226,71 +201,21 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return stale
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoints under ``directory``, oldest first."""
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """Accept a checkpoint directory, a run directory or its checkpoints/ folder."""
-    path = Path(path)
-    if (path / "meta.json").is_file():
-        return path
-    for candidate in (path / "checkpoints", path):
-        found = list_checkpoints(candidate)
-        if found:
-            return found[-1]
-    raise CheckpointError(
-        f"{path}: no checkpoint found (expected a directory with meta.json, or a run directory"
-        " with checkpoints/step-*/); train first or give the right path")
-
-
-def read_meta(ckpt: Path) -> dict[str, Any]:
-    meta_path = ckpt / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{meta_path}: missing; not a multimodel checkpoint") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{meta_path}: corrupt JSON ({err}); use an earlier checkpoint") from None
-    version = meta.get("format_version")
-    if version not in READABLE_VERSIONS:
-        raise CheckpointError(
-            f"{meta_path}: checkpoint format version {version!r}, this multimodel reads versions"
-            f" {', '.join(map(str, READABLE_VERSIONS))}; use the multimodel release that wrote it")
-    if version < FORMAT_VERSION and isinstance(meta.get("config", {}).get("model"), dict):
-        meta["config"]["model"] = upgrade_model_dict(meta["config"]["model"], version)
-    return meta
-
-
 def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model``; mismatches and corruption raise CheckpointError."""
-    weights_path = ckpt / "model.safetensors"
-    try:
-        state = load_file(str(weights_path))
-    except FileNotFoundError:
-        raise CheckpointError(f"{weights_path}: missing; the checkpoint is incomplete") from None
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{weights_path}: corrupt weights ({err}); use an earlier checkpoint") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shapes = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-    if missing or unexpected or bad_shapes:
-        raise CheckpointError(
-            f"{weights_path}: does not fit the model built from its config (missing {missing[:3]},"
-            f" unexpected {unexpected[:3]}, shape mismatch {bad_shapes[:3]}); was the config changed?")
-    model.load_state_dict(state)
+    """Load the checkpoint's ``model.safetensors`` into ``model``; mismatches and corruption raise CheckpointError."""
+    _load_weights_file(model, Path(ckpt) / WEIGHTS_FILE)
 
 
 def load_training_state(ckpt: Path) -> dict[str, Any]:
-    path = ckpt / "training.pt"
+    path = ckpt / TRAINING_STATE_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; this checkpoint holds weights only and cannot resume") from None
     except Exception as err:  # torch raises several types for a damaged pickle/zip
         raise CheckpointError(f"{path}: corrupt training state ({err}); use an earlier checkpoint") from None
+
+
+__all__ = ["CheckpointError", "save_checkpoint", "newest_intact", "branch_from", "damaged_checkpoints",
+           "remove_stale_temporaries", "list_checkpoints", "resolve_checkpoint", "read_meta", "verify",
+           "load_weights", "load_training_state", "rng_state", "set_rng_state", "MANIFEST", "PREFIX"]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from multimodel.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -61,3 +63,12 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def select_device(name: str) -> torch.device:
+    """The device ``train.device`` names; "auto" is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but CUDA is not available; use train.device=cpu")
+    return torch.device(name)

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from multimodel.config import Config, apply_overrides
-from multimodel.evaluation.evaluate import TaskResult, describe_input, format_table
-from multimodel.tasks import get_task
+from multimodel.config import Config, ConfigError, apply_overrides
+from multimodel.evaluation.evaluate import TaskResult, describe_input, evaluate_all, format_table
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
-from multimodel.training.train import evaluate_all, load_trained, train
+from multimodel.pretrained import load_pretrained
+from multimodel.training.train import train
 
 
 def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
@@ -29,8 +29,7 @@ def train_and_evaluate(cfg: Config | None, run_dir: Path, *, resume: bool = Fals
     train_seconds = time.time() - start
     if not evaluate or not _is_main():
         return []
-    cfg_used = _config_of(run_dir)
-    results = evaluate_all(result.model, result.task_data, result.tokenizer, cfg_used, log=log,
+    results = evaluate_all(result.model, result.task_data, result.tokenizer, result.config, log=log,
                            blind_control=blind_control)
     report = write_report(run_dir, results, result.task_data, train_seconds=train_seconds,
                           step=result.step)
@@ -42,13 +41,6 @@ def _is_main() -> bool:
     import os
 
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _config_of(run_dir: Path) -> Config:
-    from multimodel.training.checkpoint import read_meta, resolve_checkpoint
-    from multimodel.config import config_from_dict
-
-    return config_from_dict(read_meta(resolve_checkpoint(run_dir))["config"])
 
 
 def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[str, TaskData], *,
@@ -81,20 +73,18 @@ def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_
                         log: Callable[[str], None] = print) -> list[TaskResult]:
     """`multimodel eval`: load a checkpoint, evaluate its tasks on their held-out splits (with the
     blind control unless ``blind_control`` is False)."""
-    model, tokenizer, meta = load_trained(path)
-    cfg: Config = meta["config_obj"]
+    loaded = load_pretrained(path)
+    model, tokenizer = loaded.model, loaded.tokenizer
     overrides = []
     if beam_size is not None:
         overrides.append(f"train.beam_size={beam_size}")
     if data_dir is not None:
         overrides.append(f"data.data_dir={data_dir!r}")
-    cfg = apply_overrides(cfg, overrides)
-    names = list(tasks) if tasks else list(meta["tasks"])
-    unknown = sorted(set(names) - set(meta["tasks"]))
+    cfg = apply_overrides(loaded.config, overrides)
+    names = list(tasks) if tasks else list(loaded.tasks)
+    unknown = sorted(set(names) - set(loaded.tasks))
     if unknown:
-        raise ValueError(f"the checkpoint was not trained on {unknown}; its tasks: {meta['tasks']}")
-    for n in names:
-        get_task(n)
+        raise ConfigError(f"the checkpoint was not trained on {unknown}; its tasks: {loaded.tasks}")
     task_data = load_task_data(cfg, names, splits=("test",), log=log)
     attach_collators(cfg, task_data, tokenizer, log=log)
     results = evaluate_all(model, task_data, tokenizer, cfg, log=log, blind_control=blind_control)
@@ -102,4 +92,4 @@ def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_
     return results
 
 
-__all__ = ["train_and_evaluate", "evaluate_checkpoint", "evaluate_all", "write_report", "describe_input"]
+__all__ = ["train_and_evaluate", "evaluate_checkpoint", "write_report"]

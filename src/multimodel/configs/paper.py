@@ -1,6 +1,6 @@
 """The paper's sizes (Kaiser et al. 2017): the joint 8-task MultiModel.
 
-Command:   multimodel train --config configs/paper.py --run-dir runs/paper
+Command:   multimodel train --config paper --run-dir runs/paper
 Run time:  the paper trained on many GPUs for days; this is for reference and for large
            hardware, not for a laptop (about 2.59 B parameters with text, image, audio and
            class_label:1000 modality nets; 2.26 B of them in the 2 × 240 experts).

@@ -1,6 +1,6 @@
 """The main job: all eight built-in tasks, trained jointly on a 2-core CPU.
 
-Command:   make demo   (= multimodel train --config configs/demo.py --run-dir runs/demo --overwrite)
+Command:   make demo   (= multimodel train --config demo --run-dir runs/demo --overwrite)
 Run time:  ≤ 15 minutes on 2 CPU cores: about 1.5 min to generate the data (cached afterwards),
            training stops after 11 minutes (train.time_budget_minutes) or 6,000 steps, then
            about a minute of evaluation (Fashion-MNIST on all 10,000 test images; every task

@@ -1,8 +1,8 @@
 """Tiny preset for tests and smoke runs: every part of the architecture, at toy sizes.
 
-Command:   multimodel train --config configs/tiny.py --run-dir runs/tiny
+Command:   multimodel train --config tiny --run-dir runs/tiny
 Run time:  seconds per hundred steps on one CPU core; the test suite builds it constantly.
-Expected:  nothing meaningful — losses fall, outputs are noise. Use configs/demo.py to learn.
+Expected:  nothing meaningful — losses fall, outputs are noise. Use the demo preset to learn.
 """
 
 from multimodel.config import Config, DataConfig, ModelConfig, MoEConfig, TrainConfig

@@ -1,0 +1,96 @@
+"""The shared training step: the same update as a plain reference step, skipped updates leave
+everything alone, and no host reads between log lines beyond the MoE's dropless dispatch."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from host_reads import count_host_reads
+from multimodel.config import load_config
+from multimodel.training.optim import build_optimizer
+from multimodel.training.step import train_step
+from multimodel.training.train import setup, take_step
+
+QUIET = lambda _m: None  # noqa: E731
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    return load_config("tiny", [f"data.data_dir={str(tmp_path / 'data')!r}", *overrides])
+
+
+@pytest.fixture
+def state(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en,speech_numbers", "data.train_size=16",
+               "data.batch_size=4", "model.dropout=0.0")
+    return setup(cfg, tmp_path / "run", log=QUIET)
+
+
+def _batch(state, name):
+    td = state.task_data[name]
+    return state.streams[name].next_batch(), td.task.model_kwargs
+
+
+def test_train_step_takes_the_plain_reference_step(state):
+    """forward → loss + balancing loss → backward → clip → Adam → schedule, written out."""
+    model = state.model
+    reference = copy.deepcopy(model)
+    ref_opt, ref_sched = build_optimizer(reference, state.cfg.train)
+    batch, kwargs = _batch(state, "numbers_fr_en")
+    torch.manual_seed(5)
+    stats = train_step(model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=state.cfg.train.grad_clip)
+    torch.manual_seed(5)
+    out = reference(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    (out.loss.loss + out.aux_loss).backward()
+    torch.nn.utils.clip_grad_norm_(reference.parameters(), state.cfg.train.grad_clip)
+    ref_opt.step()
+    ref_sched.step()
+    assert float(stats.skipped) == 0.0 and torch.equal(stats.loss, out.loss.loss.detach())
+    assert float(stats.count) == float(batch.target_mask.sum())
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    assert state.scheduler.get_last_lr() == ref_sched.get_last_lr()
+
+
+def test_a_non_finite_gradient_skips_the_update_and_keeps_the_optimiser_state(state):
+    batch, kwargs = _batch(state, "digits")
+    train_step(state.model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=1.0)  # Adam has state
+    before = copy.deepcopy(state.model.state_dict())
+    optimiser_before = copy.deepcopy(state.optimizer.state_dict())
+    name, param = next((n, p) for n, p in state.model.named_parameters() if n.startswith("encoder."))  # all use it
+    hook = param.register_hook(lambda g: g * float("inf"))
+    stats = train_step(state.model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=1.0)
+    hook.remove()
+    assert float(stats.skipped) == 1.0
+    for key, value in state.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    saved = state.optimizer.state_dict()["state"]
+    for index, entry in optimiser_before["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(saved[index][key], value), (index, key)
+    assert all(p.grad is None for p in state.model.parameters())
+    stats = train_step(state.model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=1.0)
+    assert float(stats.skipped) == 0.0 and not torch.equal(param, before[name])  # the next step updates
+
+
+#: The one host read a training step makes: the MoE's dropless dispatch needs each expert's
+#: token count on the host to split the tokens into per-expert blocks.
+ALLOWED_READS = {"layers/moe.py"}
+
+
+def test_a_step_between_log_lines_reads_nothing_on_the_host_but_the_moes_expert_sizes(state):
+    """Every kind of task (image → class, audio → text, text → text) through the trainer's own
+    step bookkeeping: meters, routing totals, skipped-step counters all stay on the device."""
+    for _ in range(3):  # warm: first calls may initialise lazily
+        take_step(state)
+    with count_host_reads() as reads:
+        for _ in range(12):
+            take_step(state)
+    names = {state.sampler.task_at(s) for s in range(3, 15)}
+    assert len(names) == 3, names  # the 12 steps covered every task kind
+    own = [r for r in reads.in_package() if not r.file.startswith(("data/", "corpora/"))]  # host-side batching
+    unexpected = [str(r) for r in own if r.file not in ALLOWED_READS]
+    assert not unexpected, unexpected

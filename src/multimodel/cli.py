@@ -5,7 +5,8 @@ checkpoint: the project's :class:`~multimodel.errors.UserError` classes, and fil
 missing or unreadable) print one line saying what is wrong and what to do, and exit with
 status 2; ``--debug`` shows the traceback. Any other exception is a bug and shows its traceback.
 
-``--config`` takes a shipped preset by name (``tiny``, ``demo``, ``paper``) or a Python file.
+``--config`` takes a shipped preset by name (``tiny``, ``demo``, ``paper``), a shipped worked
+example of tasks declared over your own data (``examples/image_folder``, ...) or a Python file.
 Options and ``KEY=VALUE`` config overrides may come in any order
 (``multimodel train train.steps=5 --config tiny model.dropout=0.0 --run-dir runs/x``).
 """
@@ -31,6 +32,9 @@ examples:
   multimodel predict runs/demo --audio hello.wav
   multimodel serve runs/demo --port 8000
   multimodel tasks
+  multimodel tasks --config examples/image_folder
+  multimodel train --config examples/image_folder --run-dir runs/my_images
+  multimodel predict runs/my_images --image cat.jpg --task my_images
   multimodel info --config paper
   multimodel experiment joint-vs-single --config demo --seeds 3
   multimodel experiment baselines --run runs/demo
@@ -64,7 +68,8 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required,
-                   help="a shipped preset (tiny, demo, paper) or the path of a Python file defining CONFIG")
+                   help="a shipped preset (tiny, demo, paper), a worked example of tasks over your own"
+                   " data (examples/image_folder, ...) or the path of a Python file defining CONFIG")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")
 
@@ -143,15 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run a checkpoint on one image, audio file or sentence",
                        epilog="examples:\n  multimodel predict runs/demo --image shoe.png\n"
                        "  multimodel predict runs/demo --audio hello.wav\n"
-                       "  multimodel predict runs/demo --text 'the cat saw a dog' --to parse-tree",
+                       "  multimodel predict runs/demo --text 'the cat saw a dog' --to parse-tree\n"
+                       "  multimodel predict runs/mine --image cat.jpg --task my_images",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--image", type=Path, help="an image file (PNG, JPEG, ...): class and caption")
     group.add_argument("--audio", type=Path, help="a WAV/FLAC file: transcript")
     group.add_argument("--text", help="a sentence: translation or parse tree (see --to)")
-    p.add_argument("--to", default="german", choices=["english", "german", "french", "parse-tree"],
-                   help="what to produce from --text (default: german)")
+    p.add_argument("--to", default="german",
+                   help="what to produce from --text: english, german, french, parse-tree, or the language"
+                   " of another task token of the checkpoint (spanish for To-Spanish) (default: german)")
+    p.add_argument("--task", default=None,
+                   help="answer with this task of the checkpoint only (a task declared in its config, say);"
+                   " --text then ignores --to")
     p.add_argument("--beam-size", type=_int_at_least(1), default=4, help="beam size (default 4, as in the paper's code)")
 
     p = sub.add_parser("serve", help="a local web page and JSON API for a checkpoint (image, speech, text)",
@@ -164,8 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest image or audio upload in megabytes (default 10)")
 
-    p = sub.add_parser("tasks", help="list the task catalogue (modalities, task token) and whether its data is present")
-    p.add_argument("--data-dir", default="data", help="data directory to check (default: data)")
+    p = sub.add_parser("tasks", help="list the task catalogue and the tasks a config declares (modalities, task"
+                       " token) and whether their data is present",
+                       epilog="examples:\n  multimodel tasks\n  multimodel tasks --config examples/image_folder"
+                       " data.data_dir=/data",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None,
+                   help="data directory to check (default: the config's data.data_dir; without --config, data)")
+    _add_config_args(p, required=False)
 
     p = sub.add_parser("info", help="describe the model a config builds (parameter counts per part)",
                        epilog="example: multimodel info --config paper")
@@ -227,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
     e.add_argument("--warmup-steps", type=_int_at_least(0), default=None,
                    help="linear warm-up steps, at most a tenth of the steps (default 100)")
+    e.add_argument("--eval-every", type=_int_at_least(0), default=0,
+                   help="also score each baseline on the run's first data.eval_size held-out examples every N"
+                   " steps, with its training time so far (benchmarks/time_to_target.py reads it); 0 = off")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
     p = sub.add_parser("analyze-routing", help="which experts each task uses: heatmaps and a summary",
@@ -320,12 +339,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     if args.image is not None:
-        for line in predictor.describe_image(args.image, beam_size=args.beam_size):
+        for line in predictor.describe_image(args.image, beam_size=args.beam_size, task=args.task):
             print(line)
     elif args.audio is not None:
-        print(predictor.transcribe(args.audio, beam_size=args.beam_size))
+        print(predictor.transcribe(args.audio, beam_size=args.beam_size, task=args.task))
     else:
-        out = predictor.from_text(args.text, args.to, beam_size=args.beam_size)
+        out = predictor.from_text(args.text, args.to, beam_size=args.beam_size, task=args.task)
         print(out)
     return 0
 
@@ -343,34 +362,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from multimodel.tasks import TASKS
+    from multimodel.config import Config, ConfigError, apply_overrides, load_config
+    from multimodel.tasks.task_data import task_statuses
 
-    data_dir = Path(args.data_dir)
+    if args.overrides and not args.config:
+        raise ConfigError("overrides need --config")
+    cfg = load_config(args.config, args.overrides) if args.config else Config()
+    if args.data_dir is not None:
+        cfg = apply_overrides(cfg, [f"data.data_dir={args.data_dir!r}"])
+    statuses = task_statuses(cfg)
     rows = [("task", "mirrors", "input → output", "token", "data")]
-    for task in TASKS.values():
-        missing = task.available(data_dir)
+    for status in statuses:
+        task = status.task
+        if task is None:
+            rows.append((status.name, "declared", "?", "?", status.state))
+            continue
         rows.append((task.name, task.paper_task, f"{task.input_modality} → {task.target_modality}",
-                     task.task_token or "-", "ok" if missing is None else "missing"))
+                     task.task_token or "-", status.state))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-    for task in TASKS.values():
-        missing = task.available(data_dir)
-        if missing:
-            print(textwrap.fill(f"{task.name}: {missing}", width=100, subsequent_indent="    "))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for status in statuses:
+        if status.problem:
+            line = status.problem if status.problem.startswith(f"task {status.name}:") else \
+                f"task {status.name}: {status.problem}"
+            print(textwrap.fill(line, width=100, subsequent_indent="    "))
+    if not cfg.data.declared_tasks:
+        print("declare tasks over your own data in a config (data.declared_tasks): see"
+              " `multimodel tasks --config examples/image_folder` and the README's \"Your own tasks\"")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from multimodel.config import load_config
+    from multimodel.config import ConfigError, load_config
     from multimodel.model.multimodel import MultiModel
     from multimodel.tasks import get_task
     from multimodel.tasks.task_data import modality_specs
 
     cfg = load_config(args.config, args.overrides)
-    specs = modality_specs([get_task(n) for n in cfg.data.tasks])
+    tasks = [get_task(n, cfg) for n in cfg.data.tasks]
+    for task in tasks:
+        if task.target_modality == "class_label":  # a declared classifier whose labels are read from its data
+            raise ConfigError(f"task {task.name}: its number of classes comes from its data, which is not"
+                              f" here ({task.available(Path(cfg.data.data_dir))}); give"
+                              f" data.declared_tasks.{task.name}.labels, or put the data in place")
+    specs = modality_specs(tasks)
     with torch.device("meta"):
         model = MultiModel(cfg.model, cfg.data.vocab_size, specs)
     total = sum(p.numel() for p in model.parameters())
@@ -422,13 +460,15 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     tasks = [t for item in args.tasks for t in item.split(",") if t] if args.tasks else None
     words = ["multimodel", "experiment", "baselines", "--run", str(args.run), "--out", str(out)]
     for flag, value in (("--steps", args.steps), ("--data-dir", args.data_dir), ("--hidden-size", args.hidden_size),
-                        ("--learning-rate", args.learning_rate), ("--warmup-steps", args.warmup_steps)):
+                        ("--learning-rate", args.learning_rate), ("--warmup-steps", args.warmup_steps),
+                        ("--eval-every", args.eval_every or None)):
         if value is not None:
             words += [flag, str(value)]
     if tasks:
         words += ["--tasks", *tasks]
     run_baselines(args.run, out=out, steps=args.steps, tasks=tasks, data_dir=args.data_dir,
-                  command=shlex.join(words), progress=not args.no_progress, hidden_size=args.hidden_size,
+                  command=shlex.join(words), progress=not args.no_progress, eval_every=args.eval_every,
+                  hidden_size=args.hidden_size,
                   learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
     return 0
 

@@ -160,12 +160,16 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
 
 
 def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, config: BaselineConfig,
-                   device: torch.device, *, progress: bool = True, log: Log = print) -> list[tuple[int, float]]:
+                   device: torch.device, *, progress: bool = True, log: Log = print, eval_every: int = 0,
+                   evaluate: Callable[[], dict[str, float]] | None = None,
+                   eval_curve: list[dict[str, Any]] | None = None) -> list[tuple[int, float]]:
     """Train ``model`` for ``steps`` batches of ``stream``; return (step, mean training loss) readings.
 
     Adam with a linear warm-up over ``min(warmup_steps, steps // 10)`` steps (at least 1), then
     the constant learning rate; gradients clipped to ``grad_clip``. A step whose loss is not
-    finite is skipped (its batch still counts).
+    finite is skipped (its batch still counts). With ``eval_every`` and ``evaluate``, every
+    ``eval_every`` steps ``evaluate()``'s metrics are appended to ``eval_curve`` with the step and
+    the training seconds so far (evaluation time left out); the model is back in training mode after.
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -180,6 +184,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     curve: list[tuple[int, float]] = []
     loss_sum = torch.zeros((), device=device)  # read on the host only at readings
     in_sum = bad_in_a_row = 0
+    train_seconds, tick = 0.0, time.time()
     try:
         for step in range(1, steps + 1):
             batch = stream.next_batch().to(device)
@@ -208,6 +213,11 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
                     bar.set_postfix_str(f"loss={curve[-1][1]:.3f}")
                 loss_sum.zero_()
                 in_sum = 0
+            if eval_every and evaluate is not None and eval_curve is not None and step % eval_every == 0:
+                train_seconds += time.time() - tick
+                eval_curve.append({"step": step, "train_seconds": train_seconds, "metrics": evaluate()})
+                model.train()
+                tick = time.time()
     finally:
         if bar is not None:
             bar.close()
@@ -221,7 +231,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
 
 def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequence[str] | None = None,
                   data_dir: str | None = None, command: str | None = None, progress: bool = True,
-                  log: Log = print, **settings: Any) -> dict[str, Any]:
+                  log: Log = print, eval_every: int = 0, **settings: Any) -> dict[str, Any]:
     """Train, score and tabulate a single-task baseline per task of the MultiModel run ``run``.
 
     Args:
@@ -233,6 +243,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         command: the command line, quoted in ``results.md``.
         progress: show a progress bar per baseline.
         log: where progress messages go.
+        eval_every: also score each baseline on the first ``data.eval_size`` held-out examples
+            every this many steps (``eval_curve`` in its record, with training seconds); 0 = off.
         settings: :class:`~multimodel.baselines.base.BaselineConfig` fields to change
             (``hidden_size``, ``learning_rate`` ...; None values are ignored).
 
@@ -265,7 +277,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     for i, (name, td) in enumerate(task_data.items(), 1):
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
-               "batch_size": cfg.data.batch_size, "held_out": len(td.test), "baseline": to_dict(config)}
+               "batch_size": cfg.data.batch_size, "held_out": len(td.test), "baseline": to_dict(config),
+               "eval_every": eval_every}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
@@ -275,7 +288,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
                 continue
         log(f"[{i}/{len(task_data)}] {name}: {baseline_kind(td.task.input_modality, td.task.target_modality)},"
             f" {n_steps} steps of batch {cfg.data.batch_size}")
-        records[name] = compare_task(info, td, config, n_steps, device, progress=progress, log=log)
+        records[name] = compare_task(info, td, config, n_steps, device, progress=progress, log=log,
+                                     eval_every=eval_every)
         records[name]["key"] = key
         write_json(path, records[name])
 
@@ -289,8 +303,9 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
 
 
 def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, device: torch.device, *,
-                 progress: bool = True, log: Log = print) -> dict[str, Any]:
-    """Train and evaluate the baseline of one task; its record for ``results.json``."""
+                 progress: bool = True, log: Log = print, eval_every: int = 0) -> dict[str, Any]:
+    """Train and evaluate the baseline of one task; its record for ``results.json`` (with
+    ``eval_curve``, the held-out scores every ``eval_every`` steps, when asked)."""
     cfg, task = info.cfg, td.task
     torch.manual_seed(cfg.train.seed)  # each task's baseline the same whatever the other tasks
     shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
@@ -299,10 +314,21 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
     parameters = sum(p.numel() for p in model.parameters())
     assert td.collate is not None
     stream = TaskStream(task.name, td.train, td.collate, cfg.data.batch_size, cfg.data.seed)
-    start = time.time()
-    curve = train_baseline(model, stream, steps, config, device, progress=progress, log=log)
-    train_seconds = time.time() - start
     greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
+    eval_curve: list[dict[str, Any]] = []
+    eval_seconds = [0.0]
+
+    def evaluate() -> dict[str, float]:
+        began = time.time()
+        (partial,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None,
+                                  num_shown=0, limit=cfg.data.eval_size)
+        eval_seconds[0] += time.time() - began
+        return dict(partial.metrics)
+
+    start = time.time()
+    curve = train_baseline(model, stream, steps, config, device, progress=progress, log=log, eval_every=eval_every,
+                           evaluate=evaluate, eval_curve=eval_curve)
+    train_seconds = time.time() - start - eval_seconds[0]
     (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None, num_shown=1)
     metric = headline_metric(task.name)
     log(f"  {task.name}: {parameters / 1e6:.2f}M parameters, {steps} steps in {train_seconds:.0f} s;"
@@ -312,7 +338,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
            if task.name in info.evaluation else ""))
     return {"task": task.name, "baseline": baseline_kind(task.input_modality, task.target_modality),
             "parameters": parameters, "steps": steps, "train_seconds": train_seconds,
-            "loss_curve": curve, "eval": result.to_json()}
+            "loss_curve": curve, "eval_curve": eval_curve, "eval": result.to_json()}
 
 
 # ----------------------------------------------------------------------------------------

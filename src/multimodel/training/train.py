@@ -102,6 +102,8 @@ class TrainState:
         skipped: () steps skipped for non-finite values over the run (device).
         bad_run: () consecutive skipped steps ending at the last step (device).
         worst_bad_run: () the longest such run since the last log line (device).
+        train_seconds: wall-clock seconds spent training so far, over every resumption, without
+            mid-run evaluations (what ``benchmarks/time_to_target.py`` reads).
     """
 
     cfg: Config
@@ -123,6 +125,7 @@ class TrainState:
     skipped: torch.Tensor
     bad_run: torch.Tensor
     worst_bad_run: torch.Tensor
+    train_seconds: float = 0.0
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -285,6 +288,7 @@ def _restore(state: TrainState, latest: Path) -> None:
         state.routing.load_state_dict(saved["routing"])
     state.skipped.fill_(int(saved.get("skipped_steps", 0)))
     state.step = int(meta["step"])
+    state.train_seconds = float(meta.get("train_seconds", 0.0))  # absent before it was kept
     saved_steps = meta.get("task_steps")  # absent from checkpoints written before it was kept
     state.task_steps.update(saved_steps if saved_steps is not None else state.sampler.counts(state.step))
     ckpt.set_rng_state(saved["rng"])
@@ -303,6 +307,7 @@ def save(state: TrainState) -> Path | None:
         "task_specs": task_specs([td.task for td in state.task_data.values()]),
         "streams": {n: s.state_dict() for n, s in state.streams.items()},
         "task_steps": dict(state.task_steps),
+        "train_seconds": state.train_seconds,
         "multimodel_version": _version(),
     }
     training_state = {
@@ -353,6 +358,7 @@ def log_line(state: TrainState, logger: JsonlLogger, elapsed: float, say: Callab
             f"{worst} consecutive non-finite losses or gradients (tasks {', '.join(skipped)});"
             " lower train.learning_rate or raise train.warmup_steps, then --resume")
     record = log_record(state.step, totals, elapsed, state.scheduler.get_last_lr()[0], state.dist_info.world_size)
+    record["train_seconds"] = state.train_seconds
     record.update({f"task_steps/{n}": c for n, c in state.task_steps.items()})
     logger.log(record)
     return record
@@ -459,16 +465,20 @@ def _loop(state: TrainState, logger: JsonlLogger, bar: Any, stops: StopRequests,
           stop_after: int | None) -> None:
     """Steps and their handlers until ``train.steps``, the time budget, a stop request or ``stop_after``."""
     train_cfg = state.cfg.train
-    started = last_log = time.time()
+    started = tick = time.time()
+    logged_at = state.train_seconds
     while state.step < train_cfg.steps:
         take_step(state)
+        now = time.time()
+        state.train_seconds += now - tick  # this step, and the last one's log line and checkpoint
+        tick = now
         step, last = state.step, state.step == train_cfg.steps
         if bar is not None:
             bar.update(1)
         at_log = step % train_cfg.log_every == 0 or last
         if at_log:
-            record = log_line(state, logger, time.time() - last_log, say)
-            last_log = time.time()
+            record = log_line(state, logger, state.train_seconds - logged_at, say)
+            logged_at = state.train_seconds
             if bar is not None:
                 bar.set_postfix_str(" ".join(f"{k[:10]}={record[f'loss/{k}']:.2f}" for k in sorted(state.task_data)
                                              if f"loss/{k}" in record) + f" tok/s={record['tokens_per_s']:.0f}")
@@ -477,9 +487,10 @@ def _loop(state: TrainState, logger: JsonlLogger, bar: Any, stops: StopRequests,
             save(state)
         if train_cfg.eval_every and step % train_cfg.eval_every == 0 and not last:
             if state.main:
-                logger.log(evaluate_during_training(state.model, state.task_data, state.tokenizer, state.cfg,
-                                                    step, say))
+                record = evaluate_during_training(state.model, state.task_data, state.tokenizer, state.cfg, step, say)
+                logger.log({**record, "train_seconds": state.train_seconds})
             barrier(state.dist_info)
+            tick = time.time()  # evaluation is not training time
         reason = stop_reason(state, stops, started, at_log)
         if reason == "signal":
             raise KeyboardInterrupt

@@ -1,0 +1,24 @@
+"""Smoke test of benchmarks/time_to_target.py: a tiny joint run with mid-run evaluations and its
+baselines with evaluation curves, read back into the minutes-to-target table."""
+
+
+def test_time_to_target_quick(capsys, load_benchmark):
+    module = load_benchmark("time_to_target")
+    assert module.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| digits")
+            or line.startswith("| numbers_en_de")}
+    assert set(rows) == {"digits", "numbers_en_de"}
+    # digits' target (0 %) is met at the first evaluation: step 4 of the run, step 2 of the baseline.
+    assert "(4) |" in rows["digits"] and rows["digits"].rstrip().endswith("(2) |")
+    # numbers_en_de's (BLEU 101) never is: both columns say so with their last evaluation.
+    assert rows["numbers_en_de"].count("> ") == 2 and "(4; best" in rows["numbers_en_de"]
+    assert "Every task at its target" not in out
+
+
+def test_first_reached_respects_the_metric_direction(load_benchmark):
+    module = load_benchmark("time_to_target")
+    curve = [{"step": s, "train_seconds": 60.0 * s, "value": v} for s, v in ((1, 90.0), (2, 70.0), (3, 40.0))]
+    assert module.first_reached(curve, "wer", 75.0)["step"] == 2
+    assert module.first_reached(curve, "bleu", 75.0)["step"] == 1
+    assert module.first_reached(curve, "wer", 10.0) is None

@@ -14,8 +14,15 @@ Both variants see the same sequence of tasks and batches, so the model work is i
 the difference is the cost of producing batches. The figure of merit is
 ``time(in memory) / time(pipeline)`` over all steps; 1.0 means the pipeline is free.
 
-    python benchmarks/pipeline.py            # demo preset, 2 threads, 48 steps per variant
-    python benchmarks/pipeline.py --quick    # tiny model, two small text tasks: smoke test
+``--declared`` adds a task declared in the config (``data.declared_tasks``) over an
+ImageNet-style folder of JPEGs written to a temporary directory (:func:`write_image_folder`): its
+images are decoded, resized and centre-cropped when a batch needs them (the image-folder
+reader's lazy mode), the costliest path a declared task's batches take. The per-task table
+gives each task's collation time beside its step time.
+
+    python benchmarks/pipeline.py                       # demo preset, 2 threads, 48 steps per variant
+    python benchmarks/pipeline.py --declared            # ... and a declared image-folder task
+    python benchmarks/pipeline.py --quick [--declared]  # tiny model, two small text tasks: smoke test
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from multimodel.config import Config, load_config
+from multimodel.config import Config, TaskSpec, load_config
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.model.multimodel import MultiModel
@@ -40,10 +49,46 @@ from multimodel.training.step import train_step
 
 
 
+DECLARED = "bench_images"
+"""The declared task ``--declared`` adds."""
+
+
 def quick_config(data_dir: str) -> Config:
     cfg = load_config("tiny")
     data = replace(cfg.data, tasks=("numbers_en_de", "grammar_parsing"), train_size=96, eval_size=8,
                    task_sizes={}, batch_size=8, vocab_size=120, data_dir=data_dir)
+    return replace(cfg, data=data)
+
+
+def write_image_folder(root: Path, classes: int, per_class: int, size: tuple[int, int] = (160, 120)) -> Path:
+    """``root/train/<class>/<i>.jpg``: ``classes`` × ``per_class`` noisy JPEGs of ``size`` (W, H), a
+    colour per class, as a user's ImageNet-style folder would hold them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / "train" / f"class_{c:02d}"
+        folder.mkdir(parents=True)
+        colour = rng.integers(0, 256, size=3)
+        for i in range(per_class):
+            noise = rng.integers(-60, 60, size=(size[1], size[0], 3))
+            pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)  # (H, W, 3)
+            Image.fromarray(pixels, "RGB").save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def with_declared_task(cfg: Config, folder: Path, per_class: int) -> Config:
+    """``cfg`` with a declared image-folder task over :func:`write_image_folder`'s corpus in
+    ``folder`` added (absolute paths, so the preset's data directory stays as it is)."""
+    write_image_folder(folder, classes=4, per_class=per_class)
+    spec = TaskSpec(name=DECLARED, reader="image_folder", image_size=(64, 64),
+                    paths={"train": str(folder / "train"), "test": str(folder / "train")})
+    data = replace(cfg.data, tasks=(*cfg.data.tasks, DECLARED), declared_tasks=(*cfg.data.declared_tasks, spec),
+                   task_sizes={**cfg.data.task_sizes, DECLARED: 0})
+    weights = [w for name, w in cfg.train.task_weights.items() if name in cfg.data.tasks]
+    if weights:  # mixing by weights leaves an unlisted task out: give it an average task's share
+        train = replace(cfg.train, task_weights={**cfg.train.task_weights, DECLARED: sum(weights) / len(weights)})
+        cfg = replace(cfg, train=train)
     return replace(cfg, data=data)
 
 
@@ -55,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=48, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (--quick: 1)")
     parser.add_argument("--min-ratio", type=float, default=0.95, help="fail below this ratio")
+    parser.add_argument("--declared", action="store_true",
+                        help="add a declared image-folder task over JPEGs written to a temporary directory")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
@@ -64,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
             if args.data_dir:
                 cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
+        if args.declared:
+            cfg = with_declared_task(cfg, Path(tmp) / "declared", per_class=24 if args.quick else 100)
         previous = torch.get_num_threads()
         torch.set_num_threads(args.threads)
         try:
@@ -99,6 +148,7 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
     optimizer, scheduler = build_optimizer(model, cfg.train)
     times: dict[str, list[float]] = {"pipeline": [], "in memory": []}
     collate_times: list[float] = []
+    per_task: dict[str, dict[str, list[float]]] = {name: {"collate": [], "step": []} for name in tasks}
     for i, name in enumerate(order):
         task = tasks[name]
 
@@ -125,6 +175,8 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
             times["pipeline"].append(pipe_s)
             times["in memory"].append(memory_s)
             collate_times.append(collate_s)
+            per_task[name]["collate"].append(collate_s)
+            per_task[name]["step"].append(memory_s)
         assert torch.equal(batch.targets, prebuilt[i].targets), "the two streams disagree"
 
     pipe, memory = sum(times["pipeline"]), sum(times["in memory"])
@@ -146,6 +198,16 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"| (collation alone, inside 'pipeline') | {sum(collate_times):.2f} |"
           f" {statistics.median(collate_times) * 1e3:.1f} ms [{min(collate_times) * 1e3:.1f},"
           f" {max(collate_times) * 1e3:.1f}] |")
+    print("\n| task | steps | collation: median (ms) | step in memory: median (s) | collation / step |")
+    print("|---|---:|---:|---:|---:|")
+    for name, measured in per_task.items():
+        declared = " (declared)" if tasks[name].spec is not None else ""
+        if not measured["step"]:
+            print(f"| {name}{declared} | 0 | — | — | — |")
+            continue
+        collate_ms, step_s = statistics.median(measured["collate"]) * 1e3, statistics.median(measured["step"])
+        print(f"| {name}{declared} | {len(measured['step'])} | {collate_ms:.1f} | {step_s:.3f} |"
+              f" {100 * collate_ms / 1e3 / step_s:.1f} % |")
     print(f"\nRatio time(in memory) / time(pipeline) = {ratio:.3f} (per-step pairs: median"
           f" {statistics.median(pairs):.3f}, [{min(pairs):.3f}, {max(pairs):.3f}]); target ≥ {args.min_ratio}.")
     if ratio < args.min_ratio:

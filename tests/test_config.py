@@ -3,11 +3,13 @@
 import pytest
 
 from multimodel.config import (
+    EXAMPLES_DIR,
     PRESETS_DIR,
     Config,
     ConfigError,
     apply_overrides,
     config_from_dict,
+    example_names,
     load_config,
     preset_names,
     to_dict,
@@ -74,6 +76,21 @@ def test_every_preset_says_its_command_run_time_and_expected_result():
     for path in sorted(PRESETS_DIR.glob("[!_]*.py")):
         header = path.read_text().split('"""')[1]
         assert f"--config {path.stem}" in header and "Run time:" in header and "Expected:" in header, path.name
+
+
+def test_worked_examples_load_by_name_and_say_their_command():
+    """``--config examples/NAME`` (with or without .py) names a shipped worked example of tasks
+    declared over one's own data; each header says the command as a user types it."""
+    names = example_names()
+    assert len(names) >= 7 and all(name.startswith("examples/") for name in names)
+    for name in names:
+        path = EXAMPLES_DIR / f"{name.split('/')[1]}.py"
+        cfg = load_config(name)
+        assert cfg == load_config(f"{name}.py") == load_config(path) and cfg.data.declared_tasks
+        header = path.read_text().split('"""')[1]
+        assert f"--config {name} " in header and "Run time:" in header and "Expected:" in header, name
+    with pytest.raises(ConfigError, match="give a preset .* a worked example \\(examples/audio_manifest"):
+        load_config("examples/nope")
 
 
 def test_a_file_of_ones_own_comes_before_a_preset_of_the_same_name(tmp_path, monkeypatch):

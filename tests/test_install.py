@@ -61,6 +61,8 @@ def test_the_wheel_installs_into_a_fresh_virtualenv_and_runs_from_another_direct
     info = _run([str(venv / "bin" / "multimodel"), "info", "--config", "paper"], elsewhere)
     assert "config paper: hidden 1536, experts 240 (top 4)" in info.stdout
     assert "total" in info.stdout and "M parameters" in info.stdout
+    listed = _run([str(venv / "bin" / "multimodel"), "tasks", "--config", "examples/image_folder"], elsewhere)
+    assert "my_images" in listed.stdout and "declared (image_folder)" in listed.stdout  # the examples ship
     api = _run([str(python), "-c", "import multimodel; print(multimodel.load_config('demo').model.hidden_size,"
                 " sorted(multimodel.TASKS)[:1], multimodel.MultiModel.__name__, multimodel.Predictor.__name__)"],
                elsewhere)

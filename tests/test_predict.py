@@ -100,3 +100,21 @@ def test_unreadable_inputs_give_one_line_errors(run_dir, tmp_path):
     corrupt.write_bytes(b"RIFF0000WAVEjunk")
     out = _cli(str(run_dir), "--audio", str(corrupt))
     assert out.returncode == 2 and "corrupt.wav" in out.stderr
+
+
+def test_to_names_a_task_token_and_task_picks_one_task(run_dir):
+    from multimodel.predict import target_name, target_token
+
+    assert [target_token(t) for t in ("german", "parse-tree", "spanish", "To-Spanish")] == [
+        "To-German", "To-Parse-Tree", "To-Spanish", "To-Spanish"]
+    assert [target_name(t) for t in ("To-German", "To-Parse-Tree", "To-Spanish")] == ["german", "parse-tree", "spanish"]
+    predictor = Predictor.from_checkpoint(run_dir)
+    with pytest.raises(PredictError, match="no text task with token To-Spanish; --to can be english, german,"):
+        predictor.text("twenty-one", "spanish")
+    p = predictor.text("twenty-one", "german", task="numbers_fr_en")  # --task wins over --to
+    assert (p.task, p.task_token, p.tasks) == ("numbers_fr_en", "To-English", None)
+    with pytest.raises(PredictError, match="task digits reads image, not text"):
+        predictor.text("twenty-one", "german", task="digits")
+    with pytest.raises(PredictError, match="this checkpoint has no task nope; its tasks: digits"):
+        predictor.image(np.zeros((1, 8, 8), dtype=np.float32), task="nope")
+    assert [p.task for p in predictor.image(np.zeros((1, 8, 8), dtype=np.float32), task="digits")] == ["digits"]

@@ -386,7 +386,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if status.problem:
             line = status.problem if status.problem.startswith(f"task {status.name}:") else \
                 f"task {status.name}: {status.problem}"
-            print(textwrap.fill(line, width=100, subsequent_indent="    "))
+            print(textwrap.fill(line, width=100, subsequent_indent="    ", break_long_words=False,
+                                break_on_hyphens=False))  # paths stay whole
     if not cfg.data.declared_tasks:
         print("declare tasks over your own data in a config (data.declared_tasks): see"
               " `multimodel tasks --config examples/image_folder` and the README's \"Your own tasks\"")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import re
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -604,7 +606,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 PRESETS_DIR = Path(__file__).resolve().with_name("configs")
 """The presets shipped inside the package: ``tiny.py`` (tests), ``demo.py`` (the CPU main job),
-``paper.py`` (the paper's sizes)."""
+``paper.py`` (the paper's sizes), and ``examples/*.py``: one worked example of a task declared
+over the user's own data per kind of reader (``--config examples/image_folder``)."""
+
+EXAMPLES_DIR = PRESETS_DIR / "examples"
 
 
 def preset_names() -> list[str]:
@@ -612,12 +617,20 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.py") if not p.name.startswith("_"))
 
 
+def example_names() -> list[str]:
+    """Names of the shipped worked examples of declared tasks, as ``--config`` takes them
+    (``["examples/audio_manifest", ...]``)."""
+    return sorted(f"examples/{p.stem}" for p in EXAMPLES_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
 def preset_path(name: str | Path) -> Path:
     """The file a ``--config`` value names: an existing file as given, else a shipped preset.
 
-    ``demo`` and ``demo.py`` name the shipped preset when no such file exists; so does
-    ``configs/demo.py`` when there is no ``configs/`` folder there (the presets' place in the
-    repository before they moved into the package, which recorded commands still name).
+    ``demo`` and ``demo.py`` name the shipped preset when no such file exists, and
+    ``examples/image_folder`` (or ``examples/image_folder.py``) a shipped worked example when
+    there is no such file; so does ``configs/demo.py`` when there is no ``configs/`` folder there
+    (the presets' place in the repository before they moved into the package, which recorded
+    commands still name).
     """
     path = Path(name)
     if path.is_file():
@@ -627,17 +640,59 @@ def preset_path(name: str | Path) -> Path:
         candidate = PRESETS_DIR / f"{path.stem}.py"
         if candidate.is_file() and candidate.stem in preset_names():
             return candidate
-    raise ConfigError(f"config file {str(path)!r} not found; give a preset ({', '.join(preset_names())})"
-                      " or the path of a Python file that defines CONFIG")
+    if path.suffix in ("", ".py") and len(path.parts) == 2 and path.parts[0] == "examples":
+        candidate = EXAMPLES_DIR / f"{path.stem}.py"
+        if f"examples/{path.stem}" in example_names():
+            return candidate
+    raise ConfigError(f"config file {str(path)!r} not found; give a preset ({', '.join(preset_names())}),"
+                      f" a worked example ({', '.join(example_names())}) or the path of a Python file that"
+                      " defines CONFIG")
+
+
+_CONSTRUCTOR_ERROR = re.compile(r"(\w+)\.__init__\(\) (.*)")
+
+
+def _constructor_error(err: TypeError, path: Path) -> ConfigError | None:
+    """A one-line :class:`ConfigError` for a preset that builds a config dataclass with a keyword it
+    does not have (or without a required one), naming the file, the line and the valid fields;
+    None for any other TypeError, which stays as it is."""
+    found = _CONSTRUCTOR_ERROR.fullmatch(str(err))
+    classes = {cls.__name__: cls for cls in (Config, ModelConfig, MoEConfig, DataConfig, TrainConfig, TaskSpec)}
+    if found is None or found.group(1) not in classes:
+        return None
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else str(path)
+    name, problem = found.groups()
+    fields = [f.name for f in dataclasses.fields(classes[name])]
+    hint = ""
+    unknown = re.fullmatch(r"got an unexpected keyword argument '(\w+)'", problem)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: {name}() {problem}{hint}; the fields of {name} are: {', '.join(fields)}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load a preset (a name such as ``demo``, or a Python file defining ``CONFIG``) and apply overrides."""
+    """Load a preset (a name such as ``demo`` or ``examples/image_folder``, or a Python file defining
+    ``CONFIG``) and apply overrides.
+
+    Raises:
+        ConfigError: one line, for a preset that cannot be found, does not define ``CONFIG``,
+            gives a config dataclass a keyword it lacks (naming the file, the line and the valid
+            fields), or holds a value a field cannot take. Other errors of the preset's code
+            propagate unchanged.
+    """
     path = preset_path(path)
     spec = importlib.util.spec_from_file_location(f"multimodel_preset_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except TypeError as err:
+        problem = _constructor_error(err, path)
+        if problem is None:
+            raise
+        raise problem from None
     cfg = getattr(module, "CONFIG", None)
     if not isinstance(cfg, Config):
         raise ConfigError(f"{path}: a preset must define CONFIG = multimodel.config.Config(...)")

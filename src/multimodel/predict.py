@@ -2,7 +2,8 @@
 
 The checkpoint knows its tasks; each input is sent to every task that accepts its modality
 (an image gets a class from the classification task and a caption from the captioning
-task). Text goes to the task whose token matches ``--to`` ("german" → "To-German"). Text tasks
+task). Text goes to the task whose token matches ``--to`` ("german" → "To-German"); ``--task``
+picks one task of the checkpoint instead (a task declared in its config, say). Text tasks
 that share a token (numbers_de_en and numbers_fr_en both decode "To-English") are one and the
 same computation, since the model sees only the input text and the token; such an answer names
 the token and all those tasks ("To-English (numbers_de_en, numbers_fr_en)"), not one of them.
@@ -28,6 +29,17 @@ from multimodel.pretrained import load_pretrained
 from multimodel.tasks import Task
 
 TARGETS = {"english": "To-English", "german": "To-German", "french": "To-French", "parse-tree": "To-Parse-Tree"}
+
+
+def target_token(to: str) -> str:
+    """The task token a ``to`` names: ``german`` → To-German, ``parse-tree`` → To-Parse-Tree,
+    ``spanish`` → To-Spanish (a token a config added to ``model.task_tokens``); a token as itself."""
+    return to if to.startswith("To-") else TARGETS.get(to, f"To-{to.strip().title()}")
+
+
+def target_name(token: str) -> str:
+    """The ``to`` that names ``token`` (the inverse of :func:`target_token`): To-Spanish → spanish."""
+    return token[len("To-"):].lower() if token.startswith("To-") else token
 
 
 class PredictError(UserError, ValueError):
@@ -90,7 +102,20 @@ class Predictor:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _tasks_for(self, modality: str) -> list[Task]:
+    def _task(self, name: str) -> Task:
+        task = next((t for t in self.tasks if t.name == name), None)
+        if task is None:
+            raise PredictError(f"this checkpoint has no task {name}; its tasks:"
+                               f" {', '.join(t.name for t in self.tasks)}")
+        return task
+
+    def _tasks_for(self, modality: str, name: str | None = None) -> list[Task]:
+        """The tasks that read ``modality``; only task ``name`` when given (it must read it)."""
+        if name is not None:
+            task = self._task(name)
+            if task.input_modality != modality:
+                raise PredictError(f"task {name} reads {task.input_modality}, not {modality}")
+            return [task]
         found = [t for t in self.tasks if t.input_modality == modality]
         if not found:
             raise PredictError(f"this checkpoint has no task that reads {modality}; its tasks:"
@@ -138,12 +163,13 @@ class Predictor:
 
     # -- public API -------------------------------------------------------------------------
 
-    def image(self, pixels_or_path: Any, beam_size: int = 4) -> list[Prediction]:
-        """Every image task's answer (class with top-5, caption) for one image."""
+    def image(self, pixels_or_path: Any, beam_size: int = 4, task: str | None = None) -> list[Prediction]:
+        """Every image task's answer (class with top-5, caption) for one image; only ``task``'s when given.
+        A path is decoded at each task's own image size, as its data was."""
         from multimodel.corpora.image_folder import load_image
 
         out = []
-        for task in self._tasks_for("image"):
+        for task in self._tasks_for("image", task):
             shape = task.input_shape or (3, 64, 64)
             if isinstance(pixels_or_path, (str, Path)):
                 pixels = load_image(pixels_or_path, (shape[1], shape[2]))  # (3, H, W)
@@ -154,9 +180,9 @@ class Predictor:
             out.append(self._run(task, pixels, beam_size))
         return out
 
-    def describe_image(self, path: str | Path, beam_size: int = 4) -> list[str]:
+    def describe_image(self, path: str | Path, beam_size: int = 4, task: str | None = None) -> list[str]:
         lines = []
-        for p in self.image(path, beam_size):
+        for p in self.image(path, beam_size, task):
             if p.extra and "top" in p.extra:
                 top = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in p.extra["top"])
                 lines.append(f"[{p.task}] class: {p.output}   (top-5: {top})")
@@ -164,8 +190,10 @@ class Predictor:
                 lines.append(f"[{p.task}, {p.task_token}] caption: {p.output}")
         return lines
 
-    def audio(self, path_or_wave: Any, sample_rate: int | None = None, beam_size: int = 4) -> Prediction:
-        """Transcript of one audio file (any sample rate; resampled) or waveform."""
+    def audio(self, path_or_wave: Any, sample_rate: int | None = None, beam_size: int = 4,
+              task: str | None = None) -> Prediction:
+        """Transcript of one audio file (any sample rate; resampled) or waveform, by the
+        checkpoint's first audio task, or by ``task`` when given."""
         from multimodel.corpora.speech import features as audio_features
         from multimodel.corpora.speech import read_audio_file
 
@@ -178,23 +206,29 @@ class Predictor:
         if wave.size == 0:
             raise PredictError("the audio has no samples")
         features = audio_features(wave, rate)  # (T_frames, n_mels), as the speech task's data
-        task = self._tasks_for("audio")[0]
-        return self._run(task, features, beam_size)
+        return self._run(self._tasks_for("audio", task)[0], features, beam_size)
 
-    def transcribe(self, path: str | Path, beam_size: int = 4) -> str:
-        p = self.audio(path, beam_size=beam_size)
+    def transcribe(self, path: str | Path, beam_size: int = 4, task: str | None = None) -> str:
+        p = self.audio(path, beam_size=beam_size, task=task)
         return f"[{p.task}, {p.task_token}] {p.output}"
 
-    def text(self, sentence: str, to: str, beam_size: int = 4) -> Prediction:
-        """Translate ``sentence`` (to='english'|'german'|'french') or parse it (to='parse-tree')."""
+    def text(self, sentence: str, to: str, beam_size: int = 4, task: str | None = None) -> Prediction:
+        """Translate ``sentence`` (to='english'|'german'|'french', or another token's language) or
+        parse it (to='parse-tree'); with ``task``, that text task's answer whatever ``to`` says
+        (a declared text classifier's class, say)."""
         sentence = sentence.strip()
         if not sentence:
             raise PredictError("the sentence is empty")
-        token = TARGETS.get(to, to)
-        candidates = [t for t in self._tasks_for("text") if t.task_token == token]
+        if task is not None:
+            candidates = self._tasks_for("text", task)
+            token = candidates[0].task_token
+        else:
+            token = target_token(to)
+            candidates = [t for t in self._tasks_for("text") if t.task_token == token]
         if not candidates:
-            have = sorted({t.task_token for t in self.tasks if t.input_modality == "text" and t.task_token})
-            raise PredictError(f"this checkpoint has no text task with token {token}; it has {have}")
+            have = sorted({target_name(t.task_token) for t in self.tasks
+                           if t.input_modality == "text" and t.task_token})
+            raise PredictError(f"this checkpoint has no text task with token {token}; --to can be {', '.join(have)}")
         self._check_length(sentence)
         p = self._run(candidates[0], sentence, beam_size)
         if len(candidates) > 1:  # the model cannot tell them apart: claim none of them in particular
@@ -207,10 +241,7 @@ class Predictor:
     def run_task(self, name: str, raw_input: Any, beam_size: int = 4) -> Prediction:
         """Task ``name``'s answer for one input in the form the task's data gives it (an
         :class:`~multimodel.data.example.Example`'s ``inputs``: pixels, audio features, a sentence)."""
-        task = next((t for t in self.tasks if t.name == name), None)
-        if task is None:
-            raise PredictError(f"this checkpoint has no task {name}; its tasks:"
-                               f" {', '.join(t.name for t in self.tasks)}")
+        task = self._task(name)
         if isinstance(raw_input, str):
             self._check_length(raw_input)
         p = self._run(task, raw_input, beam_size)
@@ -218,8 +249,11 @@ class Predictor:
             self._add_tree(p, raw_input)
         return p
 
-    def from_text(self, sentence: str, to: str, beam_size: int = 4) -> str:
-        p = self.text(sentence, to, beam_size)
+    def from_text(self, sentence: str, to: str, beam_size: int = 4, task: str | None = None) -> str:
+        p = self.text(sentence, to, beam_size, task)
+        if p.extra and "top" in p.extra:  # a text classifier
+            top = ", ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in p.extra["top"])
+            return f"[{p.task}] class: {p.output}   (top-5: {top})"
         head = f"[{p.task}]" if p.tasks else f"[{p.task}, {p.task_token}]"  # a shared-token task names its token
         if p.extra and p.extra.get("tree"):
             return f"{head}\n{p.extra['tree']}"

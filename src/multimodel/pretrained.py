@@ -100,7 +100,7 @@ def resolve_tasks(names: list[str], task_specs: dict[str, dict[str, Any]] | None
     a task declared in the config is rebuilt from its spec in ``task_specs`` (no data needed)."""
     specs = task_specs or {}
     declared = tasks_from_specs({name: specs[name] for name in names if name in specs}, config)
-    return [declared[name] if name in declared else get_task(name) for name in names]
+    return [declared[name] if name in declared else get_task(name, config) for name in names]
 
 
 # ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from multimodel.experiments.grid import (
     fmt_stat,
     headline_metric,
     make_spec,
+    plan_config,
     read_eval,
     seeded,
     stats,
@@ -147,7 +148,7 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
                 continue
             b = read_eval(out / "runs" / by_arm["before"][i].name)[task]
             a = read_eval(out / "runs" / by_arm["after"][i].name)[task]
-            metric = headline_metric(task)
+            metric = headline_metric(task, plan_config(plan_))
             rows["metric_before"].append(b["metrics"][metric])
             rows["metric_after"].append(a["metrics"][metric])
             rows["acc_before"].append(b["token_accuracy"])
@@ -187,7 +188,7 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
     lines += ["", "## Old tasks: before vs. after adding the new task", "",
               "| task | measure | before | after | change |", "|---|---|---:|---:|---:|"]
     for task, f in forgetting.items():
-        metric = headline_metric(task)
+        metric = headline_metric(task, plan_config(plan_))
         for key, label, digits in (("metric", METRIC_LABELS.get(metric, metric), 1), ("acc", "per-token acc %", 1),
                                    ("ppl", "log-perplexity", 3)):
             lines.append(f"| {task} | {label} | {fmt_stat(f[f'{key}_before'], digits)} |"

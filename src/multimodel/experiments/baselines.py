@@ -261,7 +261,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         raise ConfigError(f"--steps must be >= 0, got {steps}")
     config = baseline_config(cfg, **settings)
     for name in names:  # fail before loading data for a task without a baseline
-        baseline_kind(get_task(name).input_modality, get_task(name).target_modality)
+        task = get_task(name, cfg)
+        baseline_kind(task.input_modality, task.target_modality)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
@@ -330,7 +331,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
                            evaluate=evaluate, eval_curve=eval_curve)
     train_seconds = time.time() - start - eval_seconds[0]
     (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None, num_shown=1)
-    metric = headline_metric(task.name)
+    metric = task.metrics[0]
     log(f"  {task.name}: {parameters / 1e6:.2f}M parameters, {steps} steps in {train_seconds:.0f} s;"
         f" eval {', '.join(f'{k}={v:.2f}' for k, v in result.metrics.items())},"
         f" per-token acc={result.token_accuracy:.1f}%, log-ppl={result.log_perplexity:.3f}"
@@ -355,7 +356,8 @@ def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]]
         "batch_size": cfg.data.batch_size, "data_seed": cfg.data.seed,
         "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
         "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,
-        "results": {name: {**records[name], "multimodel": info.evaluation.get(name)} for name in names},
+        "results": {name: {**records[name], "metric": headline_metric(name, cfg),
+                           "multimodel": info.evaluation.get(name)} for name in names},
     }
 
 
@@ -379,7 +381,7 @@ def results_markdown(payload: dict[str, Any]) -> str:
     lines += ["| task | metric | MultiModel (run) | baseline | steps |", "|---|---|---:|---:|---:|"]
     for name in payload["tasks"]:
         r = payload["results"][name]
-        metric = headline_metric(name)
+        metric = r["metric"]
         lines.append(f"| {name} | {METRIC_LABELS.get(metric, metric)} | {_cell(r['multimodel'], metric)}"
                      f" | {_cell(r['eval'], metric)} | {r['steps']} |")
     lines += ["", "Per-token accuracy and log-perplexity of the targets (teacher-forced), and model sizes:", "",

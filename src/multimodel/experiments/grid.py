@@ -298,14 +298,20 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def headline_metric(task: str) -> str:
-    return get_task(task).metrics[0]
+def headline_metric(task: str, cfg: Config | None) -> str:
+    """The first metric of ``task``: a built-in one, or one ``cfg`` declares."""
+    return get_task(task, cfg).metrics[0]
 
 
-def measure_value(record: dict[str, Any], measure: str) -> float:
+def measure_value(record: dict[str, Any], measure: str, cfg: Config | None) -> float:
     if measure == "metric":
-        return float(record["metrics"].get(headline_metric(record["task"]), math.nan))
+        return float(record["metrics"].get(headline_metric(record["task"], cfg), math.nan))
     return float(record[measure])
+
+
+def plan_config(plan: Plan) -> Config | None:
+    """The config the tasks of ``plan`` are looked up in (every run of a grid declares the same)."""
+    return plan.specs[0].cfg if plan.specs else None
 
 
 def stats(values: Sequence[float]) -> dict[str, Any]:
@@ -327,7 +333,7 @@ def summarise(plan: Plan, out: Path) -> dict[str, dict[str, dict[str, Any]]]:
         for task, record in read_eval(run_dir).items():
             cell = gathered.setdefault(spec.arm.column, {}).setdefault(task, {m: [] for m in MEASURES})
             for m in MEASURES:
-                cell[m].append(measure_value(record, m))
+                cell[m].append(measure_value(record, m, spec.cfg))
     return {col: {task: {m: stats(v) for m, v in cells.items()} for task, cells in tasks.items()}
             for col, tasks in gathered.items()}
 
@@ -344,7 +350,7 @@ def results_table(plan: Plan, summary: dict[str, dict[str, dict[str, Any]]]) -> 
     head = "| task | measure | " + " | ".join(plan.columns) + " |"
     lines = [head, "|---|---|" + "---:|" * len(plan.columns)]
     for task in plan.tasks:
-        metric = headline_metric(task)
+        metric = headline_metric(task, plan_config(plan))
         for m in MEASURES:
             label = METRIC_LABELS.get(metric, metric) if m == "metric" else MEASURE_LABELS[m]
             digits = 3 if m == "log_perplexity" else 1

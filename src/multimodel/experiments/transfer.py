@@ -34,12 +34,12 @@ def default_parsing_task(cfg: Config) -> str:
 def plan(cfg: Config, seeds: int, *, parsing_task: str | None = None, image_task: str = "fashion_mnist",
          vary_data_seed: bool = True) -> Plan:
     parsing = parsing_task or default_parsing_task(cfg)
-    if get_task(parsing).task_token != "To-Parse-Tree":
+    if get_task(parsing, cfg).task_token != "To-Parse-Tree":
         raise ConfigError(f"{parsing} is not a parsing task (its task token is not To-Parse-Tree)")
-    if not get_task(image_task).is_classification:
+    if not get_task(image_task, cfg).is_classification:
         raise ConfigError(f"{image_task} is not a classification task")
     others = [t for t in cfg.data.tasks if t not in (parsing, image_task)
-              and get_task(t).task_token != "To-Parse-Tree"]
+              and get_task(t, cfg).task_token != "To-Parse-Tree"]
     arms = [Arm("alone", "alone", (parsing,)), Arm("with-image", "with-image", (parsing, image_task))]
     notes = []
     if others:

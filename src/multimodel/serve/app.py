@@ -42,7 +42,7 @@ from multimodel import __version__
 from multimodel.config import ConfigError
 from multimodel.corpora.audio_file import wav_truncation
 from multimodel.corpora.errors import CorpusError
-from multimodel.predict import TARGETS, Prediction, Predictor, PredictError
+from multimodel.predict import TARGETS, Prediction, Predictor, PredictError, target_name
 from multimodel.serve.held_out import ExampleNotFound, HeldOutExamples, matches, reference_tree, references
 from multimodel.serve.held_out import describe as describe_example
 from multimodel.serve.scores import BLIND_EXPLANATION, Scores, read_scores
@@ -64,8 +64,10 @@ class TextRequest(BaseModel):
 
     text: str = Field(description="the sentence (plain text, at most 2,000 characters)",
                       examples=["the cat saw a dog ."])
-    to: Literal["english", "german", "french", "parse-tree"] = Field(
-        "german", description="target language, or 'parse-tree' for a constituency parse")
+    to: str = Field("german", pattern=r"^[A-Za-z][A-Za-z-]{0,39}$", examples=["german"],
+                    description="target language (english, german, french, or the language of another"
+                    " text task's token: spanish for To-Spanish), or 'parse-tree' for a constituency parse;"
+                    " /api/info's text_targets lists what this checkpoint answers")
 
 
 class TopLabel(BaseModel):
@@ -335,7 +337,7 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
             "blind_control": BLIND_EXPLANATION,
             "image": any(t.input_modality == "image" for t in tasks),
             "audio": any(t.input_modality == "audio" for t in tasks),
-            "text_targets": [name for name, token in TARGETS.items() if token in tokens],
+            "text_targets": text_targets(tokens),
             "max_upload_bytes": max_upload_bytes,
             "max_text_chars": MAX_TEXT_CHARS,
             "max_audio_seconds": max_audio_seconds,
@@ -411,6 +413,13 @@ def create_app(predictor: Predictor, *, checkpoint: str = "", max_upload_bytes: 
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def text_targets(tokens: set[str | None]) -> list[str]:
+    """The ``to`` values that reach the text tasks' ``tokens``: the page's four in their order, then
+    those of tokens a config added (To-Spanish → spanish)."""
+    known = [name for name, token in TARGETS.items() if token in tokens]
+    return known + sorted(target_name(t) for t in tokens if t and t not in TARGETS.values())
 
 
 def _save_upload(file: UploadFile, folder: Path, max_bytes: int, limit_message: str) -> Path:

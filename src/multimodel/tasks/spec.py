@@ -27,8 +27,8 @@ from multimodel.tasks import TASKS, UnknownTaskError
 from multimodel.tasks.readers import READERS, Reader, ReadRequest
 from multimodel.tasks.task import Task
 
-__all__ = ["build_task", "declared_tasks", "resolve_task", "all_tasks", "task_specs", "tasks_from_specs",
-           "complete_declared_tasks"]
+__all__ = ["build_task", "check_data", "declared_tasks", "resolve_task", "all_tasks", "task_specs",
+           "tasks_from_specs", "complete_declared_tasks"]
 
 HF_CACHE = "hf_cache"
 """Folder under ``data.data_dir`` where Parquet/JSON/CSV datasets are kept in Arrow form."""
@@ -201,6 +201,20 @@ def build_task(spec: TaskSpec, cfg: Config) -> Task:
         input_shape=(3, *spec.image_size) if image else None,
         spec=spec,
     )
+
+
+def check_data(task: Task, root: Path, cfg: Config) -> None:
+    """Check a declared task's data under ``root`` against its spec as far as its reader can
+    without reading it (a manifest's keys on its first record); nothing for a built-in task.
+
+    Raises:
+        ConfigError: naming the field, for a column the spec names that the data lacks.
+    """
+    if task.spec is None:
+        return
+    reader = READERS[task.spec.reader]
+    if reader.check is not None:
+        reader.check(_request(task.spec, reader, Path(root), "train", 0, False, _cache_dir(cfg)))
 
 
 def declared_tasks(cfg: Config) -> dict[str, Task]:

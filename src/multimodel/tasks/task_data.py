@@ -54,6 +54,61 @@ def task_data_dir(cfg: Config, task: Task) -> Path:
     raise FileNotFoundError(f"task {task.name}: {missing}")
 
 
+@dataclass(frozen=True)
+class TaskStatus:
+    """Whether a task of a config can be trained here (a row of ``multimodel tasks``).
+
+    Args:
+        name: the task's name.
+        task: the task; None when its declared spec is in error.
+        state: ``"ok"`` (its data is found), ``"missing"`` (not found) or ``"error"`` (its spec
+            cannot work, or its data lacks a column the spec names).
+        problem: what is missing or wrong, one line; None when ``state`` is ``"ok"``.
+        declared: declared in the config (``data.declared_tasks``) rather than built in.
+    """
+
+    name: str
+    task: Task | None
+    state: str
+    problem: str | None = None
+    declared: bool = False
+
+
+def task_statuses(cfg: Config) -> list[TaskStatus]:
+    """Every built-in task, then every task ``cfg`` declares, each with whether its data is in
+    ``data.data_dir`` or ``data.corpora_dir``. Nothing is read but what a spec needs checked
+    (class folders, a manifest's first record); a spec in error is its task's status, not an
+    exception, so one bad spec does not hide the others."""
+    from multimodel.tasks import TASKS
+    from multimodel.tasks.spec import build_task, check_data
+
+    out = []
+    for task in TASKS.values():
+        try:
+            task_data_dir(cfg, task)
+            out.append(TaskStatus(task.name, task, "ok"))
+        except FileNotFoundError as err:
+            out.append(TaskStatus(task.name, task, "missing", str(err)))
+    for spec in cfg.data.declared_tasks:
+        try:
+            task = build_task(spec, cfg)
+        except ConfigError as err:
+            out.append(TaskStatus(spec.name, None, "error", str(err), declared=True))
+            continue
+        try:
+            root = task_data_dir(cfg, task)
+        except FileNotFoundError as err:
+            out.append(TaskStatus(spec.name, task, "missing", str(err), declared=True))
+            continue
+        try:
+            check_data(task, root, cfg)
+        except ConfigError as err:
+            out.append(TaskStatus(spec.name, task, "error", str(err), declared=True))
+            continue
+        out.append(TaskStatus(spec.name, task, "ok", declared=True))
+    return out
+
+
 def task_weights(cfg: Config) -> dict[str, float]:
     """``train.task_weights`` of the selected tasks: a preset's weights may name tasks a run does
     not select (they are dropped); a name neither the catalogue nor the config declares is an error."""

@@ -4,7 +4,7 @@ Data:      data/my_speech/{train,test}.jsonl, one {"path": "wav/0001.wav", "tran
            object a line (audio paths relative to the manifest; other keys are kept as meta);
            audio at 16 kHz (model.audio_sample_rate), any format soundfile reads (WAV, FLAC, OGG).
            The columns map the manifest's keys to input and target (default "audio" and "text").
-Command:   multimodel train --config src/multimodel/configs/examples/audio_manifest.py --run-dir runs/my_speech
+Command:   multimodel train --config examples/audio_manifest --run-dir runs/my_speech
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Audio is decoded when a batch needs it.

@@ -3,7 +3,7 @@
 Data:      data/coco/annotations/captions_{train,val}2017.json and data/coco/{train,val}2017/*.jpg,
            extracted from cocodataset.org's annotations_trainval2017.zip, train2017.zip and
            val2017.zip (2014 files are found too). Test = COCO's val split.
-Command:   multimodel train --config src/multimodel/configs/examples/coco_captions.py --run-dir runs/my_coco
+Command:   multimodel train --config examples/coco_captions --run-dir runs/my_coco
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Images are decoded when a batch needs them (memory stays flat on 118k images).

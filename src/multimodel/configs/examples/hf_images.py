@@ -4,7 +4,7 @@ Data:      data/beans: fetched once, on a machine with a network (nothing downlo
                python -c "import datasets; datasets.load_dataset('AI-Lab-Makerere/beans').save_to_disk('data/beans')"
            A DatasetDict with splits train/validation/test and columns image (Image) and labels
            (ClassLabel: its names become the task's labels). Needs pip install 'multimodel[hf]'.
-Command:   multimodel train --config src/multimodel/configs/examples/hf_images.py --run-dir runs/my_beans
+Command:   multimodel train --config examples/hf_images --run-dir runs/my_beans
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Rows are read from the memory-mapped Arrow files and decoded when a batch needs them.

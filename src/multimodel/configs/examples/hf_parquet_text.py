@@ -6,7 +6,7 @@ Data:      data/wmt14/de-en/{train,validation,test}-*.parquet: fetched once, on 
            "translation.en" names a field of it. Parquet (and JSON/CSV) files are converted once
            into Arrow files under data/hf_cache and memory-mapped from there. Needs pip install
            'multimodel[hf]'.
-Command:   multimodel train --config src/multimodel/configs/examples/hf_parquet_text.py --run-dir runs/wmt14
+Command:   multimodel train --config examples/hf_parquet_text --run-dir runs/wmt14
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            The first run converts the Parquet files to Arrow once (4.5M pairs).

@@ -5,7 +5,7 @@ Data:      data/librispeech_asr: fetched once, on a machine with a network (noth
            A DatasetDict (splits train.100, train.360, validation, test) with columns audio
            (Audio, 16 kHz) and text. Audio is decoded with soundfile, not datasets' decoders, so
            torchcodec is not needed. Needs pip install 'multimodel[hf]'.
-Command:   multimodel train --config src/multimodel/configs/examples/hf_speech.py --run-dir runs/hf_librispeech
+Command:   multimodel train --config examples/hf_speech --run-dir runs/hf_librispeech
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Audio headers are read once at start for length buckets; utterances reach 35 s.

@@ -4,7 +4,7 @@ Data:      data/my_images/train/<class>/<image>.{jpg,png,...} and data/my_images
            (the ILSVRC-2012 train folder has this layout; torchvision's ImageFolder too). Class
            index = position of the folder name in sorted order; the class names are read from
            the train folder (or give labels=(...) to fix them).
-Command:   multimodel train --config src/multimodel/configs/examples/image_folder.py --run-dir runs/my_images
+Command:   multimodel train --config examples/image_folder --run-dir runs/my_images
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Images are decoded when a batch needs them (memory stays flat on large folders).

@@ -3,7 +3,7 @@
 Data:      data/LibriSpeech/train-clean-100 and data/LibriSpeech/dev-clean, extracted from
            openslr.org/12 (<speaker>/<chapter>/*.flac with a *.trans.txt per chapter, 16 kHz).
            Each path is one subset folder.
-Command:   multimodel train --config src/multimodel/configs/examples/librispeech.py --run-dir runs/my_librispeech
+Command:   multimodel train --config examples/librispeech --run-dir runs/my_librispeech
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
            Audio is decoded when a batch needs it (file headers are read at start for length

@@ -4,7 +4,7 @@ Data:      data/my_parallel/{train,test}.{en,es}(.gz): one sentence a line, line
            file translating line i of the .es file; plain text or gzip (e.g. a WMT or Europarl
            pair). A new target language needs a new task token: "To-Spanish" is added to
            model.task_tokens below.
-Command:   multimodel train --config src/multimodel/configs/examples/parallel_text.py --run-dir runs/my_parallel
+Command:   multimodel train --config examples/parallel_text --run-dir runs/my_parallel
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
 Expected:  not measured on the real corpus: the tests run this config only on tiny fixture data

@@ -4,7 +4,7 @@ Data:      data/treebank_sample/treebank.zip: NLTK's 10% sample of the WSJ treeb
            (nltk_data's packages/corpora/treebank.zip; or the LDC folder parsed/mrg/wsj/ with
            splits train/valid/test by section). Train = wsj_0001-0169, test = wsj_0170-0199;
            two different paths (your own split, by folder) read every tree of each.
-Command:   multimodel train --config src/multimodel/configs/examples/ptb_treebank.py --run-dir runs/my_ptb
+Command:   multimodel train --config examples/ptb_treebank --run-dir runs/my_ptb
 Run time:  training stops at train.time_budget_minutes (11 min) or 4,000 steps, after the data is read;
            not measured on the real corpus.
 Expected:  not measured on the real corpus: the tests run this config only on tiny fixture data

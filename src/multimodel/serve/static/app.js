@@ -313,8 +313,10 @@ function setUpTextPanel() {
 // -- what the model learned: held-out scores and examples -------------------------------------
 
 const PANELS = { image: "#image-panel", audio: "#audio-panel", text: "#text-panel" };
-const TARGET_OF_TOKEN = { "To-English": "english", "To-German": "german", "To-French": "french",
-  "To-Parse-Tree": "parse-tree" };
+// The 'to' of /api/text that asks for a task token: To-German -> german, To-Spanish -> spanish.
+function targetOf(token) {
+  return token ? token.replace(/^To-/, "").toLowerCase() : undefined;
+}
 
 function panelOf(modality) {
   return PANELS[modality] ? $(PANELS[modality]) : null;
@@ -432,7 +434,7 @@ function exampleAnswer(result) {
   } else if (task.input_modality === "audio") {
     card = answer("Transcript", p);
   } else {
-    card = textAnswer(p, TARGET_OF_TOKEN[task.task_token] || "english");
+    card = textAnswer(p, targetOf(task.task_token) || "english");
   }
   card.classList.add("example-answer");
   const input = el("div", { class: "example-input", "data-role": "example-input" },
@@ -470,7 +472,7 @@ function setUpExamples() {
       const info = taskInfo(task);
       if (info && info.input_modality === "text") { // what was run, ready to edit and run again
         $("#text-input").value = button.dataset.text || "";
-        const to = TARGET_OF_TOKEN[info.task_token];
+        const to = targetOf(info.task_token);
         if (to && INFO.text_targets.includes(to)) $("#text-to").value = to;
       }
       run(panel, `running ${task} on held-out example ${index}…`, async () => {
@@ -520,6 +522,11 @@ async function init() {
     if (!INFO.text_targets.includes(option.value)) {
       option.disabled = true;
       option.textContent += " (not in this checkpoint)";
+    }
+  }
+  for (const to of INFO.text_targets) { // a task token a config added (To-Spanish): its own option
+    if (![...select.options].some((option) => option.value === to)) {
+      select.add(new Option(`${to[0].toUpperCase()}${to.slice(1)}`, to));
     }
   }
   if (!INFO.text_targets.length) {

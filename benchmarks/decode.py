@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     results = {}
     for _ in range(args.reps):
         for name, cls in (("incremental", IncrementalScorer), ("recompute", RecomputeScorer)):
-            scorer = cls(model, encoded, "text", "To-English")
+            scorer = cls(model, encoded, "text", "To-English", args.tokens)
             start = time.perf_counter()
             results[name] = greedy_fixed_length(scorer, args.batch, args.tokens)
             times[name].append(time.perf_counter() - start)

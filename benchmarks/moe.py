@@ -6,11 +6,10 @@ every parameter) of:
 * ``floor`` — the compute floor: one expert-sized MLP (two ``nn.Linear``) run once over all
   N·K token-slots, i.e. the experts' arithmetic with no routing and one weight matrix;
 * ``ours`` — :class:`multimodel.layers.moe.MixtureOfExperts` as the model runs it (sort the
-  slots by expert once, one fused autograd node for all experts, gather back; the kernel
-  for the experts chosen automatically);
-* ``per-expert`` and ``padded`` — ours with each kernel forced: one matrix product per expert
-  (``_ExpertFFN``), or batched products over all experts padded to the busiest one's rows
-  (``_PaddedExpertFFN``);
+  slots by expert once, one fused autograd node for all experts with one matrix product per
+  expert, gather back);
+* ``padded`` — ours with the other expert kernel (``experts_kernel="padded"``): batched
+  products over all experts padded to the busiest one's rows;
 * ``peer`` — the original's dispatch scheme as users of the public ports run it, written
   here from its description: for each expert, gather the tokens routed to it, run that
   expert (an ``nn.Linear`` → ReLU → ``nn.Linear`` module of its own), scatter-add the gated
@@ -19,7 +18,7 @@ every parameter) of:
 * ``dense`` — every expert on every token, mixed with the (mostly zero) gate matrix.
 
 Prints, per number of experts E, the median over repetitions with the min–max spread of each
-variant, and the ratios ours/floor, ours/peer, per-expert/floor, padded/floor and dense/ours,
+variant, and the ratios ours/floor, ours/peer, padded/floor and dense/ours,
 of the medians and (in parentheses) of the minimums (on a shared machine the minimum is the
 repetition least disturbed by other work). The repetitions of the variants are interleaved
 and their order rotates, so a change in background load hits all of them alike. Before
@@ -98,10 +97,10 @@ def check_agreement(moe: MixtureOfExperts, peer: PeerMoE, x: Tensor, dense: bool
     moe.eval(), peer.eval()
     try:
         outputs = []
-        for kernel in ("auto", "per_expert", "padded"):
+        for kernel in ("per_expert", "padded"):
             moe.experts_kernel = kernel
             outputs.append(moe(x.unsqueeze(0))[0].squeeze(0))
-        moe.experts_kernel = "auto"
+        moe.experts_kernel = "per_expert"
         outputs.append(peer(x)[0])
         if dense:
             outputs.append(dense_experts(moe, x)[0])
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         default=None,
-        choices=["floor", "ours", "peer", "per-expert", "padded", "dense"],
+        choices=["floor", "ours", "peer", "padded", "dense"],
         help="time only these variants (the floor is always timed)",
     )
     parser.add_argument(
@@ -190,10 +189,10 @@ def run(args: argparse.Namespace) -> None:
         )
     )
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    columns = ["floor", "ours", "peer", "per-expert", "padded", "dense"]
-    ratios = [("ours", "floor"), ("ours", "peer"), ("per-expert", "floor"), ("padded", "floor"), ("dense", "ours")]
+    columns = ["floor", "ours", "peer", "padded", "dense"]
+    ratios = [("ours", "floor"), ("ours", "peer"), ("padded", "floor"), ("dense", "ours")]
     header = (
-        f"{'E':>4} | {'kernel':>10} | "
+        f"{'E':>4} | "
         + " | ".join(f"{name:>22}" for name in columns)
         + " | "
         + " | ".join(f"{a + '/' + b:>17}" for a, b in ratios)
@@ -232,16 +231,10 @@ def run(args: argparse.Namespace) -> None:
         def run_floor() -> tuple[Tensor, Tensor]:
             return floor(x_slots), x_slots.new_zeros((), requires_grad=True)
 
-        with torch.no_grad():  # which kernel "auto" takes for one routing of the training gate
-            _, routed, _ = moe.gate(x)
-        counts = torch.bincount(routed.reshape(-1), minlength=E).tolist()
-        kernel = moe.choose_experts_kernel(counts)
-
         variants: dict[str, Callable[[], float]] = {
             "floor": lambda: step(floor, run_floor),
-            "ours": lambda: step(moe, lambda: run_ours("auto")),
+            "ours": lambda: step(moe, lambda: run_ours("per_expert")),
             "peer": lambda: step(peer, lambda: peer(x)),
-            "per-expert": lambda: step(moe, lambda: run_ours("per_expert")),
             "padded": lambda: step(moe, lambda: run_ours("padded")),
         }
         dense_on = E <= args.skip_dense_above
@@ -280,7 +273,7 @@ def run(args: argparse.Namespace) -> None:
         elif not dense_on:
             cell["dense"] = "skipped"
         print(
-            f"{E:>4} | {kernel:>10} | "
+            f"{E:>4} | "
             + " | ".join(f"{cell.get(name, '—'):>22}" for name in columns)
             + " | "
             + " | ".join(f"{ratio(a, b):>17}" for a, b in ratios)

@@ -57,8 +57,7 @@ def test_heads_must_divide_hidden_size():
 
 @pytest.mark.parametrize("variant", [{}, {"self_attention_residual": True}, {"self_attention": False}],
                          ids=["paper", "residual", "no_self_attention"])
-@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
-def test_attention_block_is_causal_and_incremental(grad, variant):
+def test_attention_block_is_causal_and_its_steps_equal_forward(variant):
     torch.manual_seed(0)
     block = AttentionBlock(D, H, kernel_size=3, **variant).eval()
     x, memory = torch.randn(2, 9, D), torch.randn(2, 5, D)
@@ -66,10 +65,24 @@ def test_attention_block_is_causal_and_incremental(grad, variant):
     y = x.clone()
     y[:, 6:] += 1.0
     torch.testing.assert_close(block(y, None, memory, None)[:, :6], full[:, :6])
-    cache: dict = {}
-    with torch.set_grad_enabled(grad):
-        steps = [block(x[:, t : t + 1], None, memory, None, cache, offset=t) for t in range(9)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    states = decoding_states(block, memory, 9)
+    with torch.no_grad():  # steps are for decoding: no autograd
+        steps = torch.stack([block.step(x[:, t], states, t) for t in range(9)], dim=1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def decoding_states(module, memory, length: int, memory_mask=None) -> dict:
+    """Every stateful layer's decoding state (what MultiModel.start_decoding builds)."""
+    return {m: m.decoding_state(memory, memory_mask, length) for m in module.modules() if hasattr(m, "decoding_state")}
+
+
+def test_one_query_step_equals_forward_with_a_padded_memory():
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(D, H)
+    x, memory = torch.randn(3, D), torch.randn(3, 7, D)
+    memory_mask = torch.arange(7)[None, :] < torch.tensor([[7], [3], [1]])
+    states = decoding_states(layer, memory, 4, memory_mask)
+    torch.testing.assert_close(layer.step(x, states), layer(x[:, None], memory, memory_mask)[:, 0], atol=1e-6, rtol=1e-5)
 
 
 def naive_self_attention(layer: MultiHeadSelfAttention, x, mask):
@@ -98,7 +111,7 @@ def test_self_attention_matches_naive_causal_reference_with_padding():
     assert torch.isfinite(got).all()  # padded queries too
 
 
-def test_self_attention_is_causal_and_chunks_continue_the_cache():
+def test_self_attention_is_causal_and_its_steps_equal_forward():
     torch.manual_seed(0)
     layer = MultiHeadSelfAttention(D, H, causal=True)
     x = torch.randn(2, 8, D)
@@ -106,10 +119,11 @@ def test_self_attention_is_causal_and_chunks_continue_the_cache():
     y = x.clone()
     y[:, 5:] = torch.randn(2, 3, D)  # a future target never changes an earlier output
     torch.testing.assert_close(layer(y, None)[:, :5], full[:, :5])
-    cache: dict = {}
-    chunks = [layer(x[:, a:b], None, cache) for a, b in ((0, 1), (1, 4), (4, 5), (5, 8))]
-    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache[layer][0].shape == (2, H, 8, D // H)
+    states = decoding_states(layer, torch.zeros(2, 1, D), 8)
+    with torch.no_grad():
+        steps = torch.stack([layer.step(x[:, t], states, t) for t in range(8)], dim=1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+    assert states[layer].keys.shape == (2, H, 8, D // H)
 
 
 def test_non_causal_self_attention_sees_the_future_but_not_padding():
@@ -124,7 +138,7 @@ def test_non_causal_self_attention_sees_the_future_but_not_padding():
     torch.testing.assert_close(layer(x, mask)[:, :3], layer(garbage, mask)[:, :3])
     torch.testing.assert_close(layer(x, mask)[:, :3], layer(x[:, :3], None))
     with pytest.raises(ValueError, match="incrementally"):
-        layer(x, None, {})
+        layer.decoding_state(x, None, 5)
 
 
 def test_attention_block_self_attention_reads_the_whole_prefix():

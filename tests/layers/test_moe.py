@@ -20,8 +20,6 @@ from multimodel.layers import moe as moe_module
 from multimodel.layers.expert_threads import expert_threads
 from multimodel.layers.moe import (
     FEW_SLOTS,
-    PADDED_MAX_WASTE,
-    PADDED_ROWS_PER_EXPERT,
     MixtureOfExperts,
     RoutingStats,
     _ExpertFFN,
@@ -193,19 +191,6 @@ def test_dispatch_equals_the_reference_expert_by_expert(kernel, train):
             assert got is None or got.abs().max() == 0, name
         else:
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=name)
-
-
-def test_the_automatic_kernel_pads_only_many_small_experts():
-    moe = make_moe(E=8)
-    few_rows = PADDED_ROWS_PER_EXPERT // 4
-    assert moe.choose_experts_kernel([few_rows] * 8) == "padded"
-    assert moe.choose_experts_kernel([4 * PADDED_ROWS_PER_EXPERT] * 8) == "per_expert"  # big products
-    lopsided = [few_rows * 8] + [1] * 7  # padding all to the busiest would be mostly zeros
-    assert 8 * max(lopsided) > PADDED_MAX_WASTE * sum(lopsided)
-    assert moe.choose_experts_kernel(lopsided) == "per_expert"
-    assert moe.choose_experts_kernel([0] * 8) == "per_expert"
-    moe.experts_kernel = "padded"
-    assert moe.choose_experts_kernel(lopsided) == "padded"
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))

@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multimodel.layers.separable_conv import ConvBlock, ConvStep, DownsampleBlock2d, SeparableConv1d
+from multimodel.layers.separable_conv import (
+    ConvBlock,
+    ConvStep,
+    DownsampleBlock2d,
+    SeparableConv1d,
+    depthwise_conv_reference,
+    depthwise_conv_time,
+)
 
 D = 8
 
@@ -66,43 +73,61 @@ def test_padding_never_reaches_real_positions(causal):
     torch.testing.assert_close(block(x[1:, :5])[0], block(garbage, mask)[1, :5])
 
 
-@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
-@pytest.mark.parametrize("dilation", [1, 3])
-def test_incremental_chunks_equal_full_sequence(grad, dilation):
-    """Chunks of 1 position without autograd take ConvStep's decoding path; the rest the general one."""
+@pytest.mark.parametrize("left", ["causal", "same"])
+@pytest.mark.parametrize("kernel,dilation,length", [(3, 1, 9), (5, 2, 16), (4, 3, 10), (7, 4, 12)])
+def test_channels_last_depthwise_conv_equals_the_plain_conv1d(kernel, dilation, length, left):
     torch.manual_seed(0)
-    step = ConvStep(D, D, 5, dilation=dilation, causal=True)
+    context = (kernel - 1) * dilation
+    pad = context if left == "causal" else context // 2
+    x = torch.randn(2, length, D, requires_grad=True)
+    weight = torch.randn(D, 1, kernel, requires_grad=True)
+    fast, plain = depthwise_conv_time(x, weight, dilation, pad), depthwise_conv_reference(x, weight, dilation, pad)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(fast)
+    for a, b in zip(torch.autograd.grad(fast, [x, weight], g), torch.autograd.grad(plain, [x, weight], g)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def decoding_states(module, batch: int, length: int) -> dict:
+    """Every stateful layer's empty decoding state (what MultiModel.start_decoding builds)."""
+    memory = torch.zeros(batch, 1, D)
+    return {m: m.decoding_state(memory, None, length) for m in module.modules() if hasattr(m, "decoding_state")}
+
+
+@pytest.mark.parametrize("first_relu", [True, False])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_one_position_steps_equal_the_full_sequence(dilation, first_relu):
+    torch.manual_seed(0)
+    step = ConvStep(D, D, 5, dilation=dilation, causal=True, first_relu=first_relu).eval()
     x = torch.randn(2, 12, D)
-    cache: dict = {}
-    with torch.set_grad_enabled(grad):
-        pieces = [step(chunk, None, cache) for chunk in x.split([1, 4, 1, 1, 5], dim=1)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), step(x), atol=1e-6, rtol=1e-5)
-    assert cache[step.conv].shape == (2, 4 * dilation, D)  # (k - 1) · dilation past inputs
+    states = decoding_states(step, 2, 12)
+    with torch.no_grad():
+        steps = torch.stack([step.step(x[:, t], states, t) for t in range(12)], dim=1)
+        torch.testing.assert_close(steps, step(x), atol=1e-6, rtol=1e-5)
+    assert states[step].inputs.shape == (2, 4 * dilation + 12, D)  # (k - 1) · dilation of left padding
 
 
 @pytest.mark.parametrize("dilation", [1, 3])
 def test_long_one_position_decoding_and_row_reordering(dilation):
-    """Many single positions, a chunk through the general path in the middle, and
-    beam-search-style row reordering of the saved window."""
+    """Many single positions through a conv block, then beam-search-style row reordering."""
     torch.manual_seed(0)
-    step = ConvStep(D, D, 5, dilation=dilation, causal=True).eval()
+    block = ConvBlock(D, (3, 3, 5, 5), (1, 1, dilation, 2 * dilation), causal=True).eval()
     x = torch.randn(3, 70, D)
     order = torch.tensor([2, 2, 0])  # rows kept after a re-ranking at position 40
-    cache: dict = {}
-    pieces = []
+    states = decoding_states(block, 3, 70)
     with torch.no_grad():
-        for chunk in x[:, :40].split([1] * 25 + [6] + [1] * 9, dim=1):
-            pieces.append(step(chunk, None, cache))
-        torch.testing.assert_close(torch.cat(pieces, dim=1), step(x[:, :40]), atol=1e-6, rtol=1e-5)
-        cache = {layer: saved.index_select(0, order) for layer, saved in cache.items()}
-        later = [step(chunk, None, cache) for chunk in x[order, 40:].split(1, dim=1)]
-        expected = step(x[order])[:, 40:]  # row i's whole history is now that of old row order[i]
-    torch.testing.assert_close(torch.cat(later, dim=1), expected, atol=1e-6, rtol=1e-5)
+        early = torch.stack([block.step(x[:, t], states, t) for t in range(40)], dim=1)
+        torch.testing.assert_close(early, block(x[:, :40]), atol=1e-6, rtol=1e-5)
+        for window in states.values():
+            window.reorder(order, 40)
+        later = torch.stack([block.step(x[order, t], states, t) for t in range(40, 70)], dim=1)
+        expected = block(x[order])[:, 40:]  # row i's whole history is now that of old row order[i]
+    torch.testing.assert_close(later, expected, atol=1e-6, rtol=1e-5)
 
 
-def test_non_causal_conv_refuses_a_cache():
+def test_non_causal_conv_cannot_decode():
     with pytest.raises(ValueError, match="non-causal"):
-        SeparableConv1d(D, D, 3)(torch.randn(1, 4, D), cache={})
+        ConvStep(D, D, 3).decoding_state(torch.zeros(1, 1, D), None, 4)
 
 
 def test_conv_block_needs_four_steps():

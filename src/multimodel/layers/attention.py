@@ -15,9 +15,11 @@ prefix; its output is the query of the attention to the source, whose keys and v
 pointwise (linear) maps of the memory. The paper chains the two attentions without a residual
 between them; the outer residual and LayerNorm are the released code's.
 
-For incremental decoding the memory's keys and values are computed once and kept in the
-``cache`` (keyed by the attention layer); the self-attention appends each new position's keys
-and values to its cached ones; the causal ConvSteps keep their own windows.
+Incremental decoding runs the block one position at a time with the ``step`` methods, beside
+the training path ``forward`` and held equal to it by tests: the memory's keys and values are
+projected once (:class:`MemoryKeyValues`); each new position's keys and values are written into
+preallocated buffers (:class:`KeyValueBuffer`) that its query then attends over; the causal
+ConvSteps keep their own windows.
 
 Dimensions: B batch, T query (target) length, S memory length, D hidden size, H heads,
 hd = D / H head size.
@@ -31,13 +33,33 @@ from torch import nn
 
 from multimodel.layers.dropout import Dropout
 from multimodel.layers.padding import padding_or_none
-from multimodel.layers.separable_conv import Cache, ConvStep
+from multimodel.layers.separable_conv import ConvStep, DecodingStates
 from multimodel.layers.timing import timing_signal
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean key mask (True = attend) -> 0 / -inf, the form SDPA adds to the scores."""
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+class MemoryKeyValues:
+    """The memory's keys and values (B, H, S, hd) for decoding, projected once, its additive
+    mask (B, 1, 1, S) (None when no memory position is padded), and the layer's query and
+    output weights (the parameters themselves: a step reads no module attributes)."""
+
+    def __init__(
+        self, layer: MultiHeadAttention, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.heads = layer.num_heads
+        self.query = (layer.query.weight, layer.query.bias)
+        self.out = (layer.out.weight, layer.out.bias)
+
+    def reorder(self, index: torch.Tensor, length: int) -> None:
+        """Keep rows ``index`` (beam search)."""
+        self.keys, self.values = self.keys.index_select(0, index), self.values.index_select(0, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -66,40 +88,54 @@ class MultiHeadAttention(nn.Module):
         v = self.value(memory).view(B, S, H, D // H).transpose(1, 2)  # (B, H, S, hd)
         return k, v
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor | None,
-        cache: Cache | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
         """Queries x (B, T, D) attend to memory (B, S, D); memory_mask (B, S) True = real."""
         B, T, D = x.shape
         H = self.num_heads
-        saved = cache.get(self) if cache is not None else None
-        if saved is None:
-            k, v = self.project_memory(memory)
-            attn_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
-            if cache is not None:
-                # The memory never changes while decoding: project it and prepare its mask once.
-                # SDPA turns a boolean mask into an additive one on every call, so store that
-                # form, or nothing when no position is padded.
-                attn_mask = padding_or_none(attn_mask)
-                if attn_mask is not None:
-                    attn_mask = _additive_mask(attn_mask, k.dtype)
-                saved = (k, v) if attn_mask is None else (k, v, attn_mask)
-                cache[self] = saved
-        else:
-            k, v = saved[0], saved[1]
-            attn_mask = saved[2] if len(saved) == 3 else None
-        if T == 1:  # decoding: (B, 1, D) and (B, H, 1, hd) share a layout, so no transposes
-            q = F.linear(x, self.query.weight, self.query.bias).view(B, H, 1, D // H)  # (B, H, 1, hd)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).view(B, 1, D)  # (B, 1, D)
-            return F.linear(y, self.out.weight, self.out.bias)
+        k, v = self.project_memory(memory)
+        attn_mask = None if memory_mask is None else memory_mask[:, None, None, :]  # (B, 1, 1, S)
         q = self.query(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.out(y)
+
+    def decoding_state(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor | None, max_length: int
+    ) -> MemoryKeyValues:
+        """The memory's keys, values and mask, prepared once for a whole decoding."""
+        k, v = self.project_memory(memory)
+        mask = padding_or_none(memory_mask)
+        # SDPA turns a boolean mask into an additive one on every call: store that form.
+        additive = None if mask is None else _additive_mask(mask[:, None, None, :], k.dtype)  # (B, 1, 1, S)
+        return MemoryKeyValues(self, k, v, additive)
+
+    def step(self, x: torch.Tensor, states: DecodingStates) -> torch.Tensor:
+        """:meth:`forward` for one query per row (decoding): x (B, D) -> (B, D)."""
+        B, D = x.shape
+        memory = states[self]
+        q = F.linear(x, *memory.query).view(B, memory.heads, 1, D // memory.heads)  # (B, H, 1, hd)
+        y = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=memory.mask)  # (B, H, 1, hd)
+        return F.linear(y.view(B, D), *memory.out)
+
+
+class KeyValueBuffer:
+    """A causal self-attention's keys and values while decoding: (B, H, L, hd) each,
+    preallocated for L positions, position t's written at index t; and the layer's weights
+    (the parameters themselves: a step reads no module attributes)."""
+
+    def __init__(self, layer: MultiHeadSelfAttention, batch: int, max_length: int, like: torch.Tensor) -> None:
+        self.heads = H = layer.num_heads
+        self.qkv = (layer.qkv.weight, layer.qkv.bias)
+        self.out = (layer.out.weight, layer.out.bias)
+        head_size = layer.out.in_features // H
+        self.keys = like.new_zeros(batch, H, max_length, head_size)
+        self.values = like.new_zeros(batch, H, max_length, head_size)
+
+    def reorder(self, index: torch.Tensor, length: int) -> None:
+        """Keep rows ``index`` (beam search) of the ``length`` positions decoded."""
+        for buffer in (self.keys, self.values):
+            live = buffer[:, :, :length]
+            live.copy_(live.index_select(0, index))
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -120,43 +156,44 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None = None) -> torch.Tensor:
-        """x (B, T, D), mask (B, T) True = real or None -> (B, T, D).
-
-        With ``cache`` (causal only), x holds the next T positions; their keys and values are
-        appended to the cached ones of the earlier positions, which they may all attend to.
-        """
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) True = real or None -> (B, T, D)."""
         B, T, D = x.shape
         H = self.num_heads
         q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-        if cache is not None:
-            if not self.causal:
-                raise ValueError("non-causal self-attention cannot be run incrementally")
-            past = cache.get(self)
-            if past is not None:
-                k = torch.cat([past[0], k], dim=2)  # (B, H, P + T, hd)
-                v = torch.cat([past[1], v], dim=2)  # (B, H, P + T, hd)
-            cache[self] = (k, v)
-        P = k.shape[2] - T  # positions before the first query
         attn_mask = None
-        is_causal = False
-        if self.causal and T > 1:
-            if mask is None and P == 0:
-                is_causal = True
-            else:
-                # Query i (position P + i) sees keys 0 .. P + i.
-                attn_mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)  # (T, P + T)
+        is_causal = self.causal and mask is None and T > 1
         if mask is not None:
-            keys_real = mask[:, None, None, :]  # (B, 1, 1, T)
-            if P:
-                keys_real = F.pad(keys_real, (P, 0), value=True)  # cached keys are real
-            attn_mask = keys_real if attn_mask is None else attn_mask & keys_real  # (B, 1, T, P + T)
+            attn_mask = mask[:, None, None, :]  # (B, 1, 1, T)
+            if self.causal:
+                attn_mask = attn_mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (B, 1, T, T)
             # A padded query with no real key left to see gets all -inf scores (NaN); let it
             # see itself instead: its output is padding and never reaches a real position.
-            attn_mask = attn_mask | torch.eye(T, P + T, dtype=torch.bool, device=x.device).roll(P, 1)
+            attn_mask = attn_mask | torch.eye(T, dtype=torch.bool, device=x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.out(y)
+
+    def decoding_state(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor | None, max_length: int
+    ) -> KeyValueBuffer:
+        """Empty key and value buffers for decoding ``max_length`` positions."""
+        if not self.causal:
+            raise ValueError("non-causal self-attention cannot be run incrementally")
+        return KeyValueBuffer(self, memory.shape[0], max_length, memory)
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone (decoding): x (B, D) -> (B, D); positions
+        0..t-1's keys and values come from this layer's buffers in ``states``."""
+        B, D = x.shape
+        buffers = states[self]
+        H = buffers.heads
+        qkv = F.linear(x, *buffers.qkv).view(B, 3, H, D // H)
+        buffers.keys[:, :, t] = qkv[:, 1]
+        buffers.values[:, :, t] = qkv[:, 2]
+        q = qkv[:, 0].unsqueeze(2)  # (B, H, 1, hd)
+        y = F.scaled_dot_product_attention(q, buffers.keys[:, :, : t + 1], buffers.values[:, :, : t + 1])
+        return F.linear(y.view(B, D), *buffers.out)  # y: (B, H, 1, hd)
 
 
 class AttentionBlock(nn.Module):
@@ -194,17 +231,6 @@ class AttentionBlock(nn.Module):
         self.attention = MultiHeadAttention(hidden_size, num_heads)
         self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
-        self._timing: torch.Tensor | None = None  # cached signal; derived, so not a buffer
-
-    def timing(self, length: int, offset: int, like: torch.Tensor) -> torch.Tensor:
-        """Timing signal (T, D) of positions offset.., reused across decoding steps."""
-        cached = self._timing
-        stale = cached is None or cached.device != like.device or cached.dtype != like.dtype
-        if stale or cached.shape[0] < offset + length:
-            size = max(2 * (offset + length), 64)
-            cached = timing_signal(size, like.shape[-1], device=like.device, dtype=like.dtype)  # (T_max, D)
-            self._timing = cached
-        return cached[offset : offset + length]
 
     def forward(
         self,
@@ -212,18 +238,44 @@ class AttentionBlock(nn.Module):
         x_mask: torch.Tensor | None,
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None,
-        cache: Cache | None = None,
-        offset: int = 0,
     ) -> torch.Tensor:
-        """x (B, T, D) at positions offset.., memory (B, S, D) -> (B, T, D)."""
+        """x (B, T, D), memory (B, S, D) -> (B, T, D)."""
         B, T, D = x.shape
-        y = x + self.timing(T, offset, x)  # (B, T, D)
-        y = self.conv2(self.conv1(y, x_mask, cache), x_mask, cache)
+        y = x + timing_signal(T, D, device=x.device, dtype=x.dtype)  # (B, T, D)
+        y = self.conv2(self.conv1(y, x_mask), x_mask)
         if self.self_attention is not None:
-            attended_self = self.self_attention(y, x_mask, cache)
+            attended_self = self.self_attention(y, x_mask)
             y = y + attended_self if self.self_attention_residual else attended_self
-        attended = self.attention(y, memory, memory_mask, cache)
+        attended = self.attention(y, memory, memory_mask)
         if self.training:
             attended = self.dropout(attended)
-        norm = self.norm  # called as a function: module calls matter when decoding token by token
-        return F.layer_norm(x + attended, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return self.norm(x + attended)
+
+    def decoding_state(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor | None, max_length: int
+    ) -> TimingRows:
+        """The timing signal of every position a decoding may reach, computed once."""
+        signal = timing_signal(max_length, memory.shape[-1], device=memory.device, dtype=memory.dtype)
+        norm = self.norm
+        return TimingRows(signal, (norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone, as at evaluation: x (B, D) -> (B, D)."""
+        y = x + states[self].signal[t]  # (B, D); signal (L, D)
+        y = self.conv2.step(self.conv1.step(y, states, t), states, t)
+        if self.self_attention is not None:
+            attended_self = self.self_attention.step(y, states, t)
+            y = y + attended_self if self.self_attention_residual else attended_self
+        attended = self.attention.step(y, states)
+        return F.layer_norm(x + attended, *states[self].norm_args)
+
+
+class TimingRows:
+    """What an attention block's step needs of its own: the timing signal (L, D) of the
+    positions a decoding may reach, and its LayerNorm's arguments."""
+
+    def __init__(self, signal: torch.Tensor, norm_args: tuple) -> None:
+        self.signal, self.norm_args = signal, norm_args
+
+    def reorder(self, index: torch.Tensor, length: int) -> None:
+        """The same for every row: nothing to reorder."""

@@ -4,11 +4,8 @@ The same maths as ``torch.nn.Dropout``: in training each value is kept with prob
 1 − p and kept values are scaled by 1 / (1 − p); at evaluation it is the identity. The mask
 compares uniform random 31-bit integers (``random_()`` on int32, uniform on [0, 2³¹)) with
 p · 2³¹, so p is honoured to 2⁻³¹ whatever the input dtype (a p within 2⁻³² of 1 keeps
-values with probability 2⁻³¹). On CPU that is the cheapest of the ways tried: it skips the
-float conversion of ``torch.rand`` and the slower ``bernoulli_`` (forward + backward of a
-(32, 32, 128) batch, 2 threads, median of 30 interleaved repetitions: 1.25 ms with integers,
-1.50 ms with ``torch.rand``, 1.99 ms for ``F.dropout``; the demo model runs a dozen dropouts
-per training step).
+values with probability 2⁻³¹). On CPU that is cheaper than ``torch.rand`` (no float
+conversion) or ``bernoulli_`` (docs/benchmarks.md has the timings).
 """
 
 from __future__ import annotations

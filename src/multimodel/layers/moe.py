@@ -24,14 +24,14 @@ The reference and the fast paths, held equal by tests/layers/test_moe.py:
 
 * :func:`mixture_reference` is the maths above written plainly: for each expert, gather the
   tokens that chose it, run it, add the gated outputs back.
-* :meth:`MixtureOfExperts._dispatch` sorts once and runs the experts in one autograd node,
-  either one matrix product per expert (:class:`_ExpertFFN`, for experts with many rows) or
-  batched products over all experts padded to a common row count (:class:`_PaddedExpertFFN`,
-  for many experts with few rows each); on a multi-core CPU, different experts run on
-  different cores (:mod:`multimodel.layers.expert_threads`). :func:`mix` sums each token's K
-  outputs elementwise (:func:`mix_reference`) or as small batched products.
+* :meth:`MixtureOfExperts._dispatch` sorts once and runs the experts in one autograd node:
+  one matrix product per expert (:class:`_ExpertFFN`, the default), or batched products over
+  all experts padded to a common row count (:class:`_PaddedExpertFFN`, an option:
+  ``experts_kernel``); on a multi-core CPU, different experts run on different cores
+  (:mod:`multimodel.layers.expert_threads`). :func:`mix` sums each token's K outputs
+  elementwise (:func:`mix_reference`) or as small batched products.
 * :meth:`MixtureOfExperts._few_tokens` serves a decoding step (a few tokens, no autograd):
-  the chosen experts' weights are gathered and run as one batched product.
+  each chosen expert runs once on the tokens that chose it, without the sort and gathers.
 
 Differences from the original (tensor2tensor ``expert_utils.py``): the gate noise is off at
 evaluation (a tuple-instead-of-bool bug left it on there), gate math always runs in at least
@@ -195,15 +195,6 @@ PARALLEL_ROWS_PER_EXPERT = 512
 """Below this many token-slots per expert (on average), CPU experts run side by side, one
 per core (:mod:`multimodel.layers.expert_threads`); above it one expert's matmuls are big
 enough to split across the cores themselves."""
-
-PADDED_ROWS_PER_EXPERT = 256
-"""Below this many token-slots per used expert (on average), the experts run as one batched
-product over an (E, R, D) block (:class:`_PaddedExpertFFN`) when padding every expert to the
-busiest one's R rows adds at most :data:`PADDED_MAX_WASTE`; above it each expert's own
-product is large enough to run at full speed (:class:`_ExpertFFN`)."""
-
-PADDED_MAX_WASTE = 1.5
-"""The padded block may hold at most this many times the real token-slots (E·R ≤ 1.5·S)."""
 
 ELEMENTWISE_MIX_MAX = 1 << 20
 """Up to this many (N, K, D) values, each token's K gated expert outputs are summed
@@ -373,10 +364,12 @@ class _PaddedExpertFFN(torch.autograd.Function):
 
     The sorted slots are copied into a zero (E, R, D) block, expert ``e``'s rows first in its
     slice, R = the busiest expert's count; each layer of every expert is then one
-    ``baddbmm``/``bmm`` over the block (per worker thread: a contiguous range of experts),
-    which runs small per-expert products much faster than one call per expert. Padding rows
-    are zero going in and get zero gradient coming back, so they add exactly nothing to any
-    gradient. Same inputs, outputs and gradients as :class:`_ExpertFFN`, to rounding.
+    ``baddbmm``/``bmm`` over the block (per worker thread: a contiguous range of experts).
+    Padding rows are zero going in and get zero gradient coming back, so they add exactly
+    nothing to any gradient. Same inputs, outputs and gradients as :class:`_ExpertFFN`, to
+    rounding. Not the default: each batched product streams every expert's weights through
+    memory once, where the per-expert kernel runs an expert's whole forward (or backward)
+    while its weights are in cache, and on the CPUs measured that wins (benchmarks/moe.py).
     """
 
     @staticmethod
@@ -535,10 +528,12 @@ class MixtureOfExperts(nn.Module):
         self.b2 = nn.Parameter(torch.empty(E, D))
         self.sync_statistics = False
         """Sum importance and load over the ranks of a data-parallel run (the trainer sets it)."""
-        self.experts_kernel = "auto"
-        """How the sorted slots meet the experts: ``"auto"`` (see :meth:`_experts`),
-        ``"per_expert"`` (:class:`_ExpertFFN`) or ``"padded"`` (:class:`_PaddedExpertFFN`).
-        Tests and benchmarks force one; results agree to rounding."""
+        self.experts_kernel = "per_expert"
+        """How the sorted slots meet the experts: ``"per_expert"``, one matrix product per
+        expert (:class:`_ExpertFFN`), or ``"padded"``, batched products over all experts
+        padded to a common row count (:class:`_PaddedExpertFFN`). The same results to
+        rounding; on the CPUs measured so far the per-expert products are faster at every
+        number of experts (docs/benchmarks.md, "Mixture of experts"), so they are the default."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -618,24 +613,11 @@ class MixtureOfExperts(nn.Module):
     # ------------------------------------------------------------------------------------
     # Dispatch: sort the token-slots by expert, run the experts, un-sort and mix.
 
-    def choose_experts_kernel(self, counts: list[int]) -> str:
-        """The kernel :meth:`_experts` runs for these row counts: ``self.experts_kernel``, or
-        for ``"auto"``: ``"padded"`` when the used experts get fewer than
-        :data:`PADDED_ROWS_PER_EXPERT` rows each on average and padding all E experts to the
-        busiest one's rows adds at most :data:`PADDED_MAX_WASTE`; else ``"per_expert"``."""
-        if self.experts_kernel != "auto":
-            return self.experts_kernel
-        S = sum(counts)
-        used = sum(1 for count in counts if count)
-        few_rows = S < PADDED_ROWS_PER_EXPERT * used
-        little_padding = self.num_experts * max(counts, default=0) <= PADDED_MAX_WASTE * S
-        return "padded" if S and few_rows and little_padding else "per_expert"
-
     def _experts(self, xs: Tensor, counts: list[int]) -> Tensor:
         """Expert e's FFN on its rows of ``xs`` (S, D), sorted by expert; returns (S, D).
 
-        The kernel is :meth:`choose_experts_kernel`'s. On a multi-core CPU, experts run side
-        by side on the cores when they get few rows each.
+        The kernel is ``self.experts_kernel``'s. On a multi-core CPU, experts run side by
+        side on the cores when they get few rows each.
         """
         weights = (p.to(xs.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
         used = max(1, sum(1 for count in counts if count))
@@ -644,8 +626,8 @@ class MixtureOfExperts(nn.Module):
             and xs.device.type == "cpu"
             and xs.shape[0] < PARALLEL_ROWS_PER_EXPERT * used
         )
-        padded = self.choose_experts_kernel(counts) == "padded" and xs.shape[0] > 0
-        return (_PaddedExpertFFN if padded else _ExpertFFN).apply(xs, *weights, counts, parallel)
+        function = _PaddedExpertFFN if self.experts_kernel == "padded" else _ExpertFFN
+        return function.apply(xs, *weights, counts, parallel)
 
     def _dispatch(
         self, tokens: Tensor, mask: Tensor | None, gates: Tensor, experts: Tensor
@@ -706,19 +688,39 @@ class MixtureOfExperts(nn.Module):
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
         """:meth:`_dispatch` for a few token-slots without autograd (decoding): (N, D).
 
-        Each slot's expert weights are gathered and every slot runs as one batched product,
-        with no sort, no host read and no loop over experts; for a handful of slots that
-        costs less than the sort-and-gather bookkeeping. No capacity limit applies (the
-        caller takes this path only without one, or for a single token, whose K experts are
-        distinct).
+        Each chosen expert runs once, straight from its weights, on the tokens that chose it;
+        no sort and no gathers, which cost more than the experts themselves for a handful of
+        tokens. Reads the chosen experts on the host (decoding reads every step's tokens
+        anyway). No capacity limit applies (the caller takes this path only without one, or
+        for a single token, whose K experts are distinct).
         """
         (N, D), K = tokens.shape, self.top_k
-        chosen = experts.reshape(-1)  # (N·K,)
-        w1, b1, w2, b2 = (p.index_select(0, chosen).to(tokens.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
-        x = tokens.unsqueeze(1).expand(N, K, D).reshape(N * K, 1, D)  # (N·K, 1, D)
-        h = torch.baddbmm(b1.unsqueeze(1), x, w1).relu_()  # (N·K, 1, H)
-        y = torch.baddbmm(b2.unsqueeze(1), h, w2)  # (N·K, 1, D)
-        return mix_reference(y.view(N, K, D), gates)
+        w1, b1, w2, b2 = (p.to(tokens.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        slots_of: dict[int, list[int]] = {}  # expert -> its slots s = n·K + k
+        for slot, e in enumerate(experts.reshape(-1).tolist()):
+            slots_of.setdefault(e, []).append(slot)
+        per_slot = tokens.new_empty(N * K, D)  # (N·K, D) each slot's expert output
+        for e, slots in slots_of.items():
+            rows = [slot // K for slot in slots]
+            x = tokens[rows[0] : rows[0] + 1] if len(rows) == 1 else tokens[rows]  # (R, D)
+            y = torch.addmm(b2[e], torch.addmm(b1[e], x, w1[e]).relu_(), w2[e])  # (R, D)
+            if len(slots) == 1:
+                per_slot[slots[0]] = y[0]
+            else:
+                per_slot[slots] = y
+        return mix_reference(per_slot.view(N, K, D), gates)
+
+    def step(self, x: Tensor) -> Tensor:
+        """The experts' mixed outputs for a decoding step's tokens: (N, D) -> (N, D).
+
+        No balancing loss, no statistics; a few token-slots take :meth:`_few_tokens`, more
+        the general dispatch.
+        """
+        N = x.shape[0]
+        gates, experts, _ = self.gate(x, balancing_loss=False)  # (N, K), (N, K)
+        if N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None):
+            return self._few_tokens(x, gates, experts)
+        return self._dispatch(x, None, gates, experts)[0]
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, *, statistics: bool = True

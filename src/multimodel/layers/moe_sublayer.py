@@ -12,6 +12,7 @@ Dimensions: B batch, T time, D hidden size.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from multimodel.config import ModelConfig
@@ -43,3 +44,8 @@ class MoESublayer(nn.Module):
         if self.training:
             out = self.dropout(out)
         return self.norm(x + out), aux_loss, stats
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for a decoding step's tokens, as at evaluation: (N, D) -> (N, D)."""
+        norm = self.norm
+        return F.layer_norm(x + self.experts.step(x), norm.normalized_shape, norm.weight, norm.bias, norm.eps)

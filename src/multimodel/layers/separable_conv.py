@@ -8,19 +8,21 @@ conv block, the building block of the encoder, the I/O mixer and the decoder.
 Padding never leaks into real positions: every ConvStep zeroes padded positions before it
 convolves, so a real position sees exactly what it would see with no padding in the batch.
 
-Causal convolutions (decoder side) are left-padded by ``(k - 1) * dilation`` positions. For
-incremental decoding a causal SeparableConv1d can keep those past inputs in a ``cache`` dict
-(keyed by the layer itself): a call with new positions then continues where the last call
-stopped, so one new token costs one output position per layer.
+Causal convolutions (decoder side) are left-padded by ``(k - 1) * dilation`` positions.
+Incremental decoding runs a causal ConvStep one position at a time with :meth:`ConvStep.step`,
+beside the training path :meth:`ConvStep.forward` and held equal to it by tests: the step keeps
+the inputs seen so far in a preallocated :class:`ConvWindow` and computes the depthwise conv
+of the new position as a weighted sum of its k taps.
 
 The 2-D variants (``SeparableConv2d``, ``ConvStep2d``, ``DownsampleBlock2d``) serve the image
 and audio modality nets (the Xception-like entry flow of §2.5).
 
 Speed (the layout, not the maths): on CPU, oneDNN's depthwise convs are several times faster
 on channels-last maps, forward and backward, so the 1-D depthwise conv runs as a 2-D conv on a
-channels-last view of the (B, T, C) sequence (:func:`depthwise_conv_time`), and the 2-D maps are
-kept channels-last throughout, where LayerNorm over channels and the pointwise conv need no
-permute copies. benchmarks/train_step.py measures the result; docs/benchmarks.md has the figures.
+channels-last view of the (B, T, C) sequence (:func:`depthwise_conv_time`, held equal to the
+plain ``conv1d`` of :func:`depthwise_conv_reference`), and the 2-D maps are kept channels-last
+throughout, where LayerNorm over channels and the pointwise conv need no permute copies.
+docs/benchmarks.md has the figures.
 
 Dimensions: B batch, T time, C channels, D hidden size, H × W spatial size, k kernel size.
 """
@@ -35,8 +37,18 @@ from torch import nn
 
 from multimodel.layers.dropout import Dropout
 
-# A decoding cache maps each stateful layer to its saved tensors (see model/incremental.py).
-Cache = dict
+DecodingStates = dict
+"""Maps each layer that keeps state while decoding (a causal ConvStep, an attention layer) to
+its state object, made once per decoding by the layer's ``decoding_state`` (see
+model/incremental.py)."""
+
+
+def depthwise_conv_reference(x: torch.Tensor, weight: torch.Tensor, dilation: int, left: int) -> torch.Tensor:
+    """:func:`depthwise_conv_time` written plainly: ``conv1d`` over the transposed sequence."""
+    k = weight.shape[-1]
+    right = (k - 1) * dilation - left
+    y = F.conv1d(F.pad(x.transpose(1, 2), (left, right)), weight, dilation=dilation, groups=x.shape[-1])
+    return y.transpose(1, 2)  # (B, T, C)
 
 
 def depthwise_conv_time(x: torch.Tensor, weight: torch.Tensor, dilation: int, left: int) -> torch.Tensor:
@@ -44,13 +56,13 @@ def depthwise_conv_time(x: torch.Tensor, weight: torch.Tensor, dilation: int, le
     ``(k - 1) · dilation - left`` after it; weight (C, 1, k). Returns (B, T, C).
 
     Written as a 2-D depthwise conv on a channels-last view, which oneDNN runs several times
-    faster (forward and backward) than ``conv1d`` on the transposed (B, C, T) sequence. The
-    dilation is folded into the layout instead of given to the conv: the padded sequence of
-    length L = d · L' is viewed, without a copy, as an (L', d) image whose column j holds the
-    positions ≡ j (mod d); a (k, 1) kernel with dilation 1 over that image is exactly the
-    dilated conv over time (oneDNN's dilated channels-last path is slow). A symmetric "same"
-    padding (odd k, T a multiple of d) is left to the conv itself: no padded copy, forward +
-    backward 0.98 → 0.79 ms at (32, 32, 128), k = 3, and 9.5 → 4.7 ms at T = 280.
+    faster (forward and backward) than ``conv1d`` on the transposed (B, C, T) sequence
+    (:func:`depthwise_conv_reference`). The dilation is folded into the layout instead of given
+    to the conv: the padded sequence of length L = d · L' is viewed, without a copy, as an
+    (L', d) image whose column j holds the positions ≡ j (mod d); a (k, 1) kernel with
+    dilation 1 over that image is exactly the dilated conv over time (oneDNN's dilated
+    channels-last path is slow). A symmetric "same" padding (odd k, T a multiple of d) is left
+    to the conv itself, which saves writing a padded copy of x and slicing its gradient back.
     """
     B, T, C = x.shape
     k = weight.shape[-1]
@@ -90,48 +102,42 @@ class SeparableConv1d(nn.Module):
         )
         self.pointwise = nn.Linear(in_channels, out_channels)
 
-    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
-        """(B, T, C_in) -> (B, T, C_out). With ``cache``, x holds only the new positions."""
-        if cache is not None:
-            return self.pointwise(self._step(x, cache))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C_in) -> (B, T, C_out)."""
         left = self.context if self.causal else self.context // 2
         return self.pointwise(depthwise_conv_time(x, self.depthwise.weight, self.depthwise.dilation[0], left))
 
-    def _step(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
-        """Depthwise conv of a few new positions (B, T, C) continuing the cached window.
 
-        Written as a sum over the k taps: for one new position this is several times cheaper
-        than a conv1d call, whose fixed cost would dominate incremental decoding.
-        """
-        if not self.causal:
-            raise ValueError("a non-causal convolution cannot be run incrementally")
-        B, T, C = x.shape
-        past = cache.get(self)
-        if past is None:
-            past = x.new_zeros(B, self.context, C)  # the left padding of the full computation
-        x = torch.cat([past, x], dim=1)  # (B, context + T, C)
-        cache[self] = x[:, T:]  # (B, context, C): the window the next call continues from
-        d = self.depthwise.dilation[0]
-        if T == 1:  # the common case when decoding: the k taps are every d-th window position
-            taps = x if d == 1 else x[:, ::d]  # (B, k, C)
-            return (taps * self._taps_weight()).sum(1, keepdim=True)  # (B, 1, C)
-        taps = x.unfold(1, self.context + 1, 1)[..., ::d]  # (B, T, C, k): the inputs of each output
-        return (taps * self.depthwise.weight[:, 0]).sum(-1)  # (B, T, C); weight (C, 1, k) -> (C, k)
+class ConvWindow:
+    """A causal ConvStep's inputs while decoding one position at a time.
 
-    def _taps_weight(self) -> torch.Tensor:
-        """The depthwise weight as a contiguous (k, C) tensor, kept between decoding steps.
+    ``inputs`` (B, context + L, C) holds the (ReLU'd) input of position t at row
+    ``context + t``; the rows before ``context`` are the zero left padding of the full
+    computation. Preallocated for L positions and written in place: a step allocates no
+    window and its shapes never change. The window also holds the step's weights (views of
+    the layer's parameters, not copies, so they follow any change to them): a step then reads
+    no module attributes, a noticeable share of its cost at batch 1.
 
-        Rebuilt whenever the parameter changes (in-place optimiser steps bump its version;
-        ``.to()`` moves it); with autograd on, always taken live so gradients flow.
-        """
-        w = self.depthwise.weight
-        if torch.is_grad_enabled():
-            return w[:, 0].t()
-        key = (w.data_ptr(), w._version, w.dtype)
-        if getattr(self, "_taps_key", None) != key:
-            self._taps = w.detach()[:, 0].t().contiguous()  # (k, C)
-            self._taps_key = key
-        return self._taps
+    Args:
+        step: the causal ConvStep.
+        batch: rows B.
+        max_length: positions L the decoding may reach.
+        like: a tensor of the dtype and device to use.
+    """
+
+    def __init__(self, step: ConvStep, batch: int, max_length: int, like: torch.Tensor) -> None:
+        conv, norm = step.conv, step.norm
+        self.context, self.dilation, self.first_relu = conv.context, conv.depthwise.dilation[0], step.first_relu
+        self.taps_weight = conv.depthwise.weight.detach()[:, 0].t()  # (k, C_in)
+        self.pointwise_weight, self.pointwise_bias = conv.pointwise.weight, conv.pointwise.bias
+        self.norm_args = (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        self.inputs = like.new_zeros(batch, self.context + max_length, self.taps_weight.shape[1])  # (B, context + L, C)
+
+    def reorder(self, index: torch.Tensor, length: int) -> None:
+        """Keep rows ``index`` (beam search), ``length`` positions decoded: only the rows later
+        steps read (the last ``context`` inputs) are moved."""
+        live = self.inputs[:, length : length + self.context]  # (B, context, C)
+        live.copy_(live.index_select(0, index))
 
 
 class ConvStep(nn.Module):
@@ -162,26 +168,36 @@ class ConvStep(nn.Module):
         self.conv = SeparableConv1d(in_channels, out_channels, kernel_size, dilation, causal)
         self.norm = nn.LayerNorm(out_channels)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C_in), mask (B, T) bool or None -> (B, T, C_out)."""
-        if cache is not None and mask is None and x.shape[1] == 1 and not torch.is_grad_enabled() and self.first_relu:
-            return self._next_position(x, cache)
         if self.first_relu:
             x = F.relu(x)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)  # padding must not reach real positions
-        return self.norm(self.conv(x, cache))
+        return self.norm(self.conv(x))
 
-    def _next_position(self, x: torch.Tensor, cache: Cache) -> torch.Tensor:
-        """:meth:`forward` of one new position (B, 1, C_in) while decoding without autograd.
+    def decoding_state(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor | None, max_length: int
+    ) -> ConvWindow:
+        """An empty window for decoding ``max_length`` positions of a batch of ``memory``'s rows."""
+        if not self.conv.causal:
+            raise ValueError("a non-causal convolution cannot be run incrementally")
+        return ConvWindow(self, memory.shape[0], max_length, memory)
 
-        The same operations, with the pointwise map and the LayerNorm called as functions: a
-        decoding step runs a few hundred such tiny calls, and each module call adds its own
-        overhead (in isolation, batch 1, D = 128, 1 thread: 76 → 71 µs per ConvStep).
-        """
-        conv, norm = self.conv, self.norm
-        y = F.linear(conv._step(F.relu(x), cache), conv.pointwise.weight, conv.pointwise.bias)  # (B, 1, C_out)
-        return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone, for decoding (no autograd): x (B, C_in), the
+        input there, -> (B, C_out); earlier positions' inputs come from this layer's window in
+        ``states``. Equals ``forward`` over positions 0..t at position t, to rounding."""
+        window = states[self]
+        row = window.inputs[:, window.context + t]  # (B, C_in), where position t's input goes
+        if window.first_relu:
+            torch.clamp(x, min=0.0, out=row)
+        else:
+            row.copy_(x)
+        taps = window.inputs[:, t : t + window.context + 1 : window.dilation]  # (B, k, C_in)
+        y = (taps * window.taps_weight).sum(1)  # (B, C_in), the depthwise conv at t
+        y = F.linear(y, window.pointwise_weight, window.pointwise_bias)  # (B, C_out)
+        return F.layer_norm(y, *window.norm_args)
 
 
 class ConvBlock(nn.Module):
@@ -214,12 +230,18 @@ class ConvBlock(nn.Module):
         )
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D), mask (B, T) or None -> (B, T, D)."""
         s1, s2, s3, s4 = self.steps
-        y = x + s2(s1(x, mask, cache), mask, cache)
-        z = y + s4(s3(y, mask, cache), mask, cache)
+        y = x + s2(s1(x, mask), mask)
+        z = y + s4(s3(y, mask), mask)
         return self.dropout(z) if self.training else z
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone (decoding, no dropout): (B, D) -> (B, D)."""
+        s1, s2, s3, s4 = self.steps
+        y = x + s2.step(s1.step(x, states, t), states, t)
+        return y + s4.step(s3.step(y, states, t), states, t)
 
 
 # ----------------------------------------------------------------------------------------

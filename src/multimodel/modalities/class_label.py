@@ -18,7 +18,7 @@ was a plain convolution, here a separable ConvStep like the others; and a second
 keeps the widths of the first (multiples of D), where the released code, with one block,
 would have widened from its input.
 
-``class_label_net="convstep"`` is the narrower net of earlier releases of this project: per
+``class_label_net="convstep"`` is a narrower net (the one format-1 checkpoints hold): per
 block one D-wide ConvStep with every second position kept, then ReLU, pool and linear.
 
 Dimensions: B batch, T memory length, D hidden size, C classes, W a net's width.

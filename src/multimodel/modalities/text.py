@@ -105,7 +105,7 @@ class TextModality(Modality):
     def blind(self, inputs, mask, generator=None):
         """Every real token replaced by UNK: the words are gone, the length (and padding) stays.
 
-        (Shuffling the tokens, an earlier control, keeps the words: "twenty-one" shuffled still
-        translates.) ``generator`` is unused; the control is deterministic."""
+        (Shuffling the tokens would keep the words: "twenty-one" shuffled still translates.)
+        ``generator`` is unused; the control is deterministic."""
         real = inputs != PAD_ID if mask is None else mask
         return inputs.masked_fill(real, UNK_ID), mask

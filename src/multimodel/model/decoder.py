@@ -2,7 +2,9 @@
 
     x -> [causal ConvBlock -> attention block to the memory] × n, MoE after the middle block
 
-with n = ``decoder_blocks`` (paper: 4). Causal throughout, so it can run incrementally.
+with n = ``decoder_blocks`` (paper: 4). Causal throughout, so it can run incrementally:
+``step`` computes one new position (decoding), ``forward`` all of them (training; the
+reference that tests hold ``step`` equal to).
 
 Dimensions: B batch, T target length, S memory length, D hidden size.
 """
@@ -15,7 +17,7 @@ from torch import nn
 from multimodel.config import ModelConfig
 from multimodel.layers.moe import RoutingStats
 from multimodel.layers.moe_sublayer import MoESublayer
-from multimodel.layers.separable_conv import Cache, ConvBlock
+from multimodel.layers.separable_conv import ConvBlock, DecodingStates
 from multimodel.model.encoder import moe_position
 from multimodel.model.mixer import target_attention_block
 
@@ -34,17 +36,18 @@ class DecoderBlock(nn.Module):
         self.attention = target_attention_block(config)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        cache: Cache | None = None,
-        offset: int = 0,
+        self, x: torch.Tensor, mask: torch.Tensor | None, memory: torch.Tensor, memory_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        x = self.conv(x, mask, cache)
+        x = self.conv(x, mask)
         if self.attention is not None:
-            x = self.attention(x, mask, memory, memory_mask, cache, offset)
+            x = self.attention(x, mask, memory, memory_mask)
+        return x
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone (decoding): (B, D) -> (B, D)."""
+        x = self.conv.step(x, states, t)
+        if self.attention is not None:
+            x = self.attention.step(x, states, t)
         return x
 
 
@@ -62,26 +65,24 @@ class Decoder(nn.Module):
         self.moe = MoESublayer(config) if config.use_moe else None
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        cache: Cache | None = None,
-        offset: int = 0,
+        self, x: torch.Tensor, mask: torch.Tensor | None, memory: torch.Tensor, memory_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, RoutingStats]]:
-        """x (B, T, D), memory (B, S, D) -> ((B, T, D), aux loss, {"decoder.moe": stats}).
-
-        While decoding incrementally (``cache`` given) the MoE computes neither its balancing
-        loss nor routing statistics: the loss is 0 and the dict empty.
-        """
+        """x (B, T, D), memory (B, S, D) -> ((B, T, D), aux loss, {"decoder.moe": stats})."""
         aux_loss = x.new_zeros(())
         routing: dict[str, RoutingStats] = {}
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, memory, memory_mask, cache, offset)
+            x = block(x, mask, memory, memory_mask)
             if i == self.moe_after and self.moe is not None:
-                x, aux, stats = self.moe(x, mask, statistics=cache is None)
+                x, aux, stats = self.moe(x, mask)
                 aux_loss = aux_loss + aux
-                if stats is not None:
-                    routing["decoder.moe"] = stats
+                routing["decoder.moe"] = stats
         return x, aux_loss, routing
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward`'s output at position ``t`` alone (decoding: no balancing loss, no
+        routing statistics): (B, D) -> (B, D)."""
+        for i, block in enumerate(self.blocks):
+            x = block.step(x, states, t)
+            if i == self.moe_after and self.moe is not None:
+                x = self.moe.step(x)
+        return x

@@ -3,9 +3,10 @@ GNMT length penalty, Wu et al. 2016).
 
 Both searches ask a *scorer* for the next-token logits of every row given the tokens so far:
 
-* :class:`IncrementalScorer` keeps an :class:`IncrementalState` (causal-conv windows and the
-  memory's attention keys/values) and runs the decoder on the one new position, so each
-  token costs the same small amount of work however long the prefix is.
+* :class:`IncrementalScorer` keeps an :class:`IncrementalState` (causal-conv windows, the
+  self-attention's keys and values so far and the memory's, in buffers allocated once) and
+  runs the decoder's ``step`` on the one new position, so each token costs the same small
+  amount of work however long the prefix is (plus attention over the prefix).
 * :class:`RecomputeScorer` re-runs the teacher-forced decoder over the whole prefix at every
   step. Same logits (to float rounding), quadratic cost; it is the reference for tests and
   benchmarks.
@@ -31,14 +32,27 @@ if TYPE_CHECKING:
     from multimodel.model.multimodel import EncoderOutput, MultiModel
 
 
-
 class IncrementalScorer:
-    """Next-token logits from the incremental state: O(1) decoder work per token."""
+    """Next-token logits from the incremental state: O(1) decoder work per token.
 
-    def __init__(self, model: MultiModel, encoded: EncoderOutput, target_modality: str, task_token: str | None):
+    Args:
+        model, encoded, target_modality, task_token: what to decode.
+        max_length: the most tokens it will be asked for (the state's buffers hold that many
+            positions); default ``model.config.max_target_length``.
+    """
+
+    def __init__(
+        self,
+        model: MultiModel,
+        encoded: EncoderOutput,
+        target_modality: str,
+        task_token: str | None,
+        max_length: int | None = None,
+    ):
         self.model, self.encoded = model, encoded
         self.target_modality, self.task_token = target_modality, task_token
-        self.state = IncrementalState()
+        with torch.inference_mode():
+            self.state = model.start_decoding(encoded, max_length or model.config.max_target_length)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N, t) generated so far -> logits (N, V) for position t."""
@@ -51,13 +65,21 @@ class IncrementalScorer:
             )
 
     def reorder(self, index: torch.Tensor) -> None:
-        self.state.reorder(index)
+        with torch.inference_mode():
+            self.state.reorder(index)
 
 
 class RecomputeScorer:
     """Next-token logits by re-running the full decoder over the prefix (the slow reference)."""
 
-    def __init__(self, model: MultiModel, encoded: EncoderOutput, target_modality: str, task_token: str | None):
+    def __init__(
+        self,
+        model: MultiModel,
+        encoded: EncoderOutput,
+        target_modality: str,
+        task_token: str | None,
+        max_length: int | None = None,
+    ):
         self.model, self.encoded = model, encoded
         self.target_modality, self.task_token = target_modality, task_token
 
@@ -78,9 +100,9 @@ class RecomputeScorer:
         """Nothing to reorder: beams are only re-ranked within an example, so rows keep their memory."""
 
 
-def _make_scorer(model, encoded, target_modality, task_token, incremental: bool):
+def _make_scorer(model, encoded, target_modality, task_token, incremental: bool, max_length: int):
     cls = IncrementalScorer if incremental else RecomputeScorer
-    return cls(model, encoded, target_modality, task_token)
+    return cls(model, encoded, target_modality, task_token, max_length)
 
 
 def _strip_eos(row: list[int]) -> list[int]:
@@ -97,7 +119,7 @@ def greedy_search(
     incremental: bool = True,
 ) -> list[list[int]]:
     """Most likely token at every step, until EOS or ``max_length``; ids without EOS."""
-    scorer = _make_scorer(model, encoded, target_modality, task_token, incremental)
+    scorer = _make_scorer(model, encoded, target_modality, task_token, incremental, max_length)
     B = encoded.memory.shape[0]
     tokens = torch.zeros(B, 0, dtype=torch.long, device=encoded.memory.device)  # (B, 0)
     finished = torch.zeros(B, dtype=torch.bool, device=tokens.device)
@@ -129,7 +151,7 @@ def beam_search(
 ) -> list[list[int]]:
     """Best hypothesis per example under ``log p / lp(len)``; ids without EOS."""
     B, K = encoded.memory.shape[0], beam_size
-    scorer = _make_scorer(model, encoded.repeat_interleave(K), target_modality, task_token, incremental)
+    scorer = _make_scorer(model, encoded.repeat_interleave(K), target_modality, task_token, incremental, max_length)
     device = encoded.memory.device
     tokens = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # (N, 0)
     # Only the first beam is alive at the start, so the K beams do not all pick the same token.

@@ -2,7 +2,7 @@
 
     shifted targets -> attention block to the memory -> causal ConvBlock × mixer_blocks
 
-Everything here is causal over target positions, so it can run incrementally (``cache``).
+Everything here is causal over target positions, so it can run incrementally (``step``).
 
 Dimensions: B batch, T target length, S memory length, D hidden size.
 """
@@ -14,7 +14,7 @@ from torch import nn
 
 from multimodel.config import ModelConfig
 from multimodel.layers.attention import AttentionBlock
-from multimodel.layers.separable_conv import Cache, ConvBlock
+from multimodel.layers.separable_conv import ConvBlock, DecodingStates
 
 
 def target_attention_block(config: ModelConfig) -> AttentionBlock | None:
@@ -50,17 +50,19 @@ class IOMixer(nn.Module):
         )
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        cache: Cache | None = None,
-        offset: int = 0,
+        self, x: torch.Tensor, mask: torch.Tensor | None, memory: torch.Tensor, memory_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """x (B, T, D) at positions offset.., memory (B, S, D) -> (B, T, D)."""
+        """x (B, T, D), memory (B, S, D) -> (B, T, D)."""
         if self.attention is not None:
-            x = self.attention(x, mask, memory, memory_mask, cache, offset)
+            x = self.attention(x, mask, memory, memory_mask)
         for block in self.blocks:
-            x = block(x, mask, cache)
+            x = block(x, mask)
+        return x
+
+    def step(self, x: torch.Tensor, states: DecodingStates, t: int) -> torch.Tensor:
+        """:meth:`forward` at position ``t`` alone (decoding): (B, D) -> (B, D)."""
+        if self.attention is not None:
+            x = self.attention.step(x, states, t)
+        for block in self.blocks:
+            x = block.step(x, states, t)
         return x

@@ -212,6 +212,22 @@ class MultiModel(nn.Module):
         h, aux_loss, routing = self.decoder(x, body_mask, encoded.memory, memory_mask)
         return DecoderOutput(modality.top(h, target_mask), aux_loss, routing)
 
+    def start_decoding(self, encoded: EncoderOutput, max_length: int) -> IncrementalState:
+        """An empty :class:`IncrementalState` for decoding up to ``max_length`` positions.
+
+        Every stateful layer of the I/O mixer and the decoder prepares its state once: the
+        memory's keys and values, and buffers for the positions to come.
+        """
+        if not 1 <= max_length <= self.config.max_target_length:
+            raise ValueError(f"max_length must be in [1, {self.config.max_target_length}], got {max_length}")
+        layers = {
+            module: module.decoding_state(encoded.memory, encoded.mask, max_length)
+            for part in (self.mixer, self.decoder)
+            for module in part.modules()
+            if hasattr(module, "decoding_state")
+        }
+        return IncrementalState(layers, max_length)
+
     def decode_step(
         self,
         encoded: EncoderOutput,
@@ -224,20 +240,22 @@ class MultiModel(nn.Module):
         """Logits (N, V) for position ``state.length``, given the token at the previous one.
 
         ``last_ids`` (N,) is None at the first step (the task token is the input there).
-        Equals ``decode(...).logits[:, state.length]`` without recomputing earlier positions.
+        Equals ``decode(...).logits[:, state.length]`` (at evaluation) without recomputing
+        earlier positions; ``state`` comes from :meth:`start_decoding`.
         """
         modality = self.modality(target_modality)
-        N = encoded.memory.shape[0]
-        if state.length == 0:
-            x = self._task_vector(task_token, N)  # (N, 1, D)
+        N, t = encoded.memory.shape[0], state.length
+        if t >= state.max_length:
+            raise ValueError(f"the decoding state holds {state.max_length} positions, all decoded")
+        if t == 0:
+            x = self._task_vector(task_token, N)[:, 0]  # (N, D)
         else:
             if last_ids is None or last_ids.shape != (N,):
                 raise ValueError(f"decode_step needs the previous token ids of shape ({N},) after step 0")
-            x = modality.targets_bottom(last_ids[:, None])  # (N, 1, D)
-        x = self.mixer(x, None, encoded.memory, encoded.mask, state.cache, state.length)
-        h, _, _ = self.decoder(x, None, encoded.memory, encoded.mask, state.cache, state.length)
+            x = modality.targets_bottom(last_ids[:, None])[:, 0]  # (N, D)
+        h = self.decoder.step(self.mixer.step(x, state.layers, t), state.layers, t)  # (N, D)
         state.length += 1
-        return modality.top(h, None)[:, 0]  # (N, V)
+        return modality.top(h[:, None], None)[:, 0]  # (N, V)
 
     def forward(
         self,

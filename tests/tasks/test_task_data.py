@@ -12,12 +12,11 @@ from multimodel.config import load_config
 from multimodel.corpora import fashion_mnist
 from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
 
-REPO = Path(__file__).resolve().parents[2]
 HAVE_FASHION = fashion_mnist.available(Path("/nonexistent-data-dir")) is None
 
 
 def tiny(tmp_path: Path, *overrides: str):
-    return load_config(REPO / "configs" / "tiny.py", [f"data.data_dir={str(tmp_path / 'data')!r}", *overrides])
+    return load_config("tiny", [f"data.data_dir={str(tmp_path / 'data')!r}", *overrides])
 
 
 def quiet(_message: str) -> None:
@@ -40,7 +39,7 @@ def test_eval_sizes_override_eval_size_per_task(tmp_path):
 
 
 def test_demo_scores_fashion_mnist_on_its_whole_test_set():
-    cfg = load_config(REPO / "configs" / "demo.py")
+    cfg = load_config("demo")
     assert cfg.data.eval_sizes == {"fashion_mnist": 0} and cfg.data.eval_size == 200
 
 

@@ -19,6 +19,7 @@ import torch
 
 from multimodel.data.example import Example, LazyExamples, peek_examples
 from multimodel.data.tokenizer import EOS, PAD, Tokenizer
+from multimodel.errors import UserError
 
 
 @dataclass
@@ -96,20 +97,27 @@ def _pad_stack(seqs: Sequence[np.ndarray], dtype: torch.dtype) -> tuple[torch.Te
 
 
 class Collator:
-    """Tokenises, pads and stacks the examples of one task.
+    """Tokenises, pads and stacks the examples of one task, and checks what the model takes on
+    trust in training (where a check would read the device): every example has at least one
+    real input and target position, and class labels lie in [0, ``num_classes``). Text ids come
+    from ``tokenizer``, so they lie in its vocabulary.
 
     Args:
         task_name: the task the examples belong to.
         classification: targets are class indices (else text).
         tokenizer: the shared subword vocabulary.
         max_target_length: longer targets are truncated (counted in ``truncated``).
+        num_classes: C of a classification task (labels outside [0, C) are refused); None
+            leaves labels unchecked.
     """
 
-    def __init__(self, task_name: str, classification: bool, tokenizer: Tokenizer, max_target_length: int = 256):
+    def __init__(self, task_name: str, classification: bool, tokenizer: Tokenizer, max_target_length: int = 256,
+                 num_classes: int | None = None):
         self.task_name = task_name
         self.classification = classification
         self.tokenizer = tokenizer
         self.max_target_length = max_target_length
+        self.num_classes = num_classes
         self.truncated = 0
         self._cache: dict[str, list[int]] = {}
 
@@ -126,7 +134,12 @@ class Collator:
             raise ValueError(f"task {self.task_name}: cannot build an empty batch")
         inputs, input_mask = self._inputs([e.inputs for e in examples])
         if self.classification:
-            targets = torch.tensor([int(e.target) for e in examples], dtype=torch.long)
+            labels = [int(e.target) for e in examples]
+            bad = [label for label in labels if label < 0 or (self.num_classes is not None and label >= self.num_classes)]
+            if bad:
+                raise UserError(f"task {self.task_name}: class label {bad[0]} is outside [0, {self.num_classes});"
+                                " the labels of a class_label:C task must be 0 … C-1")
+            targets = torch.tensor(labels, dtype=torch.long)
             target_mask = None
         else:
             ids = []
@@ -155,6 +168,10 @@ class Collator:
             if len(shapes) != 1:
                 raise ValueError(f"task {self.task_name}: images of different sizes in one batch: {sorted(shapes)}")
             return torch.from_numpy(np.stack(arrays)), None
+        empty = [i for i, a in enumerate(arrays) if len(a) == 0]
+        if empty:
+            raise UserError(f"task {self.task_name}: an example with no input frames or samples (batch row"
+                            f" {empty[0]}); remove empty recordings from the data")
         return _pad_stack(arrays, torch.float32)  # audio (T, F) or waveform (T,)
 
 

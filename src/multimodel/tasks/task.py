@@ -63,3 +63,9 @@ class Task:
     @property
     def is_classification(self) -> bool:
         return self.target_modality.startswith("class_label")
+
+    @property
+    def num_classes(self) -> int | None:
+        """C of a ``class_label:C`` target; None for other targets (or a spec without C)."""
+        _, _, count = self.target_modality.partition(":")
+        return int(count) if self.is_classification and count.isdigit() else None

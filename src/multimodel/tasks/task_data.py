@@ -221,7 +221,8 @@ def attach_collators(cfg: Config, task_data: dict[str, TaskData], tokenizer: Tok
     """Give every task its collator, first checking inputs against ``data.max_input_length``."""
     for name, td in task_data.items():
         drop_long_inputs(name, td, cfg.data.max_input_length, tokenizer, cfg.data.skip_bad, log)
-        td.collate = Collator(name, td.task.is_classification, tokenizer, cfg.model.max_target_length)
+        td.collate = Collator(name, td.task.is_classification, tokenizer, cfg.model.max_target_length,
+                              num_classes=td.task.num_classes)
 
 
 def modality_specs(tasks: Sequence[Task]) -> list[str]:

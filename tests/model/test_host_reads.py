@@ -10,7 +10,7 @@ run outside training only; the collator validates training batches.
 import pytest
 import torch
 
-from ..host_reads import count_host_reads
+from host_reads import count_host_reads  # tests/ is on sys.path (conftest.py)
 from .conftest import SPECS, make_model
 
 MOE_EXPERT_SIZES = "layers/moe.py:_dispatch"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from host_reads import count_host_reads
+from host_reads import count_host_reads  # tests/ is on sys.path (conftest.py)
 from multimodel.config import load_config
 from multimodel.training.optim import build_optimizer
 from multimodel.training.step import train_step

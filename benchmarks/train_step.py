@@ -53,9 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from multimodel.config import ModelConfig, MoEConfig, load_config
+from multimodel.config import PAD_ID, ModelConfig, MoEConfig, load_config
 from multimodel.data.batching import Batch
 from multimodel.layers.expert_threads import expert_threads
+from multimodel.modalities.text import FIRST_PIECE_ID
 from multimodel.model.multimodel import MultiModel
 from multimodel.training.step import train_step
 
@@ -88,7 +89,7 @@ def _lengths_mask(batch: int, length: int, shortest: int, g: torch.Generator) ->
 
 def _ids(batch: int, length: int, shortest: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     mask = _lengths_mask(batch, length, shortest, g)
-    return torch.randint(3, VOCAB, (batch, length), generator=g).masked_fill(~mask, 0), mask
+    return torch.randint(FIRST_PIECE_ID, VOCAB, (batch, length), generator=g).masked_fill(~mask, PAD_ID), mask
 
 
 def demo_batches(batch: int, scale: float = 1.0, seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -128,8 +129,8 @@ def text_batch(batch: int, source: int, target: int, seed: int = 0) -> dict[str,
     """A full-length text→text batch (no padding), for the nn.Transformer comparison."""
     g = torch.Generator().manual_seed(seed)
     return dict(
-        inputs=torch.randint(3, VOCAB, (batch, source), generator=g), input_mask=torch.ones(batch, source, dtype=torch.bool),
-        targets=torch.randint(3, VOCAB, (batch, target), generator=g), target_mask=torch.ones(batch, target, dtype=torch.bool),
+        inputs=torch.randint(FIRST_PIECE_ID, VOCAB, (batch, source), generator=g), input_mask=torch.ones(batch, source, dtype=torch.bool),
+        targets=torch.randint(FIRST_PIECE_ID, VOCAB, (batch, target), generator=g), target_mask=torch.ones(batch, target, dtype=torch.bool),
         input_modality="text", target_modality="text", task_token="To-German")
 
 

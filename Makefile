@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench setup system-deps clean
+.PHONY: demo reproduce test test-slow bench setup system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,7 @@ system-deps:
 	else echo "note: install Debian packages dataset-fashion-mnist and espeak-ng (or see README: --data-dir)"; fi
 
 # glibc would return big activations to the kernel after every step and fault them in again;
-# these thresholds keep them (session 1 measured 1.3-1.6x faster steps; since session 2's
-# changes they make no measurable difference, docs/benchmarks.md, but do no harm).
+# these thresholds keep them (docs/benchmarks.md, "glibc malloc").
 DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 # Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,
@@ -34,6 +33,16 @@ DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=1717986918
 demo: setup
 	$(DEMO_ENV) $(VENV)/bin/multimodel train --config demo --run-dir runs/demo \
 		$(if $(findstring --resume,$(ARGS)),,--overwrite) $(ARGS)
+
+# Every question of the paper on the eight built-in tasks (3 seeds, about 4 hours on 2 cores; the
+# budget is printed before the first run) into results/reproduce/report.md; RQ4 also on the real WSJ
+# sample when ../shared/corpora holds it. Re-running resumes. ARGS=--estimate-only prints the plan and
+# budget only; ARGS="--quick --out results/reproduce-quick" runs the whole pipeline at toy size in
+# under a minute.
+CORPORA := $(wildcard ../shared/corpora)
+reproduce: setup
+	$(DEMO_ENV) $(VENV)/bin/multimodel reproduce --out results/reproduce \
+		$(if $(CORPORA),data.corpora_dir=$(CORPORA)) $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.
 test: setup

@@ -39,6 +39,7 @@ examples:
   multimodel experiment joint-vs-single --config demo --seeds 3
   multimodel experiment baselines --run runs/demo
   multimodel analyze-routing runs/demo
+  multimodel reproduce data.corpora_dir=../shared/corpora
 """
 
 
@@ -213,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--out", type=Path, default=None, help=f"results directory (default results/{name})")
         e.add_argument("--fixed-data-seed", action="store_true",
                        help="vary only train.seed across seeds (data, and built-in corpora, stay the same)")
+        e.add_argument("--schedule", choices=["matched", "global"], default=None,
+                       help="matched (default): a run with fewer steps than the reference run scales its"
+                       " warm-up by its steps / the reference's, so each task meets the same learning rate"
+                       " after the same number of its own steps; global: every run keeps train.warmup_steps")
         if name == "joint-vs-single":
             e.add_argument("--compute", choices=["task", "total"], default=None,
                            help="single-task runs get the steps their task had in the joint run (task,"
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--parsing-task", default=None,
                            help="the parsing task (default ptb_parsing if its data is found, else grammar_parsing)")
             e.add_argument("--image-task", default=None, help="the image task (default fashion_mnist)")
+            e.add_argument("--match", choices=["parsing", "all"], default=None,
+                           help="parsing (default): parsing gets train.steps in every arm; all: with-all runs"
+                           " train.steps and the other arms give parsing the steps it had there")
         if name == "add-task":
             e.add_argument("--new-task", default=None, help="the task added (default: the last of data.tasks)")
             e.add_argument("--add-steps", type=_int_at_least(1), default=None,
@@ -247,6 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score each baseline on the run's first data.eval_size held-out examples every N"
                    " steps, with its training time so far (benchmarks/time_to_target.py reads it); 0 = off")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+    p = sub.add_parser("reproduce", help="every experiment of the paper, seeds, intervals and one report",
+                       description="Plan every research question of the paper (joint vs. single, ablations,"
+                       " transfer to parsing, the real WSJ sample when data.corpora_dir has it), the single-task"
+                       " baselines, adding a task with a control and the routing analysis over shared runs;"
+                       " state the estimated budget; run them seed by seed (resumable) and write OUT/report.md"
+                       " and OUT/report.json.",
+                       epilog="examples:\n  multimodel reproduce --estimate-only data.corpora_dir=../shared/corpora\n"
+                       "  multimodel reproduce data.corpora_dir=../shared/corpora   (= make reproduce)\n"
+                       "  multimodel reproduce --quick --out results/reproduce-tiny",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=["demo", "tiny"], default="demo",
+                   help="demo (default): the demo model on the eight built-in tasks, 3 seeds, sized for about 4 h"
+                   " on 2 cores; tiny: the whole pipeline at toy size in under a minute")
+    p.add_argument("--quick", action="store_true", help="the same as --preset tiny")
+    p.add_argument("--seeds", type=_int_at_least(1), default=None, help="seeds per arm (default: the preset's)")
+    p.add_argument("--out", type=Path, default=Path("results") / "reproduce",
+                   help="results directory (default results/reproduce)")
+    p.add_argument("--schedule", choices=["matched", "global"], default="matched",
+                   help="warm-ups scaled to each run's steps (matched, default) or all as configured (global)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="plan, calibrate and print the budget; train nothing")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="changes to the preset's config, e.g. data.corpora_dir=../shared/corpora train.steps=1000")
 
     p = sub.add_parser("analyze-routing", help="which experts each task uses: heatmaps and a summary",
                        epilog="example: multimodel analyze-routing runs/demo --out runs/demo/routing")
@@ -305,6 +337,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_experiment(args)
     if args.command == "analyze-routing":
         return cmd_analyze_routing(args)
+    if args.command == "reproduce":
+        return cmd_reproduce(args)
     raise AssertionError(args.command)
 
 
@@ -443,7 +477,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return cmd_baselines(args)
     cfg = load_config(args.config, args.overrides)
     out = args.out if args.out is not None else Path("results") / args.experiment
-    options = {k: getattr(args, k, None) for k in ("compute", "parsing_task", "image_task", "new_task", "add_steps")}
+    options = {k: getattr(args, k, None)
+               for k in ("compute", "parsing_task", "image_task", "match", "new_task", "add_steps", "schedule")}
     words = ["multimodel", "experiment", args.experiment, "--config", str(args.config), "--seeds", str(args.seeds),
              "--out", str(out)] + (["--fixed-data-seed"] if args.fixed_data_seed else [])
     words += [w for k, v in options.items() if v is not None for w in (f"--{k.replace('_', '-')}", str(v))]
@@ -471,6 +506,20 @@ def cmd_baselines(args: argparse.Namespace) -> int:
                   command=shlex.join(words), progress=not args.no_progress, eval_every=args.eval_every,
                   hidden_size=args.hidden_size,
                   learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from multimodel.experiments.reproduce import reproduce
+
+    preset = "tiny" if args.quick else args.preset
+    words = ["multimodel", "reproduce", "--preset", preset, "--out", str(args.out)]
+    words += (["--seeds", str(args.seeds)] if args.seeds else []) + (["--schedule", args.schedule]
+                                                                      if args.schedule != "matched" else [])
+    reproduce(preset, out=args.out, seeds=args.seeds, overrides=args.overrides, schedule=args.schedule,
+              estimate_only=args.estimate_only, command=shlex.join(words + args.overrides))
     return 0
 
 

@@ -87,6 +87,11 @@ def test_joint_vs_single_writes_table_json_and_curves_with_matched_steps(joint_v
         single = runs[f"single-{task}-s0"]
         assert single["steps"] == max(1, joint_steps[task])
         assert ckpt.read_meta(ckpt.resolve_checkpoint(out / "runs" / f"single-{task}-s0"))["step"] == single["steps"]
+        # Matched schedules: the single run warms up over its share of the joint run's warm-up.
+        assert single["warmup_steps"] == max(1, round(runs["joint-s0"]["warmup_steps"] * single["steps"] / 10))
+        # Every run is evaluated with the blind control.
+        metric = "accuracy" if task == "digits" else "bleu"
+        assert f"blind_{metric}" in read_eval(out / "runs" / f"single-{task}-s0")[task]["metrics"]
 
     assert_png(out / "curves.png")
     # Two rows of panels (loss, accuracy) × two tasks × two arms, one curve each.
@@ -165,6 +170,28 @@ def test_routing_heatmap_and_summary_follow_a_synthetic_pattern(tmp_path):
     assert len(u["experts_used_by_every_task"]) == 6
 
 
+def test_routing_information_separates_specialisation_by_modality_from_by_task():
+    from multimodel.experiments.routing_analysis import LayerRouting, routing_information
+
+    tasks = ["img_a", "img_b", "txt_a", "txt_b"]
+    modality = {"img_a": "image", "img_b": "image", "txt_a": "text", "txt_b": "text"}
+    # By modality: both image tasks use experts 0-1 alike, both text tasks experts 2-3 alike.
+    by_modality = np.array([[50, 50, 0, 0], [50, 50, 0, 0], [0, 0, 50, 50], [0, 0, 50, 50]], dtype=float)
+    info = routing_information(LayerRouting("m", tasks, by_modality), modality)
+    assert info["task_bits"] == pytest.approx(1.0) and info["modality_bits"] == pytest.approx(1.0)
+    assert info["task_information"] == pytest.approx(0.5)  # 1 bit of log2(4) = 2
+    assert info["modality_information"] == pytest.approx(1.0) and info["modality_share"] == pytest.approx(1.0)
+    # By task, across modalities: each modality's two tasks split the same two experts
+    # between them, so the modality alone tells nothing about the expert.
+    by_task = np.array([[100, 0, 0, 0], [0, 100, 0, 0], [100, 0, 0, 0], [0, 100, 0, 0]], dtype=float)
+    info = routing_information(LayerRouting("m", tasks, by_task), modality)
+    assert info["task_bits"] == pytest.approx(1.0) and info["modality_share"] == pytest.approx(0.0)
+    # Token counts do not weigh: a task with ten times the tokens counts as one task.
+    shared = np.array([[10, 10, 10, 10], [1, 1, 1, 1], [5, 5, 5, 5], [2, 2, 2, 2]], dtype=float)
+    info = routing_information(LayerRouting("m", tasks, shared), modality)
+    assert info["task_information"] == pytest.approx(0.0, abs=1e-12) and info["modality_share"] is None
+
+
 def test_ablation_via_the_cli(data_dir, tmp_path):
     out = tmp_path / "ablation"
     args = ["experiment", "ablation", "--config", str(TINY), "--seeds", "1", "--out", str(out),
@@ -221,7 +248,7 @@ def test_add_task_reports_learning_speed_and_forgetting(data_dir, tmp_path):
     cfg = load_config(TINY, tiny(data_dir, "data.tasks=numbers_en_de,digits"))
     messages: list[str] = []
     plan, status = run_experiment("add-task", cfg, seeds=1, out=out, log=messages.append)
-    assert list(status) == ["before-s0", "after-s0", "scratch-s0"]
+    assert list(status) == ["before-s0", "after-s0", "control-s0", "scratch-s0"]
     assert plan.tasks == ["numbers_en_de", "digits"]
     # The new image task's modality nets start fresh; everything else comes from 'before'.
     init = [m for m in messages if "[after-s0] initialised from" in m]
@@ -231,10 +258,19 @@ def test_add_task_reports_learning_speed_and_forgetting(data_dir, tmp_path):
     assert result["new_task"] == "digits" and result["old_tasks"] == ["numbers_en_de"]
     after, scratch = result["runs"]["after-s0"], result["runs"]["scratch-s0"]
     assert scratch["steps"] == max(1, after["task_steps"]["digits"])
+    # The control continues 'before' on the old tasks alone for the steps they had in 'after',
+    # its warm-up scaled to its steps (matched schedules).
+    control = result["runs"]["control-s0"]
+    assert control["init_from"] == "before" and control["tasks"] == ["numbers_en_de"]
+    assert control["steps"] == max(1, after["steps"] - after["task_steps"]["digits"])
+    assert control["warmup_steps"] == max(1, round(after["warmup_steps"] * control["steps"] / after["steps"]))
+    assert set(read_eval(out / "runs" / "control-s0")) == {"numbers_en_de"}
     assert set(read_eval(out / "runs" / "after-s0")) == {"numbers_en_de", "digits"}
     assert "numbers_en_de" in result["forgetting"]
     md = (out / "results.md").read_text()
-    assert "## Old tasks: before vs. after adding the new task" in md and "steps to threshold" in md
+    assert "## Old tasks: forgetting, measured against a control" in md and "steps to threshold" in md
+    assert "| numbers_en_de | BLEU |" in md and "after − control" in md
+    assert result["forgetting"]["numbers_en_de"]["metric_forgetting"]["n"] == 1
     assert_png(out / "new_task.png")
 
     # _init_weights_from: shared weights copied exactly, new modules reported as fresh.
@@ -262,5 +298,12 @@ def test_plans_vary_seeds_and_match_compute_as_asked(data_dir):
     assert (s1.train.seed, s1.data.seed) == (cfg.train.seed + 1, cfg.data.seed + 1)
     fixed = joint_vs_single.plan(cfg, 2, vary_data_seed=False).specs[3].cfg
     assert (fixed.train.seed, fixed.data.seed) == (cfg.train.seed + 1, cfg.data.seed)
+    matched = joint_vs_single.plan(cfg, 1)
+    glob = joint_vs_single.plan(cfg, 1, schedule="global")
+    for m, g in zip(matched.specs[1:], glob.specs[1:]):
+        assert g.cfg.train.warmup_steps == cfg.train.warmup_steps
+        assert m.cfg.train.warmup_steps == max(1, round(cfg.train.warmup_steps * m.cfg.train.steps / 10))
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        joint_vs_single.plan(cfg, 1, schedule="warm")
     with pytest.raises(ValueError, match="takes no option compute"):
         run_experiment("ablation", cfg, seeds=1, out=Path(data_dir) / "unused", log=quiet, compute="total")

@@ -10,6 +10,10 @@ add-task            add a task to a trained model; forgetting     (users' reques
 baselines           a run vs. a single-task baseline per task     Table 1
 ==================  ============================================  ==========================
 
+``multimodel reproduce`` (:mod:`multimodel.experiments.reproduce`, ``make reproduce``) runs all of
+them at once over shared runs, with seeds, paired intervals (:mod:`multimodel.experiments.statistics`)
+and one report (:mod:`multimodel.experiments.report`).
+
 ``baselines`` is not a grid: it compares one finished run with a standard model per task
 (:func:`multimodel.experiments.baselines.run_baselines`, its own files and table).
 

@@ -4,12 +4,13 @@ Arms, all trained jointly on ``data.tasks`` for ``train.steps`` steps with the s
 every task gets the same steps in every arm): ``full``; ``no-moe`` (``model.use_moe=false``: the
 MoE layers removed); ``no-attention`` (``model.use_attention=false``). The paper found that
 removing either never helps; both matter for translation, and they help ImageNet slightly.
+Every arm runs the same steps, so their learning-rate schedules are equal whatever ``schedule``.
 """
 
 from __future__ import annotations
 
 from multimodel.config import Config, ConfigError
-from multimodel.experiments.grid import Arm, Plan, make_spec, seeded, with_tasks
+from multimodel.experiments.grid import Arm, Plan, check_schedule, make_spec, seeded, with_tasks
 
 QUESTION = ("Does removing the mixture-of-experts layers or the attention blocks hurt (RQ3)?"
             " Paper, Table 4: removing either never helps; on translation both matter.")
@@ -17,7 +18,8 @@ QUESTION = ("Does removing the mixture-of-experts layers or the attention blocks
 ARMS = (("full", ()), ("no-moe", ("model.use_moe=false",)), ("no-attention", ("model.use_attention=false",)))
 
 
-def plan(cfg: Config, seeds: int, *, vary_data_seed: bool = True) -> Plan:
+def plan(cfg: Config, seeds: int, *, schedule: str = "matched", vary_data_seed: bool = True) -> Plan:
+    check_schedule(schedule)  # accepted for a uniform interface: equal steps, equal schedules
     if not (cfg.model.use_moe and cfg.model.use_attention):
         raise ConfigError("the ablation's 'full' arm needs model.use_moe=true and model.use_attention=true")
     tasks = tuple(cfg.data.tasks)

@@ -6,14 +6,21 @@ Users of the original asked for this and tensor2tensor never offered it. Arms, p
 * ``after`` — ``before``'s final weights and vocabulary, continued on the old tasks *plus* the
   new one for ``add_steps`` steps (``train(..., init_from=...)``): the model is rebuilt with the
   union of the modality nets, the new nets start random, the optimiser and schedule restart;
+* ``control`` — ``before``'s weights continued on the old tasks *only*, for as many steps as the
+  old tasks received in ``after`` (``add_steps`` minus the new task's steps): the old tasks get
+  the same amount of further training with and without the new task, so forgetting is
+  ``after − control``, measured rather than guessed;
 * ``scratch`` — the new task alone from a random initialisation (and its own vocabulary),
   for exactly as many steps as the new task received in ``after`` (matched compute).
+
+Matched schedules (``schedule="matched"``, default): ``after`` warms up over
+``train.warmup_steps``; ``control`` and ``scratch`` scale it by their steps / ``add_steps``.
 
 The vocabulary is fixed by ``before``: the new task's text is encoded with the old subwords and
 characters never seen become UNK (reported as the UNK rate; sentencepiece without byte fallback).
 Reported: the new task's metrics after vs. from scratch, the steps on the new task each needed to
 reach 90 % of the from-scratch run's final training per-token accuracy, and each old task's
-metrics before vs. after (forgetting; note ``after`` also keeps training the old tasks).
+metrics before, in the control and after (forgetting = after − control).
 """
 
 from __future__ import annotations
@@ -29,15 +36,19 @@ from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import (
     Arm,
     Plan,
+    check_schedule,
     fmt_stat,
     headline_metric,
     make_spec,
+    matched_schedule,
     plan_config,
     read_eval,
     seeded,
     stats,
     with_tasks,
 )
+from multimodel.experiments.joint_vs_single import schedule_note
+from multimodel.experiments.statistics import LEVEL, fmt_interval, paired_difference
 
 QUESTION = ("Can a task be added to a trained model, and does it then learn faster than from scratch"
             " while the old tasks keep their quality? (Asked by users of the original; not in the paper.)")
@@ -46,6 +57,9 @@ ARM_LABELS = {"after": "added to the trained model", "scratch": "from scratch"}
 
 #: Fraction of the from-scratch final training accuracy used as the "learned" threshold.
 THRESHOLD = 0.9
+
+#: The arms in which the old tasks are evaluated.
+ARMS_OLD = ("before", "control", "after")
 
 
 def split_tasks(cfg: Config, new_task: str | None) -> tuple[tuple[str, ...], str]:
@@ -59,8 +73,9 @@ def split_tasks(cfg: Config, new_task: str | None) -> tuple[tuple[str, ...], str
 
 
 def plan(cfg: Config, seeds: int, *, new_task: str | None = None, add_steps: int | None = None,
-         vary_data_seed: bool = True) -> Plan:
+         schedule: str = "matched", vary_data_seed: bool = True) -> Plan:
     old, new = split_tasks(cfg, new_task)
+    check_schedule(schedule)
     steps2 = add_steps or cfg.train.steps
     specs = []
     for i in range(seeds):
@@ -68,14 +83,19 @@ def plan(cfg: Config, seeds: int, *, new_task: str | None = None, add_steps: int
         before = make_spec(Arm("before", "before", old), i, with_tasks(base, old))
         after = make_spec(Arm("after", "after", (*old, new)), i, with_tasks(base, (*old, new), steps=steps2),
                           init_from="before")
-        scratch = make_spec(Arm("scratch", "scratch", (new,)), i,
-                            with_tasks(base, (new,), steps=max(1, after.task_steps[new])))
-        specs += [before, after, scratch]
+        control_cfg = with_tasks(base, old, steps=max(1, steps2 - after.task_steps[new]))
+        control = make_spec(Arm("control", "control", old), i, matched_schedule(control_cfg, steps2, schedule),
+                            init_from="before")
+        scratch_cfg = with_tasks(base, (new,), steps=max(1, after.task_steps[new]))
+        scratch = make_spec(Arm("scratch", "scratch", (new,)), i, matched_schedule(scratch_cfg, steps2, schedule))
+        specs += [before, after, control, scratch]
     notes = [f"before: {cfg.train.steps} steps on the {len(old)} old tasks; after: {steps2} more steps on"
-             f" all {len(old) + 1} tasks, starting from before's weights; scratch: {new} alone for exactly"
-             " the steps it received in after (at least 1)."]
+             f" all {len(old) + 1} tasks, starting from before's weights; control: the old tasks alone from"
+             f" before's weights for the steps they received in after; scratch: {new} alone for exactly"
+             " the steps it received in after (at least 1).",
+             schedule_note(schedule, "after", cfg.train.warmup_steps)]
     return Plan("add-task", f"Adding {new} to a model trained on {len(old)} tasks", QUESTION, specs,
-                ["before", "after", "scratch"], [*old, new], notes)
+                ["before", "after", "control", "scratch"], [*old, new], notes)
 
 
 def steps_to_reach(x: np.ndarray, y: np.ndarray, threshold: float) -> float:
@@ -107,9 +127,9 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
 
     new = plan_.tasks[-1]
     old = plan_.tasks[:-1]
-    by_arm: dict[str, dict[int, Any]] = {}
+    by_arm: dict[str, dict[int, Any]] = {}  # column → seed → spec (a shared run keeps its column)
     for spec in plan_.specs:
-        by_arm.setdefault(spec.arm.name, {})[spec.seed_index] = spec
+        by_arm.setdefault(spec.arm.column, {})[spec.seed_index] = spec
     seeds = sorted(by_arm["before"])
 
     def done(arm: str, i: int) -> bool:
@@ -138,26 +158,24 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
             reach[arm].append(steps_to_reach(*got[arm]["accuracy"], threshold))
             halfway[arm].append(float(np.interp(half, *got[arm]["accuracy"])))
 
-    # Forgetting: old tasks before vs. after.
+    # Forgetting: old tasks after adding the new task vs. the control continued without it.
     forgetting: dict[str, dict[str, Any]] = {}
+    measures = (("metric", None), ("acc", "token_accuracy"), ("ppl", "log_perplexity"))
     for task in old:
-        rows: dict[str, list[float]] = {"metric_before": [], "metric_after": [], "acc_before": [], "acc_after": [],
-                                        "ppl_before": [], "ppl_after": []}
-        for i in seeds:
-            if not (done("before", i) and done("after", i)):
-                continue
-            b = read_eval(out / "runs" / by_arm["before"][i].name)[task]
-            a = read_eval(out / "runs" / by_arm["after"][i].name)[task]
-            metric = headline_metric(task, plan_config(plan_))
-            rows["metric_before"].append(b["metrics"][metric])
-            rows["metric_after"].append(a["metrics"][metric])
-            rows["acc_before"].append(b["token_accuracy"])
-            rows["acc_after"].append(a["token_accuracy"])
-            rows["ppl_before"].append(b["log_perplexity"])
-            rows["ppl_after"].append(a["log_perplexity"])
-        forgetting[task] = {k: stats(v) for k, v in rows.items()}
-        for k in ("metric", "acc", "ppl"):
-            forgetting[task][f"{k}_change"] = stats([y - x for x, y in zip(rows[f"{k}_before"], rows[f"{k}_after"])])
+        metric = headline_metric(task, plan_config(plan_))
+        rows: dict[str, dict[int, float]] = {f"{k}_{arm}": {} for k, _ in measures for arm in ARMS_OLD}
+        for arm in ARMS_OLD:
+            for i in seeds:
+                if arm in by_arm and done(arm, i):
+                    record = read_eval(out / "runs" / by_arm[arm][i].name)[task]
+                    for key, field in measures:
+                        value = record["metrics"][metric] if field is None else record[field]
+                        rows[f"{key}_{arm}"][i] = float(value)
+        forgetting[task] = {k: stats([v[i] for i in sorted(v)]) for k, v in rows.items()}
+        for key, field in measures:
+            for name, (a, b) in (("change", ("after", "before")), ("forgetting", ("after", "control"))):
+                diff = paired_difference(rows[f"{key}_{a}"], rows[f"{key}_{b}"], field or metric)
+                forgetting[task][f"{key}_{name}"] = {**stats(diff.values), "interval": diff.to_json()}
 
     unk = []
     for i in seeds:
@@ -185,14 +203,21 @@ def analyse(plan_: Plan, out: Path) -> tuple[str, dict[str, Any], list[str]]:
                      f" {100 * float(np.mean(unk)):.1f} % UNK ids (sentencepiece, no byte fallback).")
     else:
         lines.append(f"Vocabulary: {new} has no text, so the old vocabulary does not limit it.")
-    lines += ["", "## Old tasks: before vs. after adding the new task", "",
-              "| task | measure | before | after | change |", "|---|---|---:|---:|---:|"]
+    lines += ["", "## Old tasks: forgetting, measured against a control", "",
+              "`control` continues `before` on the old tasks alone for the steps they received in `after`;"
+              " forgetting = after − control (negative on a higher-is-better measure = forgotten), paired by"
+              f" seed, with its {LEVEL:.0%} t-interval.", "",
+              "| task | measure | before | control | after | after − control | interval |",
+              "|---|---|---:|---:|---:|---:|---|"]
     for task, f in forgetting.items():
         metric = headline_metric(task, plan_config(plan_))
         for key, label, digits in (("metric", METRIC_LABELS.get(metric, metric), 1), ("acc", "per-token acc %", 1),
                                    ("ppl", "log-perplexity", 3)):
+            ci = f[f"{key}_forgetting"]["interval"]
             lines.append(f"| {task} | {label} | {fmt_stat(f[f'{key}_before'], digits)} |"
-                         f" {fmt_stat(f[f'{key}_after'], digits)} | {fmt_stat(f[f'{key}_change'], digits)} |")
+                         f" {fmt_stat(f[f'{key}_control'], digits)} | {fmt_stat(f[f'{key}_after'], digits)} |"
+                         f" {fmt_stat(f[f'{key}_forgetting'], digits)} |"
+                         f" {fmt_interval(ci['t_low'], ci['t_high'], digits)} |")
 
     figures = []
     panels = []

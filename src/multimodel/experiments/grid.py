@@ -17,6 +17,20 @@ match the plan's, else the grid stops rather than mix two settings); an unfinish
 continued with ``train(..., resume=True)`` from its newest checkpoint (or restarted if it had
 none). Re-running the same command after an interruption therefore finishes the grid.
 
+*Matched schedules* (``schedule="matched"``, the default of every plan): the learning rate
+follows the trainer's *global* step (warm-up, then 1/√step; :func:`~multimodel.training.optim.noam_factor`),
+so an arm with fewer global steps — a single-task run given the steps its task had in the
+joint run — would spend a larger share of its task's steps in warm-up than the joint run
+does, which favours the joint arm early. ``noam_factor(s, w)`` depends only on ``s / w``, so
+:func:`matched_schedule` scales an arm's ``train.warmup_steps`` by (its steps / the reference
+arm's steps): each task then sees about the same learning rate after the same number of its
+own steps in every arm (:func:`schedule_mismatch` measures how closely). The reference arm
+of each experiment (the one that runs ``train.steps``, e.g. the joint run) keeps the config's
+warm-up. ``schedule="global"`` keeps every arm's warm-up as configured (the earlier behaviour).
+
+*Blind controls*: every run is evaluated with the blind control (``blind_<metric>`` in its
+``eval.json``), so a report can check that each task learned from its input in every arm.
+
 *Seeds*: seed index ``i`` adds ``i`` to ``train.seed`` (initialisation, dropout, MoE noise) and,
 unless ``vary_data_seed=False``, to ``data.seed`` (built-in corpus generation, data order and
 task order).
@@ -135,6 +149,26 @@ def with_tasks(cfg: Config, tasks: Sequence[str], *, steps: int | None = None,
     return apply_overrides(out, list(overrides)) if overrides else out
 
 
+#: How arms' learning-rate schedules relate (see the module docstring).
+SCHEDULES = ("matched", "global")
+
+
+def check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
+def matched_schedule(cfg: Config, reference_steps: int, schedule: str = "matched") -> Config:
+    """``cfg`` with ``train.warmup_steps`` scaled by ``cfg.train.steps / reference_steps``
+    (rounded, at least 1) under ``schedule="matched"``; unchanged under ``"global"`` or when
+    the steps equal the reference's."""
+    check_schedule(schedule)
+    if schedule == "global" or cfg.train.steps == reference_steps or reference_steps <= 0:
+        return cfg
+    warmup = max(1, round(cfg.train.warmup_steps * cfg.train.steps / reference_steps))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warmup_steps=warmup))
+
+
 def seeded(cfg: Config, index: int, *, vary_data_seed: bool = True) -> Config:
     """``cfg`` for seed index ``index``: train.seed (and data.seed) shifted by ``index``."""
     train = dataclasses.replace(cfg.train, seed=cfg.train.seed + index)
@@ -145,18 +179,25 @@ def seeded(cfg: Config, index: int, *, vary_data_seed: bool = True) -> Config:
 # ----------------------------------------------------------------------------------------
 # The deterministic task schedule (matched compute).
 
-_SIZES: dict[str, dict[str, int]] = {}
+_SIZES: dict[str, int] = {}
 
 
 def train_sizes(cfg: Config) -> dict[str, int]:
-    """Training examples per task, as the trainer will see them (loads the train splits)."""
-    from multimodel.tasks.task_data import load_task_data
+    """Training examples per task, as the trainer will see them (loads the train splits).
 
-    key = json.dumps(to_dict(cfg.data), sort_keys=True)
-    if key not in _SIZES:
-        data = load_task_data(cfg, splits=("train",), log=lambda _msg: None)
-        _SIZES[key] = {name: len(td.train) for name, td in data.items()}
-    return dict(_SIZES[key])
+    Cached per task under everything of ``cfg.data`` that can change its size (all but the
+    task list and the other tasks' sizes), so the arms of a grid load each task once per seed.
+    """
+    from multimodel.tasks.task_data import load_task_data, task_train_size
+
+    shared = {k: v for k, v in to_dict(cfg.data).items() if k not in ("tasks", "task_sizes", "eval_sizes")}
+    keys = {t: json.dumps({**shared, "task": t, "size": task_train_size(cfg, t)}, sort_keys=True)
+            for t in cfg.data.tasks}
+    missing = [t for t in cfg.data.tasks if keys[t] not in _SIZES]
+    if missing:
+        data = load_task_data(cfg, missing, splits=("train",), log=lambda _msg: None)
+        _SIZES.update({keys[name]: len(td.train) for name, td in data.items()})
+    return {t: _SIZES[keys[t]] for t in cfg.data.tasks}
 
 
 def mixing_of(cfg: Config) -> dict[str, float]:
@@ -194,6 +235,24 @@ def steps_for_task_count(cfg: Config, task: str, count: int) -> int:
         if seen == count:
             return step
     raise ConfigError(f"task {task} did not reach {count} steps within {limit} steps")
+
+
+def task_learning_rates(spec: RunSpec, task: str) -> np.ndarray:
+    """(steps on ``task``,) the schedule's multiplier of the peak learning rate at each of the
+    task's steps in the run of ``spec``, in order."""
+    from multimodel.training.optim import noam_factor
+
+    order = schedule(spec.probabilities, spec.cfg.data.seed, spec.cfg.train.steps)
+    w = spec.cfg.train.warmup_steps
+    return np.asarray([noam_factor(s, w) for s, t in enumerate(order) if t == task], dtype=np.float64)
+
+
+def schedule_mismatch(spec: RunSpec, reference: RunSpec, task: str) -> float:
+    """Mean over the task's steps of |lr_spec / lr_reference − 1|, comparing the two runs after
+    the same number of steps on ``task`` (over the steps both runs give it; NaN if none)."""
+    a, b = task_learning_rates(spec, task), task_learning_rates(reference, task)
+    n = min(a.size, b.size)
+    return float(np.mean(np.abs(a[:n] / b[:n] - 1.0))) if n else math.nan
 
 
 def make_spec(arm: Arm, seed_index: int, cfg: Config, *, init_from: str | None = None) -> RunSpec:
@@ -258,7 +317,8 @@ def run_grid(plan: Plan, out: Path, *, log: Log = print) -> dict[str, str]:
 
         start = time.time()
         result = train(spec.cfg, run_dir, resume=True, log=say, progress=False, init_from=init)
-        results = evaluate_all(result.model, result.task_data, result.tokenizer, spec.cfg, log=say)
+        results = evaluate_all(result.model, result.task_data, result.tokenizer, spec.cfg, log=say,
+                               blind_control=True)
         seconds = time.time() - start
         timing_path = run_dir / "timing.json"
         previous = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
@@ -315,12 +375,11 @@ def plan_config(plan: Plan) -> Config | None:
 
 
 def stats(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation (0 for one value), count and the values themselves."""
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if arr.size == 0:
-        return {"mean": math.nan, "std": math.nan, "n": 0, "values": list(values)}
-    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-    return {"mean": float(arr.mean()), "std": std, "n": int(arr.size), "values": [float(v) for v in values]}
+    """Mean, sample standard deviation (0 for one value), count and the values themselves
+    (:func:`multimodel.experiments.statistics.describe`)."""
+    from multimodel.experiments.statistics import describe
+
+    return describe(values)
 
 
 def summarise(plan: Plan, out: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -361,11 +420,12 @@ def results_table(plan: Plan, summary: dict[str, dict[str, dict[str, Any]]]) -> 
 
 def steps_table(plan: Plan) -> str:
     """Markdown: the optimiser steps every run gave every task (the matched-compute statement)."""
-    lines = ["| run | total steps | " + " | ".join(plan.tasks) + " |",
-             "|---|---:|" + "---:|" * len(plan.tasks)]
+    lines = ["| run | total steps | warm-up | " + " | ".join(plan.tasks) + " |",
+             "|---|---:|---:|" + "---:|" * len(plan.tasks)]
     for spec in plan.specs:
         cells = [str(spec.task_steps[t]) if t in spec.task_steps else "—" for t in plan.tasks]
-        lines.append(f"| {spec.name} | {spec.cfg.train.steps} | " + " | ".join(cells) + " |")
+        lines.append(f"| {spec.name} | {spec.cfg.train.steps} | {spec.cfg.train.warmup_steps} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -403,7 +463,8 @@ def write_results(plan: Plan, out: Path, status: dict[str, str], *, command: str
             "arm": spec.arm.name, "column": spec.arm.column, "seed_index": spec.seed_index,
             "train_seed": spec.cfg.train.seed, "data_seed": spec.cfg.data.seed,
             "tasks": list(spec.arm.tasks), "overrides": list(spec.arm.overrides),
-            "steps": spec.cfg.train.steps, "task_steps": spec.task_steps,
+            "steps": spec.cfg.train.steps, "warmup_steps": spec.cfg.train.warmup_steps,
+            "task_steps": spec.task_steps,
             "mixing": spec.probabilities, "init_from": spec.init_from,
             "status": status.get(spec.name, "missing"), "seconds": seconds[spec.name],
             "eval": list(read_eval(run_dir).values()) if (run_dir / "eval.json").is_file() else None,

@@ -162,3 +162,35 @@ def plot_routing_heatmap(matrix: np.ndarray, tasks: Sequence[str], path: Path, *
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return np.asarray(image.get_array())
+
+
+#: One row of a difference plot: label, mean, interval low, interval high, established.
+DifferenceRow = tuple[str, float, float, float, bool]
+
+
+def plot_differences(rows: Sequence[DifferenceRow], path: Path, *, title: str, xlabel: str) -> int:
+    """Paired differences with their intervals, one row each (a forest plot); returns the rows drawn.
+
+    Established differences (interval excludes 0) are filled, the others hollow; a row without
+    an interval (one seed) shows its point alone. Rows whose mean is not finite are skipped.
+    """
+    rows = [r for r in rows if np.isfinite(r[1])]
+    fig = _figure(6.4, max(1.8, 0.9 + 0.28 * len(rows)))
+    ax = fig.add_subplot(1, 1, 1)
+    for y, (label, mean, low, high, established) in enumerate(reversed(rows)):
+        colour = "C0" if established else "0.45"
+        if np.isfinite(low) and np.isfinite(high):
+            ax.plot([low, high], [y, y], color=colour, linewidth=1.6)
+        ax.plot([mean], [y], marker="o", markersize=5, color=colour,
+                markerfacecolor=colour if established else "white")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return len(rows)

@@ -11,6 +11,18 @@ task's token-slots routed to each expert, draw it as a heatmap, and summarise it
 * experts *used* by one task only, by none, and by every task, where a task uses an expert when
   it sends it at least half of a uniform share, ``F_t,e ≥ 1 / (2E)``.
 
+Task or modality? :func:`routing_information` asks whether experts specialise by task or
+only by input modality. With every task weighted equally (so a task's share of the tokens does
+not count), it takes a token-slot's expert ``E``, its task ``T`` and its task's input modality
+``M`` (a function of ``T``) and reports, in bits and normalised:
+
+* ``task_information`` = I(E; T) / H(T): 0 = every task routes identically, 1 = the expert
+  alone tells the task;
+* ``modality_information`` = I(E; M) / H(M), the same for modalities;
+* ``modality_share`` = I(E; M) / I(E; T) ∈ [0, 1]: how much of the task-dependence of routing
+  the input modality explains (1 = tasks of one modality route alike: specialisation by
+  modality; 0 = tasks differ within a modality as much as across: by task).
+
 Two sources: ``heldout`` runs a checkpoint in eval mode (no gating noise, so routing is the
 model's deterministic choice) over each task's held-out split; ``training`` reads the trainer's
 ``routing.json`` (totals over all training steps, noisy gating included). ``auto`` prefers
@@ -148,6 +160,33 @@ def specialisation(lr: LayerRouting) -> dict[str, Any]:
     }
 
 
+def routing_information(lr: LayerRouting, groups: dict[str, str]) -> dict[str, Any]:
+    """I(E;T), I(E;G) with tasks weighted equally; ``groups`` maps each task to its group (its
+    input modality). Tasks with no token-slots in the layer are left out. See the module docstring."""
+    keep = [i for i, t in enumerate(lr.tasks) if lr.counts[i].sum() > 0]
+    tasks = [lr.tasks[i] for i in keep]
+    frac = lr.fractions[keep]  # (T, E): p(e | t)
+    n = len(tasks)
+    out: dict[str, Any] = {"layer": lr.layer, "tasks": tasks, "groups": {t: groups[t] for t in tasks}}
+    if n < 2:
+        return {**out, "task_bits": None, "modality_bits": None, "task_information": None,
+                "modality_information": None, "modality_share": None}
+    log2 = math.log(2.0)
+    h_e = _entropy(frac.mean(axis=0)) / log2  # H(E), p(t) = 1/T
+    task_bits = max(0.0, h_e - float(np.mean([_entropy(row) for row in frac])) / log2)
+    names = sorted({groups[t] for t in tasks})
+    members = {g: [i for i, t in enumerate(tasks) if groups[t] == g] for g in names}
+    p_g = np.asarray([len(members[g]) / n for g in names])
+    h_g = _entropy(p_g) / log2
+    modality_bits = max(0.0, h_e - sum(p * _entropy(frac[members[g]].mean(axis=0)) / log2
+                                       for p, g in zip(p_g, names)))
+    modality_bits = min(modality_bits, task_bits)  # M is a function of T; guard rounding
+    return {**out, "task_bits": task_bits, "modality_bits": modality_bits,
+            "task_information": task_bits / math.log2(n),
+            "modality_information": modality_bits / h_g if h_g > 0 else None,
+            "modality_share": modality_bits / task_bits if task_bits > 1e-9 and h_g > 0 else None}
+
+
 def verdict(mean_js: float | None, mean_entropy: float) -> str:
     """A one-line reading of a layer's numbers."""
     if mean_js is None:
@@ -253,4 +292,5 @@ def analyze_routing(path: Path, out: Path | None = None, *, source: str = "auto"
     return {"source": info, "layers": results, "heatmaps": heatmaps, "out": out}
 
 
-__all__ = ["analyze_routing", "recompute_routing", "layers_from_json", "specialisation", "LayerRouting"]
+__all__ = ["analyze_routing", "recompute_routing", "layers_from_json", "routing_information", "specialisation",
+           "LayerRouting"]

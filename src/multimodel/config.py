@@ -49,6 +49,10 @@ def _require_all(values: Any, key: str, requirement: str, check: Any) -> None:
 
 MIXING_STRATEGIES = ("proportional", "uniform", "temperature", "weights")
 """Values of ``train.mixing`` (:mod:`multimodel.data.mixture` implements them)."""
+SHARDING = ("none", "fsdp")
+"""Values of ``train.shard`` (:mod:`multimodel.training.layout` implements them)."""
+PRECISIONS = ("float32", "bf16")
+"""Values of ``train.precision``."""
 
 TASK_READERS = ("parallel_text", "ptb", "coco_captions", "image_folder", "librispeech", "audio_manifest",
                 "hf_dataset")
@@ -414,9 +418,32 @@ class TrainConfig:
     """'cpu', 'cuda', or 'auto' (CUDA when available)."""
     seed: int = 1234
     """Seed of parameter initialisation, dropout and MoE noise."""
+    expert_parallel: int = 1
+    """Ranks that share one copy of the experts (torchrun runs only): each of them holds
+    ``moe.num_experts / expert_parallel`` experts of every MoE layer and tokens travel to their
+    experts' ranks and back with an all-to-all; the ranks' data shards and the dense parameters
+    are as in plain data parallelism. 1 = every rank holds every expert. Must divide both the
+    world size and ``moe.num_experts`` (checked when the run starts). docs/scaling.md."""
+    shard: str = "none"
+    """How the dense (non-expert) parameters, their gradients and Adam's moments are placed:
+    'none' = a full copy on every rank (DistributedDataParallel); 'fsdp' = sharded over all
+    ranks with FSDP2 (``torch.distributed.fsdp.fully_shard``), gathered block by block for
+    the forward and backward. Combines with ``expert_parallel``. docs/scaling.md."""
+    precision: str = "float32"
+    """'float32', or 'bf16': the forward pass under bfloat16 autocast (weights, gradients and
+    Adam's moments stay float32; the MoE gate's maths and the balancing loss stay float32; the
+    experts run in bfloat16)."""
+    activation_checkpointing: bool = False
+    """Keep only each body block's input for the backward and recompute the block there
+    (``torch.utils.checkpoint``, non-reentrant): less activation memory for a second forward
+    of the conv and attention blocks. Gradients are unchanged (bit for bit)."""
 
     def __post_init__(self) -> None:
         t = "train."
+        _require(self.expert_parallel >= 1, t + "expert_parallel", ">= 1", self.expert_parallel)
+        _require(self.shard in SHARDING, t + "shard", "one of " + ", ".join(map(repr, SHARDING)), self.shard)
+        _require(self.precision in PRECISIONS, t + "precision", "one of " + ", ".join(map(repr, PRECISIONS)),
+                 self.precision)
         for name in ("steps", "max_bad_steps", "log_every", "checkpoint_every", "keep_checkpoints", "beam_size"):
             _require(getattr(self, name) >= 1, t + name, ">= 1", getattr(self, name))
         for name in ("warmup_steps", "eval_every", "threads"):

@@ -78,6 +78,10 @@ def test_a_non_finite_gradient_skips_the_update_and_keeps_the_optimiser_state(st
 
 #: The one host read a training step makes: the MoE's dropless dispatch needs each expert's
 #: token count on the host to split the tokens into per-expert blocks.
+#: With expert parallelism (``train.expert_parallel``) the same read, in the same place
+#: (``layers/moe.py:_dispatch``), takes every rank's counts, gathered just before it: they size
+#: the all-to-all's splits too. It stays the only one: tests/layers/test_expert_parallel.py
+#: checks that on two ranks.
 ALLOWED_READS = {"layers/moe.py"}
 
 

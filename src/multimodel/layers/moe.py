@@ -30,6 +30,9 @@ The reference and the fast paths, held equal by tests/layers/test_moe.py:
   ``experts_kernel``); on a multi-core CPU, different experts run on different cores
   (:mod:`multimodel.layers.expert_threads`). :func:`mix` sums each token's K outputs
   elementwise (:func:`mix_reference`) or as small batched products.
+* With expert parallelism (:meth:`MixtureOfExperts.shard_experts`), each rank holds E/P of
+  the experts, and the sorted slots travel to their experts' ranks and back between the sort
+  and the un-sort (:mod:`multimodel.layers.expert_parallel`).
 * :meth:`MixtureOfExperts._few_tokens` serves a decoding step (a few tokens, no autograd):
   each chosen expert runs once on the tokens that chose it, without the sort and gathers.
 
@@ -44,6 +47,7 @@ of an expert's slice.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +59,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from multimodel.config import MoEConfig
+from multimodel.layers.expert_parallel import ExpertShard, gather_counts, remote_experts
 from multimodel.layers.expert_threads import balanced_groups, expert_threads
 
 NOISE_EPSILON = 1e-2
@@ -244,30 +249,39 @@ def mixture_reference(
     return out.to(tokens.dtype)
 
 
-def mix_reference(per_slot: Tensor, gates: Tensor) -> Tensor:
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast turned off on ``device_type`` (nothing to turn off where autocast does not exist,
+    e.g. on the meta device, where benchmarks/scaling_memory.py runs the model on shapes alone)."""
+    available = getattr(torch.amp, "is_autocast_available", lambda _device: True)(device_type)
+    return torch.autocast(device_type, enabled=False) if available else contextlib.nullcontext()
+
+
+def mix_reference(per_slot: Tensor, gates: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Σ_k G_nk · y_nk: (N, K, D) expert outputs and (N, K) gates -> (N, D).
 
     Products and sum in at least float32 (bf16 products would each be rounded before the
-    sum); the result has the experts' dtype.
+    sum); the result has ``dtype``, by default the experts' dtype.
     """
     acc = torch.promote_types(per_slot.dtype, torch.float32)
-    return (per_slot.to(acc) * gates.to(acc).unsqueeze(2)).sum(1).to(per_slot.dtype)
+    return (per_slot.to(acc) * gates.to(acc).unsqueeze(2)).sum(1).to(dtype or per_slot.dtype)
 
 
-def mix_batched(per_slot: Tensor, gates: Tensor) -> Tensor:
-    """:func:`mix_reference` as N (1, K) @ (K, D) products (``bmm`` accumulates in float32).
+def mix_batched(per_slot: Tensor, gates: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """:func:`mix_reference` as N (1, K) @ (K, D) products, in at least float32.
 
-    Not autocast: the output keeps the experts' dtype.
+    Not autocast: the result has ``dtype``, by default the experts' dtype.
     """
-    with torch.autocast(per_slot.device.type, enabled=False):
-        return torch.bmm(gates.to(per_slot.dtype).unsqueeze(1), per_slot).squeeze(1)
+    acc = torch.promote_types(per_slot.dtype, torch.float32)
+    with autocast_off(per_slot.device.type):
+        mixed = torch.bmm(gates.to(acc).unsqueeze(1), per_slot.to(acc)).squeeze(1)
+    return mixed.to(dtype or per_slot.dtype)
 
 
-def mix(per_slot: Tensor, gates: Tensor) -> Tensor:
+def mix(per_slot: Tensor, gates: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """:func:`mix_reference` or, for more than :data:`ELEMENTWISE_MIX_MAX` values, :func:`mix_batched`."""
     if per_slot.numel() <= ELEMENTWISE_MIX_MAX:
-        return mix_reference(per_slot, gates)
-    return mix_batched(per_slot, gates)
+        return mix_reference(per_slot, gates, dtype)
+    return mix_batched(per_slot, gates, dtype)
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,12 +511,14 @@ class MixtureOfExperts(nn.Module):
     the token) and is counted in ``stats.dropped_slots``.
 
     Host reads: one per call in the sort-and-gather dispatch, the slots routed to each expert
-    (``counts.tolist()`` in :meth:`_dispatch`), which size the experts' matrix products. The
+    (``tolist()`` in :meth:`_dispatch`), which size the experts' matrix products; with
+    expert parallelism (:meth:`shard_experts`) the same read takes every rank's counts,
+    gathered just before it, which size the exchanges too. The
     mask is never read on the host; a mask without padding costs the same as ``None`` but
     for a few elementwise operations.
 
-    The experts are not autocast (they run in the dtype of ``x``) and support first-order
-    gradients only (no double backward).
+    The experts run in the dtype of ``x``, or under autocast in autocast's dtype (the gate
+    never is), and support first-order gradients only (no double backward).
     """
 
     def __init__(self, hidden_size: int, config: MoEConfig) -> None:
@@ -534,7 +550,20 @@ class MixtureOfExperts(nn.Module):
         padded to a common row count (:class:`_PaddedExpertFFN`). The same results to
         rounding; on the CPUs measured so far the per-expert products are faster at every
         number of experts (docs/benchmarks.md, "Mixture of experts"), so they are the default."""
+        self.expert_shard: ExpertShard | None = None
+        """With expert parallelism, this rank's share of the experts (:meth:`shard_experts`)."""
         self.reset_parameters()
+
+    def shard_experts(self, shard: ExpertShard) -> None:
+        """Keep only this rank's experts, ``shard.experts`` of all E (expert parallelism,
+        :mod:`multimodel.layers.expert_parallel`): ``w1``, ``b1``, ``w2``, ``b2`` become their
+        (L, ...) slices. The gate stays whole. Every forward call is then a collective of
+        ``shard.group``."""
+        if shard.num_experts != self.num_experts or self.num_experts % shard.size:
+            raise ValueError(f"cannot split {self.num_experts} experts over {shard.size} ranks")
+        for name in ("w1", "b1", "w2", "b2"):
+            setattr(self, name, nn.Parameter(getattr(self, name).detach()[shard.experts].clone()))
+        self.expert_shard = shard
 
     def reset_parameters(self) -> None:
         """Gate weights zero (paper); each expert like two ``nn.Linear`` layers."""
@@ -547,10 +576,11 @@ class MixtureOfExperts(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
+        here = "" if self.expert_shard is None else f", experts_here={self.expert_shard.experts}"
         return (
             f"hidden_size={self.hidden_size}, num_experts={c.num_experts}, top_k={c.top_k}, "
             f"expert_hidden_size={c.expert_hidden_size}, noisy_gating={c.noisy_gating}, "
-            f"capacity_factor={c.capacity_factor}"
+            f"capacity_factor={c.capacity_factor}{here}"
         )
 
     # ------------------------------------------------------------------------------------
@@ -566,7 +596,7 @@ class MixtureOfExperts(nn.Module):
         and 0 for padding tokens, which count in neither term of the loss. With
         ``balancing_loss=False`` the loss is not computed and ``aux_loss`` is 0.
         """
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             return self._gate(x, mask, balancing_loss)
 
     def _gate(self, x: Tensor, mask: Tensor | None, balancing_loss: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -636,6 +666,8 @@ class MixtureOfExperts(nn.Module):
 
         ``tokens`` (N, D) all positions, ``mask`` (N,) or None, ``gates`` and ``experts``
         (N, K) from :meth:`gate`. Also returns the number of slots dropped by the capacity.
+        With :attr:`expert_shard` set, the experts run on their ranks
+        (:func:`~multimodel.layers.expert_parallel.remote_experts`).
         """
         (N, D), E, K = tokens.shape, self.num_experts, self.top_k
         S = N * K
@@ -648,31 +680,39 @@ class MixtureOfExperts(nn.Module):
             slot_expert = slot_expert.masked_fill(~mask.repeat(K), E)
         counts_t = torch.zeros(E + 1, dtype=torch.long, device=tokens.device)
         counts_t.index_add_(0, slot_expert, torch.ones_like(slot_expert))  # (E + 1,)
-        # The layer's one host read: the experts' row counts size their matrix products.
-        counts = counts_t.tolist()
-        S_real, counts = S - counts[E], counts[:E]
+        shard = self.expert_shard
+        # The layer's one host read: the experts' row counts size their matrix products (with
+        # expert parallelism, every rank's counts: they size the exchanges too).
+        table = (counts_t[None] if shard is None else gather_counts(counts_t, shard)).tolist()  # (P, E + 1)
+        own = table[0 if shard is None else shard.rank]
+        S_real = S - own[E]
         order = torch.argsort(slot_expert, stable=True)  # (S,) sorted position -> slot
-        dropped = 0
+        capacities = [self._capacity(sum(row[:E])) for row in table]
+        sent = [[min(c, cap) for c in row[:E]] for row, cap in zip(table, capacities)]  # (P, E)
+        counts = sent[0 if shard is None else shard.rank]
+        dropped = sum(own[:E]) - sum(counts)
         if self.config.capacity_factor is None:
             kept = order[:S_real]  # (S_real,) the real slots, grouped by expert
         else:
-            capacity = max(1, math.ceil(self.config.capacity_factor * S_real / E))
             sorted_expert = slot_expert.index_select(0, order)  # (S,)
             starts = torch.cumsum(counts_t, 0) - counts_t  # (E + 1,)
             rank = torch.arange(S, device=tokens.device) - starts.index_select(0, sorted_expert)  # within its expert
-            dropped_or_padding = (rank >= capacity) | (sorted_expert == E)  # (S,)
-            dropped = sum(max(0, c - capacity) for c in counts)
-            counts = [min(c, capacity) for c in counts]
+            dropped_or_padding = (rank >= capacities[0 if shard is None else shard.rank]) | (sorted_expert == E)
             keep = torch.argsort(dropped_or_padding.to(torch.uint8), stable=True)[: sum(counts)]
             kept = order.index_select(0, keep)  # (S_kept,) still grouped by expert
-        if not counts or sum(counts) == 0:  # only padding
+        if shard is None and sum(counts) == 0:  # only padding
             return tokens.new_zeros(N, D), dropped
 
         # Gather → experts → un-sort → mix. The un-sort is a gather (no index_add over
         # tokens), so each token's K outputs are summed in a fixed order: results are
         # deterministic on every device and do not depend on the other tokens.
-        xs = tokens.index_select(0, kept % N)  # (S_kept, D), sorted by expert
-        ys = self._experts(xs, counts)  # (S_kept, D)
+        xs = tokens.index_select(0, kept % N).to(self._expert_dtype(tokens))  # (S_kept, D), sorted by expert
+        if shard is None:
+            ys = self._experts(xs, counts)  # (S_kept, D)
+        else:
+            ys = remote_experts(xs, sent, shard, self._experts)  # (S_kept, D)
+            if sum(counts) == 0:  # only padding here; the exchanges' backward must still run on every rank
+                return tokens.new_zeros(N, D) + 0 * ys.sum(), dropped
         if self.config.capacity_factor is None:
             # Invert the sort: the row of ys that holds each slot, then token-major. Padding
             # slots point at the last row; their gate is 0, so they add nothing.
@@ -683,7 +723,28 @@ class MixtureOfExperts(nn.Module):
         else:
             per_slot = ys.new_zeros(S, D).index_copy(0, kept, ys)  # dropped and padding rows: 0
             per_slot = per_slot.view(K, N, D).transpose(0, 1)  # (N, K, D)
-        return mix(per_slot, gates).to(tokens.dtype), dropped
+        return mix(per_slot, gates, tokens.dtype), dropped
+
+    def _capacity(self, real_slots: int) -> int:
+        """Most slots an expert takes from a call with ``real_slots`` real slots (all of them
+        when dropless)."""
+        if self.config.capacity_factor is None:
+            return real_slots
+        return max(1, math.ceil(self.config.capacity_factor * real_slots / self.num_experts))
+
+    @staticmethod
+    def _expert_dtype(tokens: Tensor) -> torch.dtype:
+        """The experts' dtype: autocast's (bf16 training) when it is on, else the tokens'."""
+        device = tokens.device.type
+        if device not in ("cpu", "cuda"):
+            return tokens.dtype
+        if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+            on, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+        elif device == "cpu":
+            on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            on, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        return dtype if on else tokens.dtype
 
     def _few_tokens(self, tokens: Tensor, gates: Tensor, experts: Tensor) -> Tensor:
         """:meth:`_dispatch` for a few token-slots without autograd (decoding): (N, D).
@@ -716,11 +777,17 @@ class MixtureOfExperts(nn.Module):
         No balancing loss, no statistics; a few token-slots take :meth:`_few_tokens`, more
         the general dispatch.
         """
-        N = x.shape[0]
         gates, experts, _ = self.gate(x, balancing_loss=False)  # (N, K), (N, K)
-        if N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None):
+        if self._few(x.shape[0]):
             return self._few_tokens(x, gates, experts)
         return self._dispatch(x, None, gates, experts)[0]
+
+    def _few(self, N: int) -> bool:
+        """Whether ``N`` tokens take :meth:`_few_tokens` when there is no autograd: a few token-slots
+        without a capacity limit, or one token; never with sharded experts (whose dispatch is a
+        collective)."""
+        few = N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None)
+        return few and self.expert_shard is None
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, *, statistics: bool = True
@@ -736,8 +803,7 @@ class MixtureOfExperts(nn.Module):
         real = None if mask is None else mask.reshape(N)  # (N,)
 
         gates, experts, aux_loss = self.gate(tokens, real, balancing_loss=statistics)  # (N, K), (N, K), ()
-        few = N == 1 or (N * self.top_k <= FEW_SLOTS and self.config.capacity_factor is None)
-        if few and not torch.is_grad_enabled():
+        if self._few(N) and not torch.is_grad_enabled():
             mixed, dropped = self._few_tokens(tokens, gates, experts), 0  # (N, D)
         else:
             mixed, dropped = self._dispatch(tokens, real, gates, experts)  # (N, D)

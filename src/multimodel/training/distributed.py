@@ -1,9 +1,10 @@
-"""Scale-out with PyTorch's own engine: torchrun + DistributedDataParallel.
+"""Scale-out with PyTorch's own engine: torchrun and its process group.
 
 ``torchrun --nproc-per-node N -m multimodel train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK; we
 join the process group (gloo on CPU, NCCL on GPU). Every rank trains the same task at the
 same step (the task sampler is a pure function of the step) on its own shard of the global
-batch, so the ranks' graphs match and gradient averaging is the data-parallel mean.
+batch, so the ranks' graphs match and their collectives line up. How the model is placed over
+the ranks (data parallel, expert parallel, FSDP) is :mod:`multimodel.training.layout`'s.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launched_world_size() -> int:
+    """The number of ranks torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group when launched by torchrun; a no-op otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size <= 1:
         return DistInfo()
     rank = int(os.environ["RANK"])

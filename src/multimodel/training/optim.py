@@ -36,18 +36,35 @@ def can_fuse(params: list[torch.Tensor]) -> bool:
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[tuple[list[str], dict[str, float]]]:
+    """The optimiser's parameter groups by parameter name, with their options: one group, or
+    with weight decay the matrices (decayed) then the vectors. This is the order a checkpoint's
+    optimiser state follows, whatever the layout (:mod:`multimodel.training.full_state`)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if cfg.weight_decay <= 0:
+        return [([name for name, _ in named], {})]
+    return [([name for name, p in named if p.ndim >= 2], {"weight_decay": cfg.weight_decay}),
+            ([name for name, p in named if p.ndim < 2], {"weight_decay": 0.0})]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Adam (or AdamW when weight_decay > 0) with the noam schedule; fused when :func:`can_fuse`."""
+    """Adam (or AdamW when weight_decay > 0) with the noam schedule; fused when :func:`can_fuse`.
+
+    The groups are :func:`parameter_groups`'; under FSDP each is split in two, its sharded
+    parameters (DTensors) and the others (the experts of an expert-parallel run), because the
+    fused kernel takes one kind of tensor per group."""
+    by_name = dict(model.named_parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     fused = True if can_fuse(params) else None  # None: PyTorch's default implementation
+    groups = []
+    for names, options in parameter_groups(model, cfg):
+        kinds = [[by_name[n] for n in names if hasattr(by_name[n], "device_mesh") == sharded] for sharded in (False, True)]
+        groups += [{"params": kind, **options} for kind in kinds if kind] or [{"params": [], **options}]
     if cfg.weight_decay > 0:
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             groups, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps, fused=fused)
     else:
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+        optimizer = torch.optim.Adam(groups, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
                                      fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: noam_factor(step, cfg.warmup_steps))

@@ -9,7 +9,12 @@ device: PyTorch's fused Adam takes a ``found_inf`` flag and leaves weights, mome
 step count untouched when it is set (the mechanism ``torch.amp.GradScaler`` uses). Only an
 optimiser without that kernel (a parameter off CPU/CUDA, or a non-float one) needs the flag
 on the host, once per step. The MoE's dropless dispatch reads its per-expert token counts;
-that is the model's one host read (``tests/training/test_step.py`` names it).
+that is the model's one host read (``tests/training/test_step.py`` names it; with expert
+parallelism the same read also takes the other ranks' counts, which size the all-to-all).
+
+The parallel layouts (:mod:`multimodel.training.layout`) plug in here: the module called is the
+model or its DDP wrapper, and the layout reduces the sharded experts' gradients and computes the
+global gradient norm.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from multimodel.data.batching import Batch
 from multimodel.layers.moe import RoutingStats
 from multimodel.tasks import Task
 from multimodel.training.distributed import DistInfo, all_reduce_sum
+from multimodel.training.layout import Layout
+from multimodel.training.memory import autocast
 
 
 @dataclass
@@ -62,6 +69,8 @@ def train_step(
     grad_clip: float,
     dist_info: DistInfo | None = None,
     parameters: list[nn.Parameter] | None = None,
+    layout: Layout | None = None,
+    precision: str = "float32",
 ) -> StepStats:
     """Train ``model`` on one batch of ``task`` (already on the model's device).
 
@@ -80,9 +89,15 @@ def train_step(
             global per-token mean, and a step is skipped on every rank when any rank saw a
             non-finite value.
         parameters: the parameters to clip (default: all of ``model``'s).
+        layout: where the parameters live (:mod:`multimodel.training.layout`): with sharded
+            experts their gradients are reduced over their replicas, and with any sharding the
+            clipping norm is the global one. None: every rank holds everything.
+        precision: ``train.precision``; "bf16" runs the forward under bfloat16 autocast
+            (:mod:`multimodel.training.memory`).
     """
     params = list(model.parameters()) if parameters is None else parameters
-    out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task_kwargs)
+    with autocast(precision, batch.targets.device):
+        out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task_kwargs)
     task_loss = out.loss.loss
     distributed = dist_info is not None and dist_info.enabled
     if distributed:
@@ -91,7 +106,11 @@ def train_step(
     loss = task_loss + out.aux_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+    if layout is None:
+        grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        layout.reduce_expert_gradients()
+        grad_norm = layout.clip_gradients(params, grad_clip)
     found_inf = (~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))).float()
     if distributed:
         found_inf = (all_reduce_sum(found_inf, dist_info) > 0).float()

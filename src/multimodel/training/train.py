@@ -15,15 +15,15 @@ A run directory holds everything needed to reproduce and resume the run: ``confi
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from multimodel.config import Config, config_from_dict, to_dict
 from multimodel.data.batching import TaskStream
@@ -31,15 +31,16 @@ from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.data.tokenizer import Tokenizer
 from multimodel.errors import UserError
 from multimodel.evaluation.evaluate import evaluate_all
-from multimodel.layers.moe import MixtureOfExperts
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
 from multimodel.tasks.spec import complete_declared_tasks, task_specs
 from multimodel.tasks.task_data import TaskData, attach_collators, build_tokenizer, load_task_data, modality_specs, \
     task_weights
 from multimodel.training import checkpoint as ckpt
-from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, select_device, \
-    shutdown
+from multimodel.training import full_state
+from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, launched_world_size, \
+    select_device, shutdown
+from multimodel.training.layout import Layout, apply_layout
 from multimodel.training.meters import JsonlLogger, RoutingTotals, TaskMeters, log_record
 from multimodel.training.optim import build_optimizer
 from multimodel.training.signals import StopRequests
@@ -57,7 +58,8 @@ old run's higher-numbered checkpoints and delete the new run's, and the logs wou
 
 #: Train settings a resumed run may change; everything else must match the checkpoint's config.
 RESUMABLE_CHANGES = ("steps", "time_budget_minutes", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "eval_every", "threads", "device", "beam_size", "length_penalty")
+                     "eval_every", "threads", "device", "beam_size", "length_penalty", "expert_parallel", "shard",
+                     "activation_checkpointing")
 
 
 def previous_run(run_dir: Path) -> list[Path]:
@@ -87,10 +89,10 @@ class TrainState:
     Args:
         cfg: the run's config (the checkpoint's when resuming).
         run_dir: where logs and checkpoints go.
-        dist_info: this process's place in a data-parallel run.
+        dist_info: this process's place in a multi-rank run.
         device: where the model and batches live.
-        model: the network; ``ddp_model`` is what the step calls (the same model, or its
-            DistributedDataParallel wrapper).
+        model: the network (this rank's share of it in a sharded layout); ``ddp_model`` is
+            what the step calls (the same model, or its DistributedDataParallel wrapper).
         tokenizer: the shared vocabulary.
         task_data: per task, its examples and collator.
         sampler: the task of each global step.
@@ -104,6 +106,7 @@ class TrainState:
         worst_bad_run: () the longest such run since the last log line (device).
         train_seconds: wall-clock seconds spent training so far, over every resumption, without
             mid-run evaluations (what ``benchmarks/time_to_target.py`` reads).
+        layout: where the parameters live (:mod:`multimodel.training.layout`).
     """
 
     cfg: Config
@@ -126,6 +129,7 @@ class TrainState:
     bad_run: torch.Tensor
     worst_bad_run: torch.Tensor
     train_seconds: float = 0.0
+    layout: Layout = field(default_factory=Layout)
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -136,18 +140,25 @@ class TrainState:
         return self.dist_info.is_main
 
 
-def _check_resume_config(saved: Config, given: Config | None) -> Config:
+def _check_resume_config(saved: Config, given: Config | None, saved_world: int | None = None,
+                         world: int = 1, log: Callable[[str], None] = print) -> Config:
     """On resume the checkpoint's config rules; only :data:`RESUMABLE_CHANGES` (and the data
-    folders) may differ."""
+    folders) may differ, and ``data.batch_size`` so that the global batch stays the same on
+    another number of ranks (``saved_world`` ranks wrote the checkpoint, ``world`` resume it)."""
+    batch_size = _resumed_batch_size(saved.data.batch_size, (given or saved).data.batch_size, saved_world, world, log)
     if given is None:
-        return saved
+        expert_parallel = math.gcd(saved.train.expert_parallel, world)  # the layout fits the new world
+        if expert_parallel != saved.train.expert_parallel:
+            log(f"resuming on {world} rank(s): train.expert_parallel {saved.train.expert_parallel} -> {expert_parallel}")
+        return config_from_dict({**to_dict(saved), "data": {**to_dict(saved.data), "batch_size": batch_size},
+                                 "train": {**to_dict(saved.train), "expert_parallel": expert_parallel}})
     a, b = to_dict(saved), to_dict(given)
     diffs = []
     for section in ("model", "data", "train"):
         for key in a[section]:
             if section == "train" and key in RESUMABLE_CHANGES:
                 continue
-            if section == "data" and key in ("data_dir", "corpora_dir"):
+            if section == "data" and key in ("data_dir", "corpora_dir", "batch_size"):
                 continue
             if a[section][key] != b[section][key]:
                 diffs.append(f"{section}.{key}: checkpoint {a[section][key]!r} vs given {b[section][key]!r}")
@@ -160,7 +171,28 @@ def _check_resume_config(saved: Config, given: Config | None) -> Config:
         merged["train"][key] = b["train"][key]
     merged["data"]["data_dir"] = b["data"]["data_dir"]
     merged["data"]["corpora_dir"] = b["data"]["corpora_dir"]
+    merged["data"]["batch_size"] = batch_size
     return config_from_dict(merged)
+
+
+def _resumed_batch_size(saved: int, given: int, saved_world: int | None, world: int,
+                        log: Callable[[str], None]) -> int:
+    """The per-rank batch of a resumed run: the one that keeps the checkpoint's global batch
+    (the data streams count global batches). A checkpoint from before the world size was kept
+    resumes with the per-rank batch it had."""
+    if saved_world is None:
+        saved_world = world
+    total = saved * saved_world
+    if given * world == total:
+        return given
+    if given == saved and total % world == 0:
+        log(f"resuming on {world} rank(s) a run saved on {saved_world}: data.batch_size {saved} -> {total // world}"
+            f" per rank keeps the global batch of {total}")
+        return total // world
+    raise TrainingError(
+        f"data.batch_size={given} on {world} rank(s) is a global batch of {given * world}; the checkpoint's is"
+        f" {total} ({saved} on {saved_world} rank(s)): resume with data.batch_size={total / world:g} per rank"
+        " (the number of ranks must divide it)")
 
 
 def plan_run(cfg: Config | None, run_dir: Path, *, resume: bool, resume_from: Path | None, overwrite: bool,
@@ -187,7 +219,9 @@ def plan_run(cfg: Config | None, run_dir: Path, *, resume: bool, resume_from: Pa
     if cfg is not None:  # class names read from a declared task's data, as the checkpoint stores them
         cfg = complete_declared_tasks(cfg)
     if latest is not None:
-        cfg = _check_resume_config(config_from_dict(ckpt.read_meta(latest)["config"]), cfg)
+        meta = ckpt.read_meta(latest)
+        cfg = _check_resume_config(config_from_dict(meta["config"]), cfg, meta.get("world_size"),
+                                   launched_world_size(), log)
     if cfg is None:
         raise TrainingError(f"{run_dir}: nothing to resume and no --config given")
     previous = previous_run(run_dir) if latest is None else []
@@ -232,11 +266,9 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
         tokenizer = build_tokenizer(cfg, task_data)
     attach_collators(cfg, task_data, tokenizer, log=say)
     specs = modality_specs([td.task for td in task_data.values()])
-    model = MultiModel(cfg.model, tokenizer.vocab_size, specs).to(device)
-    if init_ckpt is not None:
-        fresh = _init_weights_from(init_ckpt, model)
-        say(f"initialised from {init_ckpt}; fresh modules: "
-            + (", ".join(sorted({".".join(k.split(".")[:2]) for k in fresh})) or "none"))
+    model = _build_model(cfg, tokenizer, specs, init_ckpt, latest, say)
+    parameters = sum(p.numel() for p in model.parameters())
+    layout, step_module = apply_layout(model, cfg.train, dist_info, device)
     optimizer, scheduler = build_optimizer(model, cfg.train)
     sizes = {name: len(td.train) for name, td in task_data.items()}
     probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
@@ -244,43 +276,51 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
     zero = torch.zeros((), device=device)
     state = TrainState(
         cfg=cfg, run_dir=run_dir, dist_info=dist_info, device=device, model=model,
-        ddp_model=_data_parallel(model, device, dist_info), optimizer=optimizer, scheduler=scheduler,
+        ddp_model=step_module, optimizer=optimizer, scheduler=scheduler,
         tokenizer=tokenizer, task_data=task_data, sampler=TaskSampler(probs, cfg.data.seed),
         streams={name: TaskStream(name, td.train, td.collate, global_batch, cfg.data.seed)
                  for name, td in task_data.items()},
         step=0, task_steps=dict.fromkeys(task_data, 0), meters=TaskMeters(), routing=RoutingTotals(),
-        skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone())
+        skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone(), layout=layout)
     if latest is not None:
         _restore(state, latest)
         say(f"resumed from {latest} at step {state.step}")
     else:
         (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         (run_dir / "tokenizer.model").write_bytes(tokenizer.to_bytes())
-    say(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; modalities {specs};"
-        f" device {device}; world size {dist_info.world_size}")
+    say(f"model: {parameters / 1e6:.2f}M parameters; modalities {specs}; device {device};"
+        f" world size {dist_info.world_size}{_describe(layout)}")
     say("task mixing: " + ", ".join(f"{k} {v:.2f}" for k, v in probs.items()))
     return state
 
 
-def _data_parallel(model: MultiModel, device: torch.device, dist_info: DistInfo) -> nn.Module:
-    """``model`` itself, or in a data-parallel run its DDP wrapper with the MoE balancing over
-    the global batch."""
-    if not dist_info.enabled:
-        return model
-    for module in model.modules():
-        if isinstance(module, MixtureOfExperts):
-            module.sync_statistics = True
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+def _build_model(cfg: Config, tokenizer: Tokenizer, specs: list[str], init_ckpt: Path | None, latest: Path | None,
+                 say: Callable[[str], None]) -> MultiModel:
+    """The whole network on the CPU: fresh, initialised from ``init_ckpt``, or with the weights
+    of the checkpoint it resumes from (full in every layout; the layout takes its pieces)."""
+    model = MultiModel(cfg.model, tokenizer.vocab_size, specs)
+    if init_ckpt is not None:
+        fresh = _init_weights_from(init_ckpt, model)
+        say(f"initialised from {init_ckpt}; fresh modules: "
+            + (", ".join(sorted({".".join(k.split(".")[:2]) for k in fresh})) or "none"))
+    if latest is not None:
+        ckpt.load_weights(latest, model)
+    return model
+
+
+def _describe(layout: Layout) -> str:
+    shard = layout.expert_shard
+    experts = "" if shard is None else f"; {shard.local} of {shard.num_experts} experts per rank (expert parallel {shard.size})"
+    return experts + ("; dense parameters sharded (FSDP)" if layout.fsdp else "")
 
 
 def _restore(state: TrainState, latest: Path) -> None:
-    """Weights, optimiser, schedule, stream positions, counters and RNG from checkpoint ``latest``."""
-    ckpt.load_weights(latest, state.model)
+    """Optimiser, schedule, stream positions, counters and RNG from checkpoint ``latest`` (the
+    weights were loaded into the full model before the layout took its pieces)."""
     saved = ckpt.load_training_state(latest)
     meta = ckpt.read_meta(latest)
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
+    full_state.load_optimizer(state.optimizer, state.model, state.layout, state.cfg.train, saved["optimizer"])
+    full_state.load_scheduler(state.scheduler, state.optimizer, state.model, state.cfg.train, saved["scheduler"])
     for name, position in meta["streams"].items():
         if name in state.streams:
             state.streams[name].load_state_dict(position)
@@ -295,8 +335,13 @@ def _restore(state: TrainState, latest: Path) -> None:
 
 
 def save(state: TrainState) -> Path | None:
-    """Write a checkpoint of ``state`` (main rank; a collective: every rank calls it)."""
+    """Write a checkpoint of ``state`` (main rank; a collective: every rank calls it). In a
+    sharded layout the full weights and optimiser state are gathered first, so the checkpoint
+    is the one a single process would write (:mod:`multimodel.training.full_state`)."""
     routing = state.routing.reduced(state.dist_info) if state.dist_info.enabled else state.routing
+    layout, train_cfg = state.layout, state.cfg.train
+    weights = full_state.full_weights(state.model, layout) if layout.sharded else None
+    optimizer = full_state.full_optimizer_state(state.optimizer, state.model, layout, train_cfg)
     if not state.main:
         return None
     meta = {
@@ -308,18 +353,29 @@ def save(state: TrainState) -> Path | None:
         "streams": {n: s.state_dict() for n, s in state.streams.items()},
         "task_steps": dict(state.task_steps),
         "train_seconds": state.train_seconds,
+        "world_size": state.dist_info.world_size,
         "multimodel_version": _version(),
     }
     training_state = {
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
+        "optimizer": optimizer,
+        "scheduler": full_state.full_scheduler_state(state.scheduler, state.optimizer, state.model, train_cfg),
         "rng": ckpt.rng_state(),
         "routing": routing.state_dict(),
         "skipped_steps": int(state.skipped),
     }
-    return ckpt.save_checkpoint(state.run_dir / "checkpoints", state.step, model=state.model, meta=meta,
+    model = state.model if weights is None else full_state.model_with(state.model, weights, materialise=False)
+    return ckpt.save_checkpoint(state.run_dir / "checkpoints", state.step, model=model, meta=meta,
                                 tokenizer_bytes=state.tokenizer.to_bytes(), training_state=training_state,
-                                keep=state.cfg.train.keep_checkpoints)
+                                keep=train_cfg.keep_checkpoints)
+
+
+def full_model(state: TrainState) -> MultiModel | None:
+    """The whole trained network on the main rank (None on the others): ``state.model``
+    itself, or in a sharded layout a copy gathered onto the CPU. A collective."""
+    if not state.layout.sharded:
+        return state.model if state.main else None
+    weights = full_state.full_weights(state.model, state.layout)
+    return None if weights is None else full_state.model_with(state.model, weights, materialise=True)
 
 
 def take_step(state: TrainState) -> str:
@@ -331,7 +387,8 @@ def take_step(state: TrainState) -> str:
     info = state.dist_info
     local = batch.shard(info.rank, info.world_size) if info.enabled else batch
     stats = train_step(state.ddp_model, state.optimizer, state.scheduler, local.to(state.device),
-                       state.task_data[name].task.model_kwargs, grad_clip=state.cfg.train.grad_clip, dist_info=info)
+                       state.task_data[name].task.model_kwargs, grad_clip=state.cfg.train.grad_clip, dist_info=info,
+                       layout=state.layout, precision=state.cfg.train.precision)
     state.step += 1
     state.meters.add(name, stats)
     state.routing.add(name, stats.routing)
@@ -486,8 +543,9 @@ def _loop(state: TrainState, logger: JsonlLogger, bar: Any, stops: StopRequests,
         if saved:
             save(state)
         if train_cfg.eval_every and step % train_cfg.eval_every == 0 and not last:
-            if state.main:
-                record = evaluate_during_training(state.model, state.task_data, state.tokenizer, state.cfg, step, say)
+            model = full_model(state)  # a gathered copy in a sharded layout
+            if model is not None:
+                record = evaluate_during_training(model, state.task_data, state.tokenizer, state.cfg, step, say)
                 logger.log({**record, "train_seconds": state.train_seconds})
             barrier(state.dist_info)
             tick = time.time()  # evaluation is not training time
@@ -518,9 +576,11 @@ def _finish(state: TrainState, say: Callable[[str], None]) -> TrainResult:
     skipped = int(state.skipped)
     if skipped:
         say(f"{skipped} steps were skipped for non-finite values (see log.jsonl)")
+    model = full_model(state) if state.layout.sharded else state.model  # the other ranks keep their pieces
     shutdown(state.dist_info)
-    state.model.eval()
-    return TrainResult(state.run_dir, state.step, state.model, state.tokenizer, state.task_data, routing, skipped,
+    model = state.model if model is None else model
+    model.eval()
+    return TrainResult(state.run_dir, state.step, model, state.tokenizer, state.task_data, routing, skipped,
                        state.cfg)
 
 

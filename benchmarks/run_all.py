@@ -4,7 +4,7 @@ Each benchmark runs in its own process (``python benchmarks/<name>.py <args>``),
 other, and prints its own tables with its command line. This script puts the machine
 description and those outputs, verbatim, between the markers ``<!-- run_all:begin -->`` and
 ``<!-- run_all:end -->`` at the end of docs/benchmarks.md; the hand-written sections above the
-markers (what was changed and why, the analysis) are left as they are.
+markers (what each benchmark measures, its figures of record and their limits) are left as they are.
 
     python benchmarks/run_all.py                       # all benchmarks, full size (~30 minutes)
     python benchmarks/run_all.py --only decode pipeline   # replaces just their sections

@@ -62,9 +62,11 @@ def first_reached(curve: list[dict[str, Any]], metric: str, target: float) -> di
 
 
 def joint_curves(run: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per task: (step, training seconds, headline value) at each mid-run evaluation of ``run``."""
+    """Per task: (step, training seconds, headline value) at each mid-run evaluation of ``run``,
+    then at its final evaluation (``eval.json``, at the last logged step and training time)."""
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     curves: dict[str, list[dict[str, Any]]] = {}
+    logged = [r for r in records if "train_seconds" in r and r.get("event") is None]
     for record in records:
         if record.get("event") != "eval" or "train_seconds" not in record:
             continue
@@ -75,6 +77,13 @@ def joint_curves(run: Path) -> dict[str, list[dict[str, Any]]]:
             if metric == get_task(task).metrics[0]:
                 curves.setdefault(task, []).append(
                     {"step": record["step"], "train_seconds": record["train_seconds"], "value": value})
+    if (run / "eval.json").is_file() and logged:
+        last = logged[-1]
+        for result in json.loads((run / "eval.json").read_text()):
+            metric = get_task(result["task"]).metrics[0]
+            curves.setdefault(result["task"], []).append(
+                {"step": last["step"], "train_seconds": last["train_seconds"],
+                 "value": result["metrics"].get(metric, math.nan)})
     return curves
 
 
@@ -90,16 +99,17 @@ def baseline_curves(out: Path) -> dict[str, list[dict[str, Any]]]:
     return curves
 
 
-def _cell(point: dict[str, Any] | None, curve: list[dict[str, Any]]) -> str:
+def _cell(point: dict[str, Any] | None, curve: list[dict[str, Any]], metric: str) -> str:
     if point is not None:
         return f"{point['train_seconds'] / 60:.1f} ({point['step']})"
     if not curve:
         return "not measured"
-    return f"> {curve[-1]['train_seconds'] / 60:.1f} ({curve[-1]['step']}; best {_best(curve):.1f})"
+    return f"> {curve[-1]['train_seconds'] / 60:.1f} ({curve[-1]['step']}; best {_best(curve, metric):.1f})"
 
 
-def _best(curve: list[dict[str, Any]]) -> float:
-    return max(p["value"] for p in curve) if curve else math.nan
+def _best(curve: list[dict[str, Any]], metric: str) -> float:
+    values = [p["value"] for p in curve]
+    return (min(values) if metric in LOWER_IS_BETTER else max(values)) if values else math.nan
 
 
 def report(run: Path, baselines: Path | None, targets: dict[str, float]) -> str:
@@ -115,8 +125,8 @@ def report(run: Path, baselines: Path | None, targets: dict[str, float]) -> str:
         joint_hit[task] = first_reached(joint[task], metric, target)
         single_hit[task] = first_reached(single.get(task, []), metric, target)
         sign = "≤" if metric in LOWER_IS_BETTER else "≥"
-        lines.append(f"| {task} | {metric} | {sign} {target:g} | {_cell(joint_hit[task], joint[task])} |"
-                     f" {_cell(single_hit[task], single.get(task, []))} |")
+        lines.append(f"| {task} | {metric} | {sign} {target:g} | {_cell(joint_hit[task], joint[task], metric)} |"
+                     f" {_cell(single_hit[task], single.get(task, []), metric)} |")
     if tasks and all(joint_hit.values()):
         every = max(p["train_seconds"] for p in joint_hit.values() if p) / 60
         lines.append(f"\nEvery task at its target, one joint model: **{every:.1f} min**.")

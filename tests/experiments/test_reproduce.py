@@ -5,6 +5,8 @@ second invocation that resumes without retraining anything."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -27,6 +29,7 @@ def strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow  # 26-54 s: the whole reproduction, run by `make test-slow` (CI runs both)
 def test_reproduce_quick_runs_every_question_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "out"
     wsj = (CORPORA / "ptb_sample" / "treebank.zip").is_file()

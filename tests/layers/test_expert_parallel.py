@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the cases, shared wi
 
 from expert_parallel_cases import CASES, case_inputs, make_layer  # noqa: E402
 
+# Two gloo processes per module (like the DDP test): `make test-slow`, which CI runs too.
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).resolve().parent / "expert_parallel_worker.py"
 WORLD = 2
 EXPERTS = ("w1", "b1", "w2", "b2")

@@ -78,6 +78,7 @@ def _step(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step-{step:07d}"
 
 
+@pytest.mark.slow  # 11 s of process start-up and gloo; run by `make test-slow` (CI runs both)
 def test_two_ranks_with_half_the_experts_each_match_one_process_and_resume_on_one(single, root, tmp_path):
     two = _ranks(root, "expert-parallel", 2, "train.expert_parallel=2")
     _assert_close(_weights(_step(two, STEPS)), _weights(_step(single, STEPS)))

@@ -72,7 +72,7 @@ def train_step(
     layout: Layout | None = None,
     precision: str = "float32",
 ) -> StepStats:
-    """Train ``model`` on one batch of ``task`` (already on the model's device).
+    """Train ``model`` on one batch of one task (already on the model's device).
 
     Args:
         model: a :class:`~multimodel.model.multimodel.MultiModel`, or its

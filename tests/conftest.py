@@ -36,3 +36,11 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def shared_tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder every pytest-xdist worker of this run sees (the workers' common
+    parent); fixtures that build something once per run put it here under a file lock."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,20 +31,15 @@ class TinyCheckpoint:
             pytest.skip(f"{task} not trained: {self.missing[task]}")
 
 
-def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
+def tiny_checkpoint(shared_tmp_dir: Path) -> TinyCheckpoint:
     from filelock import FileLock
 
     from multimodel.config import load_config
     from multimodel.tasks import get_task
     from multimodel.training.train import train
 
-    root = _shared_dir(tmp_path_factory) / "serve-checkpoint"
+    root = shared_tmp_dir / "serve-checkpoint"
     root.mkdir(exist_ok=True)
     with FileLock(str(root) + ".lock"):
         summary = root / "summary.json"

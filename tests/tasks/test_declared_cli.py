@@ -15,7 +15,6 @@ missing path and a column that does not exist are one-line errors (exit 2).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -68,11 +67,6 @@ class DeclaredRun:
     inputs: dict[str, Path]  # modality → a file to predict from
 
 
-def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
 def main(*argv: str) -> tuple[int, str, str]:
     """``multimodel ARGV`` in this process: (exit code, stdout, stderr)."""
     import contextlib
@@ -85,11 +79,11 @@ def main(*argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def declared_run(tmp_path_factory: pytest.TempPathFactory) -> DeclaredRun:
+def declared_run(shared_tmp_dir: Path) -> DeclaredRun:
     pytest.importorskip("datasets")
     from filelock import FileLock
 
-    root = _shared_dir(tmp_path_factory) / "declared-run"
+    root = shared_tmp_dir / "declared-run"
     root.mkdir(exist_ok=True)
     with FileLock(str(root) + ".lock"):
         summary = root / "summary.json"

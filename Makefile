@@ -38,10 +38,11 @@ demo: setup
 # budget is printed before the first run) into results/reproduce/report.md; RQ4 also on the real WSJ
 # sample when ../shared/corpora holds it. Re-running resumes. ARGS=--estimate-only prints the plan and
 # budget only; ARGS="--quick --out results/reproduce-quick" runs the whole pipeline at toy size in
-# under a minute.
+# under a minute. Two runs train at once (REPRODUCE_JOBS=1 for one at a time).
 CORPORA := $(wildcard ../shared/corpora)
+REPRODUCE_JOBS ?= 2
 reproduce: setup
-	$(DEMO_ENV) $(VENV)/bin/multimodel reproduce --out results/reproduce \
+	$(DEMO_ENV) $(VENV)/bin/multimodel reproduce --out results/reproduce --jobs $(REPRODUCE_JOBS) \
 		$(if $(CORPORA),data.corpora_dir=$(CORPORA)) $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.

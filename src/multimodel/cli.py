@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warm-ups scaled to each run's steps (matched, default) or all as configured (global)")
     p.add_argument("--estimate-only", action="store_true",
                    help="plan, calibrate and print the budget; train nothing")
+    p.add_argument("--jobs", type=_int_at_least(1), default=1,
+                   help="runs trained at once, each in its own process with cpu_count/JOBS torch threads"
+                   " (default 1; make reproduce uses 2: a demo-size run keeps about one CPU core busy)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="changes to the preset's config, e.g. data.corpora_dir=../shared/corpora train.steps=1000")
 
@@ -518,8 +521,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     words = ["multimodel", "reproduce", "--preset", preset, "--out", str(args.out)]
     words += (["--seeds", str(args.seeds)] if args.seeds else []) + (["--schedule", args.schedule]
                                                                       if args.schedule != "matched" else [])
+    words += ["--jobs", str(args.jobs)] if args.jobs > 1 else []
     reproduce(preset, out=args.out, seeds=args.seeds, overrides=args.overrides, schedule=args.schedule,
-              estimate_only=args.estimate_only, command=shlex.join(words + args.overrides))
+              estimate_only=args.estimate_only, command=shlex.join(words + args.overrides), jobs=args.jobs)
     return 0
 
 

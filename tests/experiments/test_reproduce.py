@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 
 import json
+import operator
 from pathlib import Path
 
 from matplotlib.image import imread
 
 from multimodel.cli import main
+from multimodel.experiments.reproduce import Job, run_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -36,9 +38,10 @@ def test_reproduce_quick_runs_every_question_end_to_end_and_resumes(tmp_path, ca
     args = ["reproduce", "--quick", "--out", str(out), f"data.data_dir={str(tmp_path / 'data')!r}"]
     if wsj:
         args.append(f"data.corpora_dir={str(CORPORA)!r}")
-    assert main(args) == 0
+    assert main(args + ["--jobs", "2"]) == 0  # as make reproduce runs it: two runs at a time
     printed = capsys.readouterr().out
     assert "Budget (estimated before the first run)" in printed and "Estimated total:" in printed
+    assert "With 2 jobs at a time" in printed
     assert "[reproduce 1/" in printed and "remaining ≈" in printed  # progress
 
     md = (out / "report.md").read_text()
@@ -105,3 +108,39 @@ def test_reproduce_quick_runs_every_question_end_to_end_and_resumes(tmp_path, ca
     assert "[reproduce 1/" not in again and "calibrating" not in again
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/eval.json")} == stamps
     assert strict_json(out / "report.json")["runs_finished"] == len(runs)
+
+
+JOBS = [Job("joint-s0", 0), Job("single-a-s0", 0), Job("add-before-s0", 0),
+        Job("add-after-s0", 0, ("add-before-s0",)), Job("add-control-s0", 0, ("add-before-s0",)),
+        Job("extras-s0", 0, ("joint-s0",)), Job("joint-s1", 1), Job("extras-s1", 1, ("joint-s1",))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_jobs_starts_a_job_only_after_the_jobs_it_needs_and_runs_each_once(workers):
+    started, done, results = [], set(), {}
+
+    def on_start(job):
+        assert all(name in done for name in job.after), f"{job.name} started before {job.after}"
+        started.append(job.name)
+
+    def on_done(job, result):
+        done.add(job.name)
+        results[job.name] = result
+
+    # pool_work runs in spawned processes, so it must pickle: attrgetter does.
+    run_jobs(JOBS, lambda job: job.name, on_done, workers=workers, on_start=on_start,
+             pool_work=operator.attrgetter("name"))
+    assert sorted(started) == sorted(j.name for j in JOBS) and len(started) == len(JOBS)
+    assert results == {j.name: j.name for j in JOBS}
+    if workers == 1:
+        assert started == [j.name for j in JOBS]  # list order
+
+
+def test_run_jobs_raises_a_failed_jobs_error_and_starts_nothing_after_it():
+    started = []
+    with pytest.raises(AttributeError, match="no_such_field"):
+        run_jobs(JOBS[:4], lambda job: None, lambda job, result: None, workers=2, on_start=lambda j: started.append(j),
+                 pool_work=operator.attrgetter("no_such_field"))
+    assert [j.name for j in started] == ["joint-s0", "single-a-s0"]  # the first two; nothing after the failure
+    with pytest.raises(RuntimeError, match="wait on each other"):
+        run_jobs([Job("a", 0, ("b",)), Job("b", 0, ("a",))], lambda job: None, lambda job, result: None, workers=2)

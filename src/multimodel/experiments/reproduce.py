@@ -29,8 +29,9 @@ in common — a run is identified by its full config, so the joint run of RQ1 is
   its experts (:mod:`multimodel.experiments.routing_analysis`).
 
 Matched compute and matched schedules everywhere (:mod:`multimodel.experiments.grid`), blind
-controls in every evaluation. Runs go seed by seed, so after the first seed a (one-seed) report
-already exists; the report is rewritten after every seed. Re-running the command resumes:
+controls in every evaluation. Runs go seed by seed (``--jobs N`` trains N at a time, each in its
+own process, a run starting once the run it continues from is finished), so after the first seed
+a (one-seed) report already exists; the report is rewritten after every seed. Re-running the command resumes:
 finished runs, baselines and routing analyses are reused, an unfinished run continues from its
 newest checkpoint, and the calibration is kept in ``OUT/calibration.json``.
 """
@@ -38,6 +39,7 @@ newest checkpoint, and the calibration is kept in ``OUT/calibration.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import statistics as pystats
@@ -416,7 +418,7 @@ def budget(study: Study, cal: Calibration) -> dict[str, Any]:
             "target_hours": study.preset.target_hours}
 
 
-def budget_markdown(study: Study, cal: Calibration, plan_budget: dict[str, Any]) -> str:
+def budget_markdown(study: Study, cal: Calibration, plan_budget: dict[str, Any], *, jobs: int = 1) -> str:
     """The budget table: one row per kind of run (its steps, count, minutes), then the total."""
     kinds: dict[str, list[RunSpec]] = {}
     for spec in study.runs:
@@ -440,6 +442,9 @@ def budget_markdown(study: Study, cal: Calibration, plan_budget: dict[str, Any])
               " Estimate = per run: start-up + Σ over tasks (its steps × the median seconds per step measured"
               " for that task in that model variant) + checkpoints + evaluation with blind control (timed on"
               " one batch per task of the untrained model, which decodes to full length: an upper estimate)."]
+    if jobs > 1:
+        lines.append(f"With {jobs} jobs at a time: about {_hours(plan_budget['total_seconds'] / jobs)} if every job"
+                     " keeps its own core busy (a demo-size run on CPU keeps about one core busy).")
     return "\n".join(lines)
 
 
@@ -487,9 +492,100 @@ def _finished(out: Path, spec: RunSpec) -> bool:
     return (out / "runs" / spec.name / "eval.json").is_file()
 
 
+@dataclass(frozen=True)
+class Job:
+    """One unit of the reproduction: a training run, or one seed's baselines + routing analysis."""
+
+    name: str
+    seed: int
+    after: tuple[str, ...] = ()  # jobs that must be finished first
+    estimate: float = 0.0  # seconds, from the budget
+
+
+def plan_jobs(study: Study, plan_budget: dict[str, Any]) -> list[Job]:
+    """Every job of the study in seed order (a topological order: a job comes after its ``after``)."""
+    jobs = []
+    for seed in range(study.seeds):
+        for spec in (s for s in study.runs if s.seed_index == seed):
+            after = (f"{spec.init_from}-s{seed}",) if spec.init_from else ()
+            jobs.append(Job(spec.name, seed, after, plan_budget["runs"][spec.name]))
+        jobs.append(Job(f"baselines+routing-s{seed}", seed, (study.joint(seed).name,),
+                        plan_budget["extras"][f"baselines+routing-s{seed}"]))
+    return jobs
+
+
+def _job_finished(study: Study, out: Path, job: Job) -> bool:
+    spec = next((s for s in study.runs if s.name == job.name), None)
+    if spec is not None:
+        return _finished(out, spec)
+    joint = study.joint(job.seed).name
+    return ((out / "baselines" / f"s{job.seed}" / "results.json").is_file()
+            and (out / "routing" / joint / "routing_analysis.json").is_file())
+
+
+def do_job(study: Study, out: Path, job: Job, log: Log = print) -> tuple[dict[str, str], float]:
+    """Run ``job`` (resuming); return (run name → status, its wall seconds)."""
+    tick = time.time()
+    spec = next((s for s in study.runs if s.name == job.name), None)
+    if spec is not None:
+        status = run_grid(_single(spec), out, log=lambda m: log(f"  {m}"))
+    else:
+        run_baselines_for(study, out, job.seed, log=log)
+        routing_for(study, out, job.seed, log=log)
+        status = {}
+    return status, time.time() - tick
+
+
+def _worker_start(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_job(study: Study, out: Path, job: Job) -> tuple[dict[str, str], float]:
+    return do_job(study, out, job, log=lambda m: print(m, flush=True))
+
+
+def run_jobs(jobs: Sequence[Job], work: Callable[[Job], Any], on_done: Callable[[Job, Any], None], *,
+             workers: int = 1, on_start: Callable[[Job], None] = lambda job: None,
+             pool_work: Callable[[Job], Any] | None = None, threads: int = 1) -> None:
+    """Run ``jobs`` in list order, each once its ``after`` jobs are done, ``workers`` at a time.
+
+    With one worker the jobs run here, through ``work``; with more, in a pool of spawned
+    processes (``pool_work``, picklable; ``threads`` torch threads each). ``on_done`` gets every
+    result in this process as it arrives. A failed job stops the scheduling: the running jobs
+    finish (they checkpoint), nothing new starts, and the error is raised.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing
+
+    names = {job.name for job in jobs}
+    if workers <= 1:
+        for job in jobs:
+            on_start(job)
+            on_done(job, work(job))
+        return
+    pending, done, running = list(jobs), set(), {}
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start, initargs=(threads,)) as pool:
+        while pending or running:
+            ready = [j for j in pending if all(a in done or a not in names for a in j.after)]
+            for job in ready[:workers - len(running)]:
+                pending.remove(job)
+                on_start(job)
+                running[pool.submit(pool_work or work, job)] = job
+            if not running:
+                raise RuntimeError(f"jobs wait on each other: {', '.join(j.name for j in pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                on_done(job, future.result())  # raises the job's error
+                done.add(job.name)
+
+
 def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = None, overrides: Sequence[str] = (),
               schedule: str = "matched", estimate_only: bool = False, command: str | None = None,
-              log: Log = print) -> dict[str, Any]:
+              jobs: int = 1, log: Log = print) -> dict[str, Any]:
     """Plan, state the budget, run (resuming) and report the whole reproduction.
 
     Args:
@@ -501,11 +597,15 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
         schedule: ``matched`` (default) or ``global`` warm-ups (:mod:`multimodel.experiments.grid`).
         estimate_only: plan, calibrate and print the budget; train nothing.
         command: the command line, quoted in the report.
+        jobs: runs trained at once, each in its own process with ``cpu_count // jobs`` torch
+            threads (2 on 2 CPU cores: the demo model keeps only about one core busy per run).
         log: where progress goes.
 
     Returns:
         The ``report.json`` payload (with ``estimate_only``: the plan and budget).
     """
+    import os
+
     from multimodel.experiments.plots import require_matplotlib
     from multimodel.experiments.report import write_report
 
@@ -513,20 +613,23 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
     require_matplotlib()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = base_config(preset, overrides)
     study = plan_study(preset, cfg, seeds=seeds, schedule=schedule, command=command)
     log(f"reproduce ({preset.name} preset): {len(study.runs)} training runs over {study.seeds} seeds into"
-        f" {out / 'runs'}; joint run {cfg.train.steps} steps on {len(cfg.data.tasks)} tasks; schedules {schedule}")
+        f" {out / 'runs'}; joint run {cfg.train.steps} steps on {len(cfg.data.tasks)} tasks; schedules {schedule};"
+        f" {jobs} job{'s' if jobs > 1 else ''} at a time")
     for note in study.notes:
         log(f"  note: {note}")
     cal = calibrate(study, out, log=log)
     plan_budget = budget(study, cal)
-    log("\nBudget (estimated before the first run):\n\n" + budget_markdown(study, cal, plan_budget) + "\n")
+    log("\nBudget (estimated before the first run):\n\n" + budget_markdown(study, cal, plan_budget, jobs=jobs) + "\n")
     write_json(out / "plan.json", {"preset": dataclasses.asdict(preset), "budget": plan_budget,
-                                   "calibration": dataclasses.asdict(cal),
+                                   "calibration": dataclasses.asdict(cal), "jobs": jobs,
                                    "runs": {s.name: {"arm": s.arm.name, "seed_index": s.seed_index,
                                                      "steps": s.cfg.train.steps, "task_steps": s.task_steps,
                                                      "warmup_steps": s.cfg.train.warmup_steps,
@@ -536,46 +639,45 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
         return {"budget": plan_budget, "runs": [s.name for s in study.runs]}
 
     started = time.time()
-    spent = {"actual": 0.0, "estimated": 0.0}  # of the runs trained by this invocation
-
-    def remaining() -> float:
-        left = sum(plan_budget["runs"][s.name] for s in study.runs if not _finished(out, s))
-        left += sum(plan_budget["extras"][f"baselines+routing-s{i}"] for i in range(study.seeds)
-                    if not (out / "baselines" / f"s{i}" / "results.json").is_file())
-        ratio = spent["actual"] / spent["estimated"] if spent["estimated"] > 0 else 1.0
-        return left * ratio
-
+    all_jobs = plan_jobs(study, plan_budget)
+    spent = {"actual": 0.0, "estimated": 0.0}  # job-seconds of the jobs run by this invocation
+    finished = {job.name for job in all_jobs if _job_finished(study, out, job)}
     status: dict[str, str] = {}
-    total = len(study.runs)
     payload: dict[str, Any] = {}
-    for seed in range(study.seeds):
-        new_work = False
-        for spec in (s for s in study.runs if s.seed_index == seed):
-            index = study.runs.index(spec) + 1
-            if _finished(out, spec):
-                status.update(run_grid(_single(spec), out, log=log))
-                continue
-            log(f"[reproduce {index}/{total}] {spec.name}: est. {_minutes(plan_budget['runs'][spec.name] / 60)}"
-                f" min; elapsed {_hours(time.time() - started)}, remaining ≈ {_hours(remaining())}")
-            tick = time.time()
-            status.update(run_grid(_single(spec), out, log=lambda m: log(f"  {m}")))
-            new_work = True
-            spent["actual"] += time.time() - tick
-            spent["estimated"] += plan_budget["runs"][spec.name]
-        tick = time.time()
-        done_before = (out / "baselines" / f"s{seed}" / "results.json").is_file()
-        log(f"[reproduce] seed {seed}: baselines and routing analysis")
-        run_baselines_for(study, out, seed, log=log)
-        routing_for(study, out, seed, log=log)
-        if not done_before:
-            new_work = True
-            spent["actual"] += time.time() - tick
-            spent["estimated"] += plan_budget["extras"][f"baselines+routing-s{seed}"]
-        last = seed == study.seeds - 1
-        if new_work or last:  # a report (its figures at the end) after every seed that added something
-            payload = write_report(study, out, status, plan_budget=plan_budget, calibration=cal,
-                                   wall_seconds=time.time() - started, figures=last)
-            log(f"[reproduce] report after seed {seed}: {out / 'report.md'} (elapsed {_hours(time.time() - started)})")
+
+    def remaining() -> float:  # wall seconds, from the estimates scaled by the slowdown seen so far
+        left = sum(j.estimate for j in all_jobs if j.name not in finished)
+        ratio = spent["actual"] / spent["estimated"] if spent["estimated"] > 0 else 1.0
+        return left * ratio / jobs
+
+    def on_start(job: Job) -> None:
+        log(f"[reproduce {all_jobs.index(job) + 1}/{len(all_jobs)}] {job.name}: est. {_minutes(job.estimate / 60)}"
+            f" min; elapsed {_hours(time.time() - started)}, remaining ≈ {_hours(remaining())}")
+
+    def report(after_seed: int) -> None:
+        nonlocal payload
+        last = all(j.name in finished for j in all_jobs)
+        payload = write_report(study, out, status, plan_budget=plan_budget, calibration=cal,
+                               wall_seconds=time.time() - started, figures=last)
+        log(f"[reproduce] report after seed {after_seed}: {out / 'report.md'} (elapsed {_hours(time.time() - started)})")
+
+    def on_done(job: Job, result: tuple[dict[str, str], float]) -> None:
+        status.update(result[0])
+        finished.add(job.name)
+        if "resumed" not in result[0].values():  # a resumed run did only part of its estimate
+            spent["actual"] += result[1]
+            spent["estimated"] += job.estimate
+        if all(j.name in finished for j in all_jobs if j.seed == job.seed):
+            report(job.seed)
+
+    for job in all_jobs:  # reuse what earlier invocations finished (checks their configs)
+        if job.name in finished and job.name in {s.name for s in study.runs}:
+            status.update(do_job(study, out, job, log=lambda _m: None)[0])
+    todo = [job for job in all_jobs if job.name not in finished]
+    run_jobs(todo, lambda job: do_job(study, out, job, log=log), on_done, workers=jobs, on_start=on_start,
+             pool_work=functools.partial(_worker_job, study, out), threads=max(1, (os.cpu_count() or 1) // jobs))
+    if not todo:  # everything was finished before: the report (and its figures) again
+        report(study.seeds - 1)
     log(f"\nreproduce finished in {_hours(time.time() - started)} (this invocation): {out / 'report.md'},"
         f" {out / 'report.json'}, {out / 'figures' / 'reproduce'}")
     return payload

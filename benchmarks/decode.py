@@ -13,30 +13,27 @@ identical tokens (and logits to 1e-5).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
 
 import torch
 
-from multimodel.config import ModelConfig, MoEConfig
+from multimodel.config import ModelConfig, load_config
 from multimodel.modalities.text import FIRST_PIECE_ID
 from multimodel.model.decoding import IncrementalScorer, RecomputeScorer
 from multimodel.model.multimodel import MultiModel
 
 
 def demo_like_config(hidden_size: int, max_length: int) -> ModelConfig:
-    """The demo preset's shape at a chosen width."""
-    return ModelConfig(
+    """The demo preset's model at width ``hidden_size`` (its experts 2 × as wide, as the demo's)."""
+    demo = load_config("demo").model
+    return dataclasses.replace(
+        demo,
         hidden_size=hidden_size,
-        num_heads=4,
-        encoder_blocks=4,
-        mixer_blocks=1,
-        decoder_blocks=2,
-        conv_kernel_sizes=(3, 3, 7, 7),
-        conv_dilations=(1, 1, 1, 4),
-        moe=MoEConfig(num_experts=16, top_k=2, expert_hidden_size=2 * hidden_size),
-        max_target_length=max(256, max_length + 1),
+        moe=dataclasses.replace(demo.moe, expert_hidden_size=2 * hidden_size),
+        max_target_length=max(demo.max_target_length, max_length + 1),
     )
 
 

@@ -107,7 +107,13 @@ def test_reproduce_quick_runs_every_question_end_to_end_and_resumes(tmp_path, ca
     again = capsys.readouterr().out
     assert "[reproduce 1/" not in again and "calibrating" not in again
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/eval.json")} == stamps
-    assert strict_json(out / "report.json")["runs_finished"] == len(runs)
+    again_report = strict_json(out / "report.json")
+    assert again_report["runs_finished"] == len(runs)
+    # The wall time counts both invocations.
+    first, second = again_report["invocations"]
+    assert first["jobs"] == 2 and second["jobs"] == 1 and first["seconds"] > second["seconds"] > 0
+    assert again_report["wall_seconds"] == pytest.approx(first["seconds"] + second["seconds"])
+    assert "over 2 invocations" in (out / "report.md").read_text()
 
 
 JOBS = [Job("joint-s0", 0), Job("single-a-s0", 0), Job("add-before-s0", 0),

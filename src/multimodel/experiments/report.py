@@ -736,11 +736,28 @@ def _curves(plan: Plan, out: Path, path: Path | None) -> bool:
 # The report.
 
 
+def _wall_text(invocations: Sequence[dict[str, Any]]) -> str:
+    """The reproduction's wall time: every invocation of the command summed (resumes included)."""
+    from multimodel.experiments.reproduce import _hours
+
+    if not invocations:
+        return ""
+    total = sum(float(i["seconds"]) for i in invocations)
+    jobs = sorted({int(i.get("jobs", 1)) for i in invocations})
+    parts = ", ".join(f"{str(i['started'])[:16].replace('T', ' ')} UTC: {_hours(float(i['seconds']))}"
+                      f" ({int(i.get('jobs', 1))} at a time)" for i in invocations)
+    text = f" **Wall time: {_hours(total)}**" + (f" over {len(invocations)} invocations ({parts})"
+                                                 if len(invocations) > 1 else f" ({parts})")
+    return text + ("; runs side by side share the machine's cores" if max(jobs) > 1 else "") + "."
+
+
 def write_report(study: "Study", out: Path, status: dict[str, str], *, plan_budget: dict[str, Any],
-                 calibration: "Calibration", wall_seconds: float, figures: bool = True) -> dict[str, Any]:
+                 calibration: "Calibration", wall_seconds: float, figures: bool = True,
+                 invocations: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Write ``OUT/report.md``, ``OUT/report.json`` and (with ``figures``) ``OUT/figures/reproduce/*.png``;
     return the JSON payload. Without ``figures`` (the reports written between seeds) the report
-    has every table and no figure."""
+    has every table and no figure. ``invocations``: every invocation of the command on ``OUT``
+    (``started``, wall ``seconds``, ``jobs``), whose sum is the reproduction's wall time."""
     from multimodel.experiments.reproduce import _hours, _minutes, budget_markdown
 
     out = Path(out)
@@ -765,7 +782,7 @@ def write_report(study: "Study", out: Path, status: dict[str, str], *, plan_budg
               f" rate {cfg.train.learning_rate:g}, warm-up {cfg.train.warmup_steps}); {study.seeds} seeds per arm"
               f" (seed i shifts both the initialisation and the data seed by i). {len(study.runs)} training runs,"
               f" {state}. Training + evaluation time of the finished runs: {_hours(spent)}; estimated before the"
-              f" first run: {_hours(plan_budget['total_seconds'])}.", ""]
+              f" first run: {_hours(plan_budget['total_seconds'])}." + _wall_text(invocations), ""]
     n = study.seeds
     t_factor = t_quantile(0.5 + LEVEL / 2, n - 1) if n > 1 else math.nan
     t_text = (f"With {n} seeds the t-interval is wide (mean ± {t_factor:.2f} × std / √{n}):"
@@ -826,7 +843,8 @@ def write_report(study: "Study", out: Path, status: dict[str, str], *, plan_budg
         "preset": dataclasses.asdict(study.preset), "command": study.command, "seeds": study.seeds,
         "schedule": study.schedule, "config": _config_json(cfg), "task_sizes": study.sizes,
         "runs_total": len(study.runs), "runs_finished": len(finished), "seconds_finished_runs": spent,
-        "wall_seconds_this_invocation": wall_seconds, "budget": plan_budget,
+        "wall_seconds_this_invocation": wall_seconds, "invocations": list(invocations),
+        "wall_seconds": sum(float(i["seconds"]) for i in invocations) or wall_seconds, "budget": plan_budget,
         "calibration": dataclasses.asdict(calibration), "notes": study.notes,
         "questions": json_questions, "blind_controls": cells,
         "runs": {s.name: {"arm": s.arm.name, "seed_index": s.seed_index, "tasks": list(s.arm.tasks),

@@ -488,6 +488,20 @@ def routing_for(study: Study, out: Path, seed: int, *, log: Log = print) -> Path
     return dest
 
 
+WALL_FILE = "wall.json"  # every invocation's start (UTC), wall seconds and jobs: the reproduction's wall time
+
+
+def read_invocations(out: Path) -> list[dict[str, Any]]:
+    """The invocations recorded in ``OUT/wall.json`` (none before the first report)."""
+    path = out / WALL_FILE
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["invocations"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a record of invocations ({err}); delete it to start the record afresh")
+
+
 def _finished(out: Path, spec: RunSpec) -> bool:
     return (out / "runs" / spec.name / "eval.json").is_file()
 
@@ -639,6 +653,9 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
         return {"budget": plan_budget, "runs": [s.name for s in study.runs]}
 
     started = time.time()
+    invocations = read_invocations(out)
+    invocations.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)), "seconds": 0.0,
+                        "jobs": jobs})
     all_jobs = plan_jobs(study, plan_budget)
     spent = {"actual": 0.0, "estimated": 0.0}  # job-seconds of the jobs run by this invocation
     finished = {job.name for job in all_jobs if _job_finished(study, out, job)}
@@ -657,8 +674,10 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
     def report(after_seed: int) -> None:
         nonlocal payload
         last = all(j.name in finished for j in all_jobs)
+        invocations[-1]["seconds"] = time.time() - started
+        write_json(out / WALL_FILE, {"invocations": invocations})
         payload = write_report(study, out, status, plan_budget=plan_budget, calibration=cal,
-                               wall_seconds=time.time() - started, figures=last)
+                               wall_seconds=time.time() - started, figures=last, invocations=invocations)
         log(f"[reproduce] report after seed {after_seed}: {out / 'report.md'} (elapsed {_hours(time.time() - started)})")
 
     def on_done(job: Job, result: tuple[dict[str, str], float]) -> None:

@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate-only", action="store_true",
                    help="plan, calibrate and print the budget; train nothing")
     p.add_argument("--jobs", type=_int_at_least(1), default=1,
-                   help="runs trained at once, each in its own process with cpu_count/JOBS torch threads"
+                   help="runs trained at once, each in its own process with 1/JOBS of torch's threads"
                    " (default 1; make reproduce uses 2: a demo-size run keeps about one CPU core busy)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="changes to the preset's config, e.g. data.corpora_dir=../shared/corpora train.steps=1000")

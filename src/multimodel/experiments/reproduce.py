@@ -611,14 +611,14 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
         schedule: ``matched`` (default) or ``global`` warm-ups (:mod:`multimodel.experiments.grid`).
         estimate_only: plan, calibrate and print the budget; train nothing.
         command: the command line, quoted in the report.
-        jobs: runs trained at once, each in its own process with ``cpu_count // jobs`` torch
-            threads (2 on 2 CPU cores: the demo model keeps only about one core busy per run).
+        jobs: runs trained at once, each in its own process with ``torch.get_num_threads() // jobs``
+            torch threads (2 on 2 CPU cores: the demo model keeps only about one core busy per run).
         log: where progress goes.
 
     Returns:
         The ``report.json`` payload (with ``estimate_only``: the plan and budget).
     """
-    import os
+    import torch
 
     from multimodel.experiments.plots import require_matplotlib
     from multimodel.experiments.report import write_report
@@ -694,7 +694,7 @@ def reproduce(preset: str | Preset = "demo", *, out: Path, seeds: int | None = N
             status.update(do_job(study, out, job, log=lambda _m: None)[0])
     todo = [job for job in all_jobs if job.name not in finished]
     run_jobs(todo, lambda job: do_job(study, out, job, log=log), on_done, workers=jobs, on_start=on_start,
-             pool_work=functools.partial(_worker_job, study, out), threads=max(1, (os.cpu_count() or 1) // jobs))
+             pool_work=functools.partial(_worker_job, study, out), threads=max(1, torch.get_num_threads() // jobs))
     if not todo:  # everything was finished before: the report (and its figures) again
         report(study.seeds - 1)
     log(f"\nreproduce finished in {_hours(time.time() - started)} (this invocation): {out / 'report.md'},"

@@ -34,7 +34,7 @@ demo: setup
 	$(DEMO_ENV) $(VENV)/bin/multimodel train --config demo --run-dir runs/demo \
 		$(if $(findstring --resume,$(ARGS)),,--overwrite) $(ARGS)
 
-# Every question of the paper on the eight built-in tasks (3 seeds, about 4 hours on 2 cores; the
+# Every question of the paper on the eight built-in tasks (3 seeds, 1 h 49 min on 2 cores; the
 # budget is printed before the first run) into results/reproduce/report.md; RQ4 also on the real WSJ
 # sample when ../shared/corpora holds it. Re-running resumes. ARGS=--estimate-only prints the plan and
 # budget only; ARGS="--quick --out results/reproduce-quick" runs the whole pipeline at toy size in

@@ -1,11 +1,11 @@
 """`make reproduce`: every question of the paper on the built-in tasks, with seeds, intervals and one report.
 
-Command:   make reproduce   (= multimodel reproduce --out results/reproduce, with the WSJ sample
+Command:   make reproduce   (= multimodel reproduce --out results/reproduce --jobs 2, with the WSJ sample
            of ../shared/corpora when present); ``--estimate-only`` prints the plan and budget.
 Run time:  stated before the first run, from the plan and a calibration on this machine (the
            seconds per step of every task in every model variant, of an evaluation, of a
-           checkpoint); the demo preset is sized to fit 4 hours on 2 CPU cores (3 h 51 min estimated
-           while another 2-thread job shared the machine).
+           checkpoint); the demo preset is sized to fit 4 hours on 2 CPU cores (2 h 36 min estimated
+           one run at a time; 1 h 49 min measured with ``--jobs 2``, 2026-12-01).
 Expected:  results/reproduce/report.md (+ report.json, figures/reproduce/*.png): per question the
            paper's claim, our answer, the table with 95 % intervals, the figures, and what would
            change the answer; the section of docs/results.md is that file.

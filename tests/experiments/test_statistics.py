@@ -89,3 +89,21 @@ def test_differences_within_noise_are_not_established_and_say_how_many_seeds_wou
     assert d.seeds_needed == 12 == seeds_to_establish(d.mean, d.std)
     one = paired_difference({0: 1.0}, {0: 0.0}, "accuracy")
     assert one.verdict == "one seed" and math.isnan(one.t_low)
+
+
+def test_what_would_change_groups_the_differences_that_are_not_established():
+    from multimodel.experiments.report import what_would_change
+
+    zero = {0: 0.0, 1: 0.0, 2: 0.0}
+    noisy = paired_difference({0: 1.0, 1: -0.5, 2: 2.0}, zero, "accuracy")  # needs 12 seeds
+    clear = paired_difference({0: 5.0, 1: 5.1, 2: 4.9}, zero, "accuracy")  # established: left out
+    same = paired_difference({0: 3.0, 1: 3.0, 2: 3.0}, {0: 3.0, 1: 3.0, 2: 3.0}, "accuracy")
+    one = paired_difference({0: 1.0}, {0: 0.0}, "accuracy")
+    lines = what_would_change([("a", noisy), ("b", clear), ("c", same), ("d", one), ("e", one)])
+    assert lines == [
+        "One seed, so no interval, for d, e: at least 3 seeds are needed to say anything.",
+        "Identical in every seed, so no number of seeds would separate the arms: c.",
+        "Seeds that would establish each remaining difference if its seed-to-seed spread stayed as observed:"
+        " a (Δ +0.83, std 1.26): about 12.",
+    ]
+    assert what_would_change([("b", clear)]) == []

@@ -174,21 +174,28 @@ def _forest(rows: Sequence[tuple[str, Difference]], path: Path | None, title: st
 
 
 def what_would_change(diffs: Sequence[tuple[str, Difference]]) -> list[str]:
-    """Per difference not established: the seeds that would establish it at the observed spread."""
-    lines = []
+    """The differences not established, grouped: one seed (no interval), identical in every
+    seed, and the rest with the seeds that would establish each at its observed spread."""
+    one, same, need = [], [], []
     for label, d in diffs:
         if d.established or not d.values:
             continue
         if d.verdict == "one seed":
-            lines.append(f"{label}: one seed, no interval; at least 3 seeds are needed to say anything.")
+            one.append(label)
         elif d.mean == 0.0 and d.std == 0.0:
-            lines.append(f"{label}: identical in every seed; no number of seeds would separate the arms.")
+            same.append(label)
         elif d.seeds_needed is not None:
-            lines.append(f"{label}: Δ {d.mean:+.2f} would be established with about {d.seeds_needed} seeds if its"
-                         f" seed-to-seed spread (std {d.std:.2f}) stayed as observed.")
+            need.append(f"{label} (Δ {d.mean:+.2f}, std {d.std:.2f}): about {d.seeds_needed}")
         else:
-            lines.append(f"{label}: Δ {d.mean:+.2f} against a std of {d.std:.2f}: more than 100 seeds would be"
-                         " needed, i.e. no difference at this scale.")
+            need.append(f"{label} (Δ {d.mean:+.2f}, std {d.std:.2f}): more than 100, i.e. no difference at this scale")
+    lines = []
+    if one:
+        lines.append(f"One seed, so no interval, for {', '.join(one)}: at least 3 seeds are needed to say anything.")
+    if same:
+        lines.append(f"Identical in every seed, so no number of seeds would separate the arms: {', '.join(same)}.")
+    if need:
+        lines.append("Seeds that would establish each remaining difference if its seed-to-seed spread stayed as"
+                     f" observed: {'; '.join(need)}.")
     return lines
 
 

@@ -199,6 +199,14 @@ def what_would_change(diffs: Sequence[tuple[str, Difference]]) -> list[str]:
     return lines
 
 
+def change_paragraph(diffs: Sequence[tuple[str, Difference]], context: str, *,
+                     none: str = "every difference is established.") -> str:
+    """A question's "What would change the answer" paragraph: :func:`what_would_change` (or
+    ``none`` when every difference is established), then the question's ``context``."""
+    change = what_would_change(diffs)
+    return f"*What would change the answer:* {' '.join(change) if change else none} {context}"
+
+
 # ----------------------------------------------------------------------------------------
 # Blind controls.
 
@@ -313,11 +321,12 @@ def section_rq1(study: "Study", out: Path, figdir: Path | None,
     if _curves(plan, out, _at(figdir, "rq1-curves.png")):
         figs.append(("RQ1 learning curves", str(FIGURES / "rq1-curves.png")))
     lines += [""] + _figure_lines(figs)
-    change = what_would_change([(t, diffs[t]) for t in plan.tasks])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "every difference is"
-              " established at these seeds.") + f" All of this is at {cfg.train.steps} joint steps"
-              f" (≈ {cfg.train.steps // max(1, len(plan.tasks))} per task) of the {study.preset.config} model:"
-              " the paper's claim is about converged models, and longer training could close or reverse a gap.", ""]
+    lines += [change_paragraph([(t, diffs[t]) for t in plan.tasks],
+                               f"All of this is at {cfg.train.steps} joint steps"
+                               f" (≈ {cfg.train.steps // max(1, len(plan.tasks))} per task) of the"
+                               f" {study.preset.config} model: the paper's claim is about converged models, and"
+                               " longer training could close or reverse a gap.",
+                               none="every difference is established at these seeds."), ""]
     return lines, {"claim": CLAIMS["rq1"], "answer": answer, "differences": {t: d.to_json() for t, d in diffs.items()},
                    "small_tasks": small, "large_tasks": large}
 
@@ -360,10 +369,10 @@ def section_rq2(study: "Study", out: Path, figdir: Path | None) -> tuple[list[st
             lines.append(f"| {t} | {label_of(t, m, cfg)} | {_cell(got.get('joint', {}), dg)} |"
                          f" {_cell(got.get('single', {}), dg)} | " + " | ".join(_diff_cells(diffs[(t, m)], dg)) + " |")
     lines.append("")
-    change = what_would_change([(f"{t} {label_of(t, m, cfg)}", d) for (t, m), d in diffs.items()])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "nothing at these seeds: every"
-              " difference is established.") + " In the paper the small task profits over long training, where"
-              " alone it overfits; a longer run would show whether the gap grows.", ""]
+    lines += [change_paragraph([(f"{t} {label_of(t, m, cfg)}", d) for (t, m), d in diffs.items()],
+                               "In the paper the small task profits over long training, where alone it overfits; a"
+                               " longer run would show whether the gap grows.",
+                               none="nothing at these seeds: every difference is established."), ""]
     return lines, {"claim": CLAIMS["rq2"], "answer": answer, "small_tasks": small,
                    "differences": {f"{t}/{m}": d.to_json() for (t, m), d in diffs.items()}}
 
@@ -415,11 +424,11 @@ def section_rq3(study: "Study", out: Path, figdir: Path | None,
     if _curves(plan, out, _at(figdir, "rq3-curves.png")):
         figs.append(("RQ3 learning curves", str(FIGURES / "rq3-curves.png")))
     lines += [""] + _figure_lines(figs)
-    change = what_would_change([(f"{t} {a}", d) for (a, t), d in diffs.items()])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "every difference is established.")
-              + " Without attention the decoder cannot see the input at all in this model (the decoder reaches the"
-              " encoder only through attention), so decoded tasks should fall to their blind level there; the MoE's"
-              " effect needs enough steps for the gates to leave their zero initialisation.", ""]
+    lines += [change_paragraph([(f"{t} {a}", d) for (a, t), d in diffs.items()],
+                               "Without attention the decoder cannot see the input at all in this model (the"
+                               " decoder reaches the encoder only through attention), so decoded tasks should fall"
+                               " to their blind level there; the MoE's effect needs enough steps for the gates to"
+                               " leave their zero initialisation."), ""]
     return lines, {"claim": CLAIMS["rq3"], "answer": answer,
                    "differences": {f"{a}/{t}": d.to_json() for (a, t), d in diffs.items()}}
 
@@ -468,10 +477,9 @@ def section_rq4(study: "Study", out: Path, figdir: Path | None, key: str,
     if _curves(dataclasses.replace(plan, tasks=[parsing]), out, _at(figdir, f"{stem}-curves.png")):
         figs.append((f"{stem} learning curves", str(FIGURES / f"{stem}-curves.png")))
     lines += [""] + _figure_lines(figs)
-    change = what_would_change([(f"{c} {label_of(parsing, m, cfg)}", d) for (c, m), d in diffs.items()])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "every difference is established.")
-              + " The paper's effect comes from long training, where parsing alone overfits its small treebank;"
-              " these runs stop long before that.", ""]
+    lines += [change_paragraph([(f"{c} {label_of(parsing, m, cfg)}", d) for (c, m), d in diffs.items()],
+                               "The paper's effect comes from long training, where parsing alone overfits its small"
+                               " treebank; these runs stop long before that."), ""]
     return lines, {"claim": CLAIMS["rq4"], "answer": answer, "parsing_task": parsing,
                    "differences": {f"{c}/{m}": d.to_json() for (c, m), d in diffs.items()}}
 
@@ -519,9 +527,9 @@ def section_table1(study: "Study", out: Path, figdir: Path | None) -> tuple[list
                "MultiModel − baseline, per task (> 0: MultiModel better)"):
         figs.append(("Table 1 differences", str(FIGURES / "table1-differences.png")))
     lines += _figure_lines(figs)
-    change = what_would_change([(t, diffs[t]) for t in tasks])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "every difference is established.")
-              + " The baselines are small standard models at the same steps, not the 2017 state of the art.", ""]
+    lines += [change_paragraph([(t, diffs[t]) for t in tasks],
+                               "The baselines are small standard models at the same steps, not the 2017 state of"
+                               " the art."), ""]
     return lines, {"claim": CLAIMS["table1"], "answer": answer,
                    "differences": {t: d.to_json() for t, d in diffs.items()}}
 
@@ -587,12 +595,10 @@ def section_add_task(study: "Study", out: Path, figdir: Path | None,
         shutil.copyfile(out / "new_task.png", _at(figdir, "add-task-new-task.png"))
         figs.append(("new task: added vs. from scratch", str(FIGURES / "add-task-new-task.png")))
     lines += [""] + _figure_lines(figs)
-    change = what_would_change([(f"{t} forgetting", d) for t, d in forgetting.items()] + [(f"{new} {m}", d)
-                                                                                      for m, d in learned.items()])
-    lines += ["*What would change the answer:* " + (" ".join(change) if change else "every difference is established.")
-              + " A new task sharing less with the old ones (another modality) would test forgetting harder"
-              f" than {new}.",
-              ""]
+    lines += [change_paragraph([(f"{t} forgetting", d) for t, d in forgetting.items()]
+                               + [(f"{new} {m}", d) for m, d in learned.items()],
+                               "A new task sharing less with the old ones (another modality) would test forgetting"
+                               f" harder than {new}."), ""]
     return lines, {"answer": answer, "forgetting": {t: d.to_json() for t, d in forgetting.items()},
                    "new_task": {m: d.to_json() for m, d in learned.items()}, "add_task": extra}
 

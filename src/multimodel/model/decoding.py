@@ -32,13 +32,12 @@ if TYPE_CHECKING:
     from multimodel.model.multimodel import EncoderOutput, MultiModel
 
 
-class IncrementalScorer:
-    """Next-token logits from the incremental state: O(1) decoder work per token.
+class _Scorer:
+    """What both scorers hold: the model, the encoded input, and what to decode it into.
 
     Args:
         model, encoded, target_modality, task_token: what to decode.
-        max_length: the most tokens it will be asked for (the state's buffers hold that many
-            positions); default ``model.config.max_target_length``.
+        max_length: the most tokens it will be asked for; default ``model.config.max_target_length``.
     """
 
     def __init__(
@@ -51,8 +50,17 @@ class IncrementalScorer:
     ):
         self.model, self.encoded = model, encoded
         self.target_modality, self.task_token = target_modality, task_token
+        self.max_length = max_length or model.config.max_target_length
+
+
+class IncrementalScorer(_Scorer):
+    """Next-token logits from the incremental state: O(1) decoder work per token. The state's
+    buffers hold ``max_length`` positions (see :class:`_Scorer` for the arguments)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         with torch.inference_mode():
-            self.state = model.start_decoding(encoded, max_length or model.config.max_target_length)
+            self.state = self.model.start_decoding(self.encoded, self.max_length)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N, t) generated so far -> logits (N, V) for position t."""
@@ -69,19 +77,9 @@ class IncrementalScorer:
             self.state.reorder(index)
 
 
-class RecomputeScorer:
-    """Next-token logits by re-running the full decoder over the prefix (the slow reference)."""
-
-    def __init__(
-        self,
-        model: MultiModel,
-        encoded: EncoderOutput,
-        target_modality: str,
-        task_token: str | None,
-        max_length: int | None = None,
-    ):
-        self.model, self.encoded = model, encoded
-        self.target_modality, self.task_token = target_modality, task_token
+class RecomputeScorer(_Scorer):
+    """Next-token logits by re-running the full decoder over the prefix (the slow reference;
+    the arguments of :class:`_Scorer`)."""
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N, t) -> logits (N, V) for position t."""

@@ -1,5 +1,7 @@
 """Configs: presets build, overrides apply with type checks, unknown keys raise."""
 
+import dataclasses
+
 import pytest
 
 from multimodel.config import (
@@ -60,11 +62,11 @@ def test_dict_round_trip():
 
 
 def test_the_presets_ship_inside_the_package():
-    assert preset_names() == ["demo", "paper", "tiny"]
+    assert preset_names() == ["demo", "hour", "paper", "tiny"]
     assert PRESETS_DIR.parent.name == "multimodel" and (PRESETS_DIR / "__init__.py").is_file()
 
 
-@pytest.mark.parametrize("name", ["demo", "paper", "tiny"])
+@pytest.mark.parametrize("name", ["demo", "hour", "paper", "tiny"])
 def test_every_preset_loads_by_name_and_by_path(name):
     cfg = load_config(name)
     assert isinstance(cfg, Config)
@@ -101,7 +103,7 @@ def test_a_file_of_ones_own_comes_before_a_preset_of_the_same_name(tmp_path, mon
 
 
 def test_missing_preset_names_file(tmp_path):
-    with pytest.raises(ConfigError, match="nope.py.*not found; give a preset \\(demo, paper, tiny\\)"):
+    with pytest.raises(ConfigError, match="nope.py.*not found; give a preset \\(demo, hour, paper, tiny\\)"):
         load_config(tmp_path / "nope.py")
     (tmp_path / "configs").mkdir()  # a configs/ folder of one's own: no fallback to the presets
     with pytest.raises(ConfigError, match="not found"):
@@ -123,3 +125,17 @@ def test_missing_preset_names_file(tmp_path):
 def test_values_out_of_range_name_the_key_and_the_range(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(TINY, [override])
+
+
+def test_hour_preset_is_the_demo_with_more_data_and_time():
+    """configs/hour.py says it is the demo preset except its time budget, evaluation and
+    checkpoint intervals and three training-set sizes; the test sets stay the demo's."""
+    demo, hour = load_config("demo"), load_config("hour")
+    assert hour.model == demo.model
+    assert dataclasses.replace(hour.data, task_sizes=demo.data.task_sizes) == demo.data
+    grown = {name for name in hour.data.task_sizes if hour.data.task_sizes[name] != demo.data.task_sizes.get(name)}
+    assert grown == {"speech_numbers", "grammar_parsing", "fashion_captions"}
+    assert all(hour.data.task_sizes[name] > demo.data.task_sizes.get(name, demo.data.train_size) for name in grown)
+    same_train = dataclasses.replace(hour.train, steps=demo.train.steps, time_budget_minutes=demo.train.time_budget_minutes,
+                                     eval_every=demo.train.eval_every, checkpoint_every=demo.train.checkpoint_every)
+    assert same_train == demo.train and hour.train.time_budget_minutes == 60

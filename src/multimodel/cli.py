@@ -69,7 +69,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required,
-                   help="a shipped preset (tiny, demo, paper), a worked example of tasks over your own"
+                   help="a shipped preset (tiny, demo, hour, paper), a worked example of tasks over your own"
                    " data (examples/image_folder, ...) or the path of a Python file defining CONFIG")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as train.steps=500 model.moe.top_k=4 (unknown keys are errors)")

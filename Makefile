@@ -25,8 +25,12 @@ system-deps:
 	else echo "note: install Debian packages dataset-fashion-mnist and espeak-ng (or see README: --data-dir)"; fi
 
 # glibc would return big activations to the kernel after every step and fault them in again;
-# these thresholds keep them (docs/benchmarks.md, "glibc malloc").
-DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
+# these thresholds keep them (docs/benchmarks.md, "glibc malloc"). OMP_WAIT_POLICY=ACTIVE keeps
+# OpenMP's threads spinning between the step's thousands of small parallel ops instead of
+# sleeping and being woken for each: 30 % more demo steps per minute on 2 cores (docs/benchmarks.md,
+# "OpenMP threads"); it costs a busy core while waiting, so it suits a machine given to the run.
+DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \
+	OMP_WAIT_POLICY=ACTIVE
 
 # Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,
 # logs and results); `make demo ARGS=--resume` continues the last one instead.
@@ -52,10 +56,11 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -n 2 -q -m slow
 
-# Huge pages for big tensors: the MoE's per-step expert gradients (up to 2 x 512 MB at 256
-# experts) are otherwise page-faulted in afresh every step (docs/benchmarks.md).
+# Huge pages for big tensors and make demo's malloc thresholds: the MoE's per-step expert
+# gradients (up to 2 x 512 MB at 256 experts) are otherwise page-faulted in afresh every step
+# (docs/benchmarks.md, "glibc malloc" and "Huge pages").
 bench: setup
-	THP_MEM_ALLOC_ENABLE=1 $(PY) benchmarks/run_all.py
+	$(DEMO_ENV) THP_MEM_ALLOC_ENABLE=1 $(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

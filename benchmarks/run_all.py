@@ -38,6 +38,12 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
 }
 
 
+#: The environment variables that change the figures (allocator, OpenMP): docs/benchmarks.md,
+#: "Running the benchmarks on this machine".
+TUNING_ENV = ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+              "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+
+
 def machine() -> list[str]:
     cpu = platform.processor() or platform.machine()
     memory = ""
@@ -55,8 +61,9 @@ def machine() -> list[str]:
     return [
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs{memory}; {platform.system()} {platform.release()}",
         f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads",
-        "Allocator: " + ("THP_MEM_ALLOC_ENABLE=1 (huge pages for tensors of 2 MB and more)"
-                         if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "PyTorch's default"),
+        "Environment (`make bench` sets make demo's, plus huge pages): "
+        + (", ".join(f"{name}={os.environ[name]}" for name in TUNING_ENV if name in os.environ) or "none of "
+           + ", ".join(TUNING_ENV)),
     ]
 
 

@@ -28,7 +28,7 @@ system-deps:
 # these thresholds keep them (docs/benchmarks.md, "glibc malloc"). OMP_WAIT_POLICY=ACTIVE keeps
 # OpenMP's threads spinning between the step's thousands of small parallel ops instead of
 # sleeping and being woken for each: 30 % more demo steps per minute on 2 cores (docs/benchmarks.md,
-# "OpenMP threads"); it costs a busy core while waiting, so it suits a machine given to the run.
+# "OpenMP threads waiting"); it costs a busy core while waiting, so it suits a machine given to the run.
 DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \
 	OMP_WAIT_POLICY=ACTIVE
 

@@ -633,8 +633,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 PRESETS_DIR = Path(__file__).resolve().with_name("configs")
 """The presets shipped inside the package: ``tiny.py`` (tests), ``demo.py`` (the CPU main job),
-``hour.py`` (the demo for an hour, on larger built-in data), ``paper.py`` (the paper's sizes), and ``examples/*.py``: one worked example of a task declared
-over the user's own data per kind of reader (``--config examples/image_folder``)."""
+``hour.py`` (the demo for an hour, on larger built-in data), ``paper.py`` (the paper's sizes),
+and ``examples/*.py``: one worked example of a task declared over the user's own data per kind
+of reader (``--config examples/image_folder``)."""
 
 EXAMPLES_DIR = PRESETS_DIR / "examples"
 

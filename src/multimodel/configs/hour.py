@@ -2,7 +2,7 @@
 
 Command:   multimodel train --config hour --run-dir runs/hour --overwrite
            (make demo ARGS="--config hour" runs it into runs/demo with make demo's environment)
-Run time:  about 2 min to generate the larger speech, caption and parsing sets the first time
+Run time:  about 2-3 min to generate the larger speech, caption and parsing sets the first time
            (cached afterwards), 60 minutes of training (train.time_budget_minutes), then about a
            minute of evaluation with the blind control.
 Expected:  ~14,500 steps without make demo's environment (~1,800 per task, speech ~2,700; more
@@ -16,9 +16,10 @@ data-starved: with their 2,000 training examples each, training per-token accura
 99-100 % by step ~7,000 while held-out speech WER stayed at 70-75 % and parse F1 crept up, and
 caption item F1 was still climbing. So this preset generates more of the same synthetic data:
 speech 16,000 utterances (the same training voices, speeds and pitches; test voices and speeds
-stay held out), parsing 10,000 sentences (still fewer than the four translation directions'
-16,000 pairs, so parsing stays the smallest text task), captions 16,000 canvases. Test sets are
-unchanged and held out exactly as in the demo.
+stay held out), parsing 10,000 sentences, captions 16,000 canvases. Parsing is then no longer
+the smallest text task (each translation direction has 4,000 pairs, 16,000 together), which
+weakens what this preset can say about the paper's small-data claim. Test sets are unchanged
+and held out exactly as in the demo.
 """
 
 import dataclasses

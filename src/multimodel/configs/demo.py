@@ -6,7 +6,7 @@ Run time:  ≤ 15 minutes on 2 CPU cores: about 1.5 min to generate the data (ca
            about a minute of evaluation (Fashion-MNIST on all 10,000 test images; every task
            twice, with and without the blind control).
 Expected:  ~3,000-3,400 steps with make demo's environment (~400 per task; ~2,400 without); every
-           task well above its blind control (Fashion-MNIST ~80 %, caption item F1 ~35-50, speech
+           task well above its blind control (Fashion-MNIST ~80 %, caption item F1 ~50-60, speech
            WER ~75-85 %, parse F1 ~20, translation BLEU 97-100); docs/results.md has the tables
            this preset produced and its single-task baselines.
 

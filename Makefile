@@ -28,9 +28,10 @@ system-deps:
 # these thresholds keep them (docs/benchmarks.md, "glibc malloc"). OMP_WAIT_POLICY=ACTIVE keeps
 # OpenMP's threads spinning between the step's thousands of small parallel ops instead of
 # sleeping and being woken for each: 30 % more demo steps per minute on 2 cores (docs/benchmarks.md,
-# "OpenMP threads waiting"); it costs a busy core while waiting, so it suits a machine given to the run.
-DEMO_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \
-	OMP_WAIT_POLICY=ACTIVE
+# "OpenMP threads waiting"). A spinning thread keeps a core busy even while its process idles, so
+# make reproduce, whose parent process waits while its workers train, gets the thresholds only.
+MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
+DEMO_ENV := $(MALLOC_ENV) OMP_WAIT_POLICY=ACTIVE
 
 # Each `make demo` starts over in runs/demo (--overwrite deletes the previous demo's checkpoints,
 # logs and results); `make demo ARGS=--resume` continues the last one instead.
@@ -46,7 +47,7 @@ demo: setup
 CORPORA := $(wildcard ../shared/corpora)
 REPRODUCE_JOBS ?= 2
 reproduce: setup
-	$(DEMO_ENV) $(VENV)/bin/multimodel reproduce --out results/reproduce --jobs $(REPRODUCE_JOBS) \
+	$(MALLOC_ENV) $(VENV)/bin/multimodel reproduce --out results/reproduce --jobs $(REPRODUCE_JOBS) \
 		$(if $(CORPORA),data.corpora_dir=$(CORPORA)) $(ARGS)
 
 # The suite (< 10 minutes on 2 cores); longer checks are marked slow and run by `make test-slow`.

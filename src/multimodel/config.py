@@ -383,6 +383,10 @@ class TrainConfig:
     """Peak learning rate reached at the end of warm-up."""
     warmup_steps: int = 200
     """Linear warm-up steps, then inverse-square-root decay ('noam')."""
+    cooldown_fraction: float = 0.0
+    """Over the last fraction of training, lower the learning rate linearly to zero (0 = no
+    cool-down, the paper's schedule). The end is ``steps`` or, when ``time_budget_minutes`` is
+    set, whichever comes first (the budget is read from the clock before every step)."""
     adam_betas: tuple[float, float] = (0.85, 0.997)
     """Adam betas (paper code)."""
     adam_eps: float = 1e-6
@@ -458,6 +462,7 @@ class TrainConfig:
         _require_all(self.adam_betas, t + "adam_betas", "made of values in [0, 1)", lambda b: 0 <= b < 1)
         for name in ("weight_decay", "time_budget_minutes", "length_penalty"):
             _require(getattr(self, name) >= 0, t + name, ">= 0", getattr(self, name))
+        _require(0 <= self.cooldown_fraction <= 1, t + "cooldown_fraction", "in [0, 1]", self.cooldown_fraction)
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), t + "device",
                  "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
 

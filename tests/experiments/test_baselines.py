@@ -11,8 +11,8 @@ import torch
 
 from multimodel.baselines import BASELINES, BaselineConfig, build_baseline
 from multimodel.cli import main
-from multimodel.config import load_config
-from multimodel.experiments.baselines import read_run
+from multimodel.config import apply_overrides, load_config
+from multimodel.experiments.baselines import baseline_config, read_run
 from multimodel.experiments.grid import mixing_of, schedule
 from multimodel.training import checkpoint as ckpt
 from multimodel.training.run import train_and_evaluate
@@ -257,3 +257,9 @@ def test_baselines_command_refuses_tasks_the_run_did_not_train(tiny_run, capsys)
     code = main(["experiment", "baselines", "--run", str(run), "--out", str(root / "x"), "--tasks", "speech_numbers"])
     assert code == 2
     assert "not trained on ['speech_numbers']" in capsys.readouterr().err
+
+
+def test_baselines_end_their_training_the_way_the_run_did():
+    cfg = apply_overrides(load_config("tiny"), ["train.cooldown_fraction=0.3"])
+    assert baseline_config(cfg).cooldown_fraction == 0.3
+    assert baseline_config(cfg, cooldown_fraction=0.0).cooldown_fraction == 0.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multimodel.config import TrainConfig
-from multimodel.training.optim import build_optimizer
+from multimodel.config import ConfigError, TrainConfig
+from multimodel.training.optim import LearningRateSchedule, build_optimizer, noam_factor, schedule_for
 
 
 def _model(device: str = "cpu") -> torch.nn.Module:
@@ -56,3 +56,38 @@ def test_an_unfused_checkpoint_resumes_unfused():
     optimizer.load_state_dict(old.state_dict())
     assert not optimizer.param_groups[0]["fused"]
     _train(model, optimizer, steps=1)  # and it steps
+
+
+def test_cooldown_lowers_the_learning_rate_linearly_to_zero_over_the_last_fraction():
+    schedule = LearningRateSchedule(warmup_steps=10, steps=100, cooldown_fraction=0.2)
+    plain = LearningRateSchedule(warmup_steps=10, steps=100)
+    assert [schedule.factor(s) for s in range(80)] == [noam_factor(s, 10) for s in range(80)]
+    assert [plain.factor(s) for s in range(100)] == [noam_factor(s, 10) for s in range(100)]
+    assert schedule.factor(90) == pytest.approx(noam_factor(90, 10) * 0.5)
+    assert schedule.factor(99) == pytest.approx(noam_factor(99, 10) * 0.05)
+    ratios = [schedule.factor(s) / noam_factor(s, 10) for s in range(80, 100)]
+    assert all(a > b for a, b in zip(ratios, ratios[1:]))  # strictly falling, never below 0
+    assert min(ratios) > 0
+
+
+def test_the_clock_ends_the_cooldown_when_the_time_budget_comes_first():
+    schedule = LearningRateSchedule(warmup_steps=10, steps=100_000, cooldown_fraction=0.5)
+    assert schedule.factor(20) == pytest.approx(noam_factor(20, 10))
+    schedule.clock_progress = 0.75  # three quarters of the budget gone, at step 20 of 100,000
+    assert schedule.factor(20) == pytest.approx(noam_factor(20, 10) * 0.5)
+    schedule.clock_progress = 1.5
+    assert schedule.factor(20) == 0.0
+
+
+def test_the_optimiser_follows_the_schedule_and_a_bad_fraction_is_refused():
+    cfg = TrainConfig(learning_rate=1e-2, warmup_steps=2, steps=10, cooldown_fraction=0.5)
+    optimizer, scheduler = build_optimizer(_model(), cfg)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([1e-2 * schedule_for(cfg).factor(s) for s in range(10)])
+    assert lrs[-1] < lrs[5] / 4
+    with pytest.raises(ConfigError, match="train.cooldown_fraction"):
+        TrainConfig(cooldown_fraction=1.5)

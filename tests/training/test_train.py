@@ -21,6 +21,7 @@ from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import BUILTIN_TASKS, TASKS
 from multimodel.training import checkpoint as ckpt
 from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.training.optim import noam_factor
 from multimodel.training.train import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -351,3 +352,17 @@ def test_ctrl_c_lets_the_step_finish_then_checkpoints(tmp_path, monkeypatch):
     assert logged_after_signal == [3]
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-0000003"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_time_budget_cools_the_learning_rate_down_before_it_stops(tmp_path):
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=100000", "train.log_every=1",
+               "train.time_budget_minutes=0.02", "train.cooldown_fraction=0.5", "train.warmup_steps=1",
+               "train.checkpoint_every=100000")
+    result = train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert 0 < result.step < 100000 and len(lrs) == result.step
+    peak = cfg.train.learning_rate
+    # lrs[i] is the rate of step i + 2 (0-based i + 1), set with the clock read after step i + 1.
+    # Steps alone would keep the cool-down factor at 1 (step / 100,000 is tiny); the clock ends it.
+    assert lrs[1] == pytest.approx(peak * noam_factor(2, 1))
+    assert lrs[-1] < 0.2 * peak * noam_factor(result.step, 1)

@@ -56,9 +56,12 @@ class BaselineConfig:
     audio_mels: int = 80
     """Mel bands of the speech features (from the run: ``model.audio_mels``)."""
     learning_rate: float = 1e-3
-    """Adam's learning rate after warm-up (kept constant afterwards)."""
+    """Adam's learning rate after warm-up (kept constant afterwards, until any cool-down)."""
     warmup_steps: int = 100
     """Linear warm-up steps, capped at a tenth of the training steps (at least 1)."""
+    cooldown_fraction: float = 0.0
+    """Over the last fraction of the steps, lower the learning rate linearly to zero (from the
+    run: ``train.cooldown_fraction``, so both sides end their training the same way)."""
     adam_betas: tuple[float, float] = (0.9, 0.98)
     """Adam's betas."""
     grad_clip: float = 1.0

@@ -60,6 +60,7 @@ from multimodel.tasks import get_task
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
+from multimodel.training.optim import cooldown_factor
 
 Log = Callable[[str], None]
 
@@ -150,6 +151,7 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
         "max_target_length": cfg.model.max_target_length,
         "audio_mels": cfg.model.audio_mels,
         "audio_sample_rate": cfg.model.audio_sample_rate,
+        "cooldown_fraction": cfg.train.cooldown_fraction,
     }
     from_run.update({k: v for k, v in overrides.items() if v is not None})
     return BaselineConfig(**from_run)
@@ -166,7 +168,8 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     """Train ``model`` for ``steps`` batches of ``stream``; return (step, mean training loss) readings.
 
     Adam with a linear warm-up over ``min(warmup_steps, steps // 10)`` steps (at least 1), then
-    the constant learning rate; gradients clipped to ``grad_clip``. A step whose loss is not
+    the constant learning rate, lowered linearly to zero over the last ``cooldown_fraction`` of
+    the steps (none by default); gradients clipped to ``grad_clip``. A step whose loss is not
     finite is skipped (its batch still counts). With ``eval_every`` and ``evaluate``, every
     ``eval_every`` steps ``evaluate()``'s metrics are appended to ``eval_curve`` with the step and
     the training seconds so far (evaluation time left out); the model is back in training mode after.
@@ -175,7 +178,8 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.adam_betas)
     warmup = max(1, min(config.warmup_steps, steps // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * cooldown_factor(s / steps, config.cooldown_fraction))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -394,14 +398,17 @@ def results_markdown(payload: dict[str, Any]) -> str:
                      f" | {_cell(r['multimodel'], 'token_accuracy')} | {_cell(r['eval'], 'token_accuracy')}"
                      f" | {_cell(r['multimodel'], 'log_perplexity', 3)} | {_cell(r['eval'], 'log_perplexity', 3)}"
                      f" | {r['train_seconds']:.0f} s |")
+    settings = payload["baseline_config"]
+    cooldown = settings.get("cooldown_fraction", 0)  # absent from results written before it existed
+    schedule = f"Adam, learning rate {settings['learning_rate']:g} after a linear warm-up" + (
+        f", lowered linearly to 0 over the last {cooldown:g} of the steps" if cooldown else "")
     notes = [
         f"MultiModel: {payload['run']} after {payload['run_step']} steps, {payload['run_parameters'] / 1e6:.2f}M"
         f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"
         f" (beam size {payload['run_beam_size']}).",
         f"Baselines: one model per task, trained on the run's batches of that task (batch size"
         f" {payload['batch_size']}, data seed {payload['data_seed']}); steps: {payload['steps_source']}."
-        f" Adam, learning rate {payload['baseline_config']['learning_rate']:g} after a linear warm-up,"
-        f" d_model {payload['baseline_config']['hidden_size']}, greedy decoding.",
+        f" {schedule}, d_model {settings['hidden_size']}, greedy decoding.",
         "Both are scored by the same evaluation code on the same held-out examples.",
     ]
     missing = [n for n in payload["tasks"] if not payload["results"][n]["multimodel"]]

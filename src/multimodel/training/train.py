@@ -42,7 +42,7 @@ from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, i
     select_device, shutdown
 from multimodel.training.layout import Layout, apply_layout
 from multimodel.training.meters import JsonlLogger, RoutingTotals, TaskMeters, log_record
-from multimodel.training.optim import build_optimizer
+from multimodel.training.optim import LearningRateSchedule, build_optimizer, schedule_for
 from multimodel.training.signals import StopRequests
 from multimodel.training.step import train_step
 
@@ -107,6 +107,8 @@ class TrainState:
         train_seconds: wall-clock seconds spent training so far, over every resumption, without
             mid-run evaluations (what ``benchmarks/time_to_target.py`` reads).
         layout: where the parameters live (:mod:`multimodel.training.layout`).
+        schedule: the learning-rate schedule ``scheduler`` follows; the loop tells it how much
+            of the time budget has passed (:func:`stop_reason`).
     """
 
     cfg: Config
@@ -130,6 +132,7 @@ class TrainState:
     worst_bad_run: torch.Tensor
     train_seconds: float = 0.0
     layout: Layout = field(default_factory=Layout)
+    schedule: LearningRateSchedule | None = None
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -269,7 +272,8 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
     model = _build_model(cfg, tokenizer, specs, init_ckpt, latest, say)
     parameters = sum(p.numel() for p in model.parameters())
     layout, step_module = apply_layout(model, cfg.train, dist_info, device)
-    optimizer, scheduler = build_optimizer(model, cfg.train)
+    schedule = schedule_for(cfg.train)
+    optimizer, scheduler = build_optimizer(model, cfg.train, schedule)
     sizes = {name: len(td.train) for name, td in task_data.items()}
     probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
     global_batch = cfg.data.batch_size * dist_info.world_size
@@ -281,7 +285,8 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
         streams={name: TaskStream(name, td.train, td.collate, global_batch, cfg.data.seed)
                  for name, td in task_data.items()},
         step=0, task_steps=dict.fromkeys(task_data, 0), meters=TaskMeters(), routing=RoutingTotals(),
-        skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone(), layout=layout)
+        skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone(), layout=layout,
+        schedule=schedule)
     if latest is not None:
         _restore(state, latest)
         say(f"resumed from {latest} at step {state.step}")
@@ -448,19 +453,24 @@ def evaluate_during_training(model: MultiModel, task_data: dict[str, TaskData], 
 
 def stop_reason(state: TrainState, stops: StopRequests, started: float, at_log: bool) -> str | None:
     """"signal" after Ctrl-C/SIGTERM, "budget" once ``train.time_budget_minutes`` have passed,
-    else None. A data-parallel run agrees on both at log lines only (all ranks stop at the same
-    step without a collective every step)."""
+    else None; also tells the learning-rate schedule how much of the budget has passed (its
+    cool-down follows the clock). A data-parallel run agrees on all three at log lines only (all
+    ranks stop at the same step and keep the same learning rate, without a collective every
+    step): the ranks' mean elapsed time."""
     budget_s = 60.0 * state.cfg.train.time_budget_minutes
-    over_budget = budget_s > 0 and time.time() - started > budget_s
+    fraction = (time.time() - started) / budget_s if budget_s > 0 else 0.0
     requested = stops.requested
     if state.dist_info.enabled:
         if not at_log:
             return None
-        flags = torch.tensor([float(over_budget), float(requested)], device=state.device)
-        over_budget, requested = (v > 0 for v in all_reduce_sum(flags, state.dist_info).tolist())
+        flags = torch.tensor([float(requested), fraction], device=state.device)
+        total_requested, total_fraction = all_reduce_sum(flags, state.dist_info).tolist()
+        requested, fraction = total_requested > 0, total_fraction / state.dist_info.world_size
+    if state.schedule is not None:
+        state.schedule.clock_progress = fraction
     if requested:
         return "signal"
-    return "budget" if over_budget else None
+    return "budget" if fraction > 1 else None
 
 
 def train(

@@ -13,9 +13,11 @@ from multimodel.corpora.captions import captions_for
 from multimodel.data.batching import Collator
 from multimodel.data.example import Example
 from multimodel.data.tokenizer import Tokenizer
+from multimodel.evaluation import evaluate as evaluate_module
 from multimodel.evaluation.evaluate import evaluate_task, format_table
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import TASKS
+from multimodel.training.run import breakdown_lines
 
 CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 SPECS = ["image", "audio", "text", "class_label:10"]
@@ -127,3 +129,27 @@ def test_a_modality_without_a_blind_control_keeps_its_real_scores(model, tokeniz
     with pytest.warns(UserWarning, match="task digits: no blind control"):
         result = evaluate(model, tokenizer, "digits", blind_control=True)
     assert result.metrics == evaluate(model, tokenizer, "digits").metrics  # no blind_* keys, the rest intact
+
+
+def test_speech_is_also_scored_per_voice_on_the_right_examples(model, tokenizer, monkeypatch):
+    """Examples of voice "a" are decoded right and those of "b" wrong (the stand-in decoder reads
+    the batch's references); the per-voice WERs must say so, although evaluation sorts the
+    examples by length."""
+    examples = examples_of("speech_numbers")
+    voices = ["a", "b", "a", "b"]
+    for ex, voice in zip(examples, voices):
+        ex.meta.update(voice=voice, kind="cardinal")
+    right = {ex.target for ex, voice in zip(examples, voices) if voice == "a"}
+
+    def fake_decode(model, batch, task, tokenizer, **options):
+        return [r[0] if r[0] in right else "wrong" for r in batch.references]
+
+    monkeypatch.setattr(evaluate_module, "decode_batch", fake_decode)
+    task = TASKS["speech_numbers"]
+    collate = Collator("speech_numbers", False, tokenizer, CONFIG.model.max_target_length)
+    result = evaluate_task(model, task, examples, collate, tokenizer, batch_size=3)
+    by_voice = result.breakdown["voice"]
+    assert by_voice["a"] == {"count": 2.0, "wer": 0.0}
+    assert by_voice["b"]["count"] == 2.0 and by_voice["b"]["wer"] == 100.0  # 1 substitution + deletions
+    assert result.breakdown["kind"]["cardinal"]["wer"] == pytest.approx(result.metrics["wer"])
+    assert "by voice" in "\n".join(breakdown_lines([result], {"speech_numbers": task}))

@@ -6,6 +6,10 @@ BLEU (sacrebleu) for translation, item F1 (the items named and their positions) 
 the built-in captions, WER (jiwer) for speech, labelled bracket F1 for parsing. Evaluation
 runs in eval mode (no dropout, no MoE noise), so it is deterministic.
 
+A task that names ``report_by`` fields of its examples' ``meta`` (speech: ``voice``, ``kind``)
+is also scored on each value's examples alone (:attr:`TaskResult.breakdown`), e.g. the WER of
+each held-out voice.
+
 The blind control (``blind_control=True``) scores the model a second time on the same
 examples with their content removed by the input modality (``Modality.blind``: blank images,
 silence, every word unknown), decoded the same way, and reports those scores as ``blind_<metric>``:
@@ -55,6 +59,8 @@ class TaskResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     num_examples: int = 0
     seconds: float = 0.0
+    breakdown: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """meta field → its value → the metrics of those examples alone, with ``count`` (examples)."""
 
     def headline(self, task: Task) -> tuple[str, float]:
         name = task.metrics[0]
@@ -63,7 +69,7 @@ class TaskResult:
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "metrics": self.metrics, "token_accuracy": self.token_accuracy,
                 "log_perplexity": self.log_perplexity, "examples": self.examples,
-                "num_examples": self.num_examples, "seconds": self.seconds}
+                "num_examples": self.num_examples, "seconds": self.seconds, "breakdown": self.breakdown}
 
 
 def _forward(model: MultiModel, batch: Batch, task: Task):
@@ -111,6 +117,31 @@ class _Pass:
     correct: float
     count: float
     shown: list[dict[str, Any]]
+    breakdown: dict[str, dict[str, dict[str, float]]]
+
+
+def _scores(metrics: Sequence[str], hyps: list[str], refs: list[list[str]]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        scores.update(_score(metric, hyps, refs))
+    return scores
+
+
+def _breakdown(task: Task, examples: Sequence[Example], order: list[int], hyps: list[str],
+               refs: list[list[str]]) -> dict[str, dict[str, dict[str, float]]]:
+    """The task's metrics per value of each of its ``report_by`` meta fields; ``order[i]`` is
+    the index in ``examples`` of ``hyps[i]``. Examples without the field are left out."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in task.report_by:
+        groups: dict[str, list[int]] = {}
+        for position, index in enumerate(order):
+            meta = examples[index].meta or {}
+            if key in meta:
+                groups.setdefault(str(meta[key]), []).append(position)
+        out[key] = {value: {"count": float(len(members)),
+                            **_scores(task.metrics, [hyps[i] for i in members], [refs[i] for i in members])}
+                    for value, members in sorted(groups.items())}
+    return out
 
 
 def _evaluate_batches(model: MultiModel, task: Task, batches: list[tuple[list[int], Batch]],
@@ -121,6 +152,7 @@ def _evaluate_batches(model: MultiModel, task: Task, batches: list[tuple[list[in
     nll = correct = count = 0.0
     hyps: list[str] = []
     refs: list[list[str]] = []
+    order: list[int] = []
     top1 = top5 = 0.0
     shown: list[dict[str, Any]] = []
     for indices, batch in batches:
@@ -143,18 +175,20 @@ def _evaluate_batches(model: MultiModel, task: Task, batches: list[tuple[list[in
             texts = decode_batch(model, batch, task, tokenizer, beam_size=beam_size,
                                  length_penalty=length_penalty)
             hyps.extend(texts)
+            order.extend(indices)
             refs.extend([[str(r) for r in rs] for rs in batch.references])
             if len(shown) < num_shown:
                 shown.append({"input": describe_input(examples[indices[0]].inputs),
                               "prediction": texts[0], "reference": batch.references[0][0]})
+    breakdown: dict[str, dict[str, dict[str, float]]] = {}
     if task.is_classification:
         n = len(examples)
         metrics = {"accuracy": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
     else:
-        metrics = {}
-        for metric in task.metrics:
-            metrics.update(_score(metric, hyps, refs))
-    return _Pass(metrics, nll, correct, count, shown)
+        metrics = _scores(task.metrics, hyps, refs)
+        if blind is None:
+            breakdown = _breakdown(task, examples, order, hyps, refs)
+    return _Pass(metrics, nll, correct, count, shown, breakdown)
 
 
 @torch.no_grad()
@@ -207,6 +241,7 @@ def evaluate_task(
         examples=seen.shown,
         num_examples=len(examples),
         seconds=time.time() - start,
+        breakdown=seen.breakdown,
     )
 
 

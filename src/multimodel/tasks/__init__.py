@@ -132,6 +132,7 @@ _builtin: list[Task] = [
         metrics=("wer",),
         load=speech.load,
         available=speech.available,
+        report_by=("voice", "kind"),  # test voices are held-out accents and variants
     ),
     Task(
         name="grammar_parsing",

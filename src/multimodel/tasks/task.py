@@ -35,6 +35,8 @@ class Task:
             else a message saying what is missing and how to get it.
         labels: class names of a classification task (index → name).
         input_shape: the fixed (C, H, W) of image inputs, so `predict` can resize user images.
+        report_by: ``meta`` fields of the held-out examples by whose values evaluation also
+            scores a decoded task separately (speech: by voice and by kind of utterance).
         spec: for a task declared in a config (:mod:`multimodel.tasks.spec`), its spec with
             everything read from the data filled in (labels, modalities, metrics): what a saved
             model stores to rebuild the task without the config or the data. None for the
@@ -52,6 +54,7 @@ class Task:
     available: Callable[[Path], str | None]
     labels: tuple[str, ...] = ()
     input_shape: tuple[int, ...] | None = None
+    report_by: tuple[str, ...] = ()
     spec: TaskSpec | None = None
 
     @property

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from multimodel.config import Config, ConfigError, apply_overrides
 from multimodel.evaluation.evaluate import TaskResult, describe_input, evaluate_all, format_table
+from multimodel.tasks import Task
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
 from multimodel.pretrained import load_pretrained
 from multimodel.training.train import train
@@ -57,6 +58,7 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
                 blind = None if blind is None else labels[blind]
             also = "" if blind is None else f"; blind: {blind!r}"
             lines.append(f"- {r.task}: {ex.get('input', '')!s} → {pred!r} (reference {ref!r}{also})")
+    lines += breakdown_lines(results, tasks)
     skipped = {n: td.skipped for n, td in task_data.items() if td.skipped}
     if skipped:
         lines.append(f"Skipped bad records: {skipped}")
@@ -66,6 +68,17 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
     (run_dir / "results.md").write_text(report + "\n")
     (run_dir / "eval.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
     return report
+
+
+def breakdown_lines(results: Sequence[TaskResult], tasks: dict[str, Task]) -> list[str]:
+    """One line per task and ``report_by`` field: the headline metric of each value's examples."""
+    lines = []
+    for r in results:
+        for key, groups in r.breakdown.items():
+            metric = tasks[r.task].metrics[0]
+            cells = ", ".join(f"{value} {scores[metric]:.1f} ({int(scores['count'])})" for value, scores in groups.items())
+            lines.append(f"- {r.task} {metric} by {key} (examples): {cells}")
+    return ["", "By group:", *lines] if lines else []
 
 
 def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_size: int | None = None,
@@ -88,8 +101,9 @@ def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_
     task_data = load_task_data(cfg, names, splits=("test",), log=log)
     attach_collators(cfg, task_data, tokenizer, log=log)
     results = evaluate_all(model, task_data, tokenizer, cfg, log=log, blind_control=blind_control)
-    log("\n" + format_table(results, {n: td.task for n, td in task_data.items()}))
+    tasks = {n: td.task for n, td in task_data.items()}
+    log("\n".join(["", format_table(results, tasks), *breakdown_lines(results, tasks)]))
     return results
 
 
-__all__ = ["train_and_evaluate", "evaluate_checkpoint", "write_report"]
+__all__ = ["train_and_evaluate", "evaluate_checkpoint", "write_report", "breakdown_lines"]

@@ -160,6 +160,15 @@ class ModelConfig:
     """The paper's audio net when set: one stride-2 residual block over time per entry, with that
     many filters, and no entry ConvStep (paper: l_i = ConvRes(l_(i-1), 2^i), i = 1..8, i.e.
     2, 4, ..., 256). Empty = the ``audio_time_strides`` net above."""
+    audio_frequency_masks: int = 0
+    """SpecAugment in training (Park et al. 2019; not in the paper): bands of adjacent mel bands
+    blanked per utterance (to its mean feature); 0 = none. layers/spec_augment.py."""
+    audio_frequency_mask_width: int = 15
+    """Widest such band, in mel bands (each width is uniform in 0 .. this)."""
+    audio_time_masks: int = 0
+    """SpecAugment in training: spans of frames blanked per utterance; 0 = none."""
+    audio_time_mask_fraction: float = 0.1
+    """Widest such span, as a fraction of the utterance's real frames."""
     class_label_net: str = "downsample"
     """Class-label output net: 'downsample' = the released code's downsampling conv block
     (strided residual, two ConvSteps + max-pool, ConvSteps widening, ReLU, mean pool, linear);
@@ -183,7 +192,8 @@ class ModelConfig:
                  f">= 1 and divide hidden_size ({self.hidden_size})", self.num_heads)
         _require(0 <= self.dropout < 1, m + "dropout", "in [0, 1)", self.dropout)
         _require(0 <= self.label_smoothing < 1, m + "label_smoothing", "in [0, 1)", self.label_smoothing)
-        for name in ("encoder_blocks", "mixer_blocks", "decoder_blocks", "audio_time_strides", "class_label_blocks"):
+        for name in ("encoder_blocks", "mixer_blocks", "decoder_blocks", "audio_time_strides", "class_label_blocks",
+                     "audio_frequency_masks", "audio_frequency_mask_width", "audio_time_masks"):
             _require(getattr(self, name) >= 0, m + name, ">= 0", getattr(self, name))
         for name in ("conv_kernel_sizes", "conv_dilations"):
             _require(len(getattr(self, name)) == 4, m + name, "4 values (one per ConvStep of a conv block)",
@@ -192,6 +202,8 @@ class ModelConfig:
         for name in ("attention_kernel_size", "image_channels", "audio_mels", "audio_sample_rate",
                      "audio_frequency_patch", "max_target_length"):
             _require(getattr(self, name) >= 1, m + name, ">= 1", getattr(self, name))
+        _require(0 <= self.audio_time_mask_fraction <= 1, m + "audio_time_mask_fraction", "in [0, 1]",
+                 self.audio_time_mask_fraction)
         _require(len(self.image_entry_filters) == 2, m + "image_entry_filters", "2 values", self.image_entry_filters)
         _require_all(self.image_entry_filters, m + "image_entry_filters", "made of values >= 1", lambda v: v >= 1)
         _require_all(self.audio_block_filters, m + "audio_block_filters", "made of values >= 1", lambda v: v >= 1)

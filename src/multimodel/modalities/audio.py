@@ -22,6 +22,9 @@ later layer does P times less work: the paper's net spends almost all of a speec
 full-frequency-resolution maps (at B = 32, T = 280, F = 80 its first residual block alone
 writes 2 × 46 M activations), which a 2-core CPU cannot afford. Striding stays over time only.
 
+In training, optional SpecAugment masks (``audio_frequency_masks``, ``audio_time_masks``; none by
+default) blank random mel bands and frame spans of the features first (layers/spec_augment.py).
+
 Dimensions: B batch, T frames, F mel bands, C conv channels, D hidden size, N samples.
 """
 
@@ -35,6 +38,7 @@ from torch import nn
 from multimodel.config import ModelConfig
 from multimodel.layers.log_mel import LOG_FLOOR, LogMelFrontEnd
 from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
+from multimodel.layers.spec_augment import spec_augment
 from multimodel.modalities.base import Modality, ModalityError, check_mask, checks_values, random_lengths_mask
 
 class AudioModality(Modality):
@@ -59,6 +63,9 @@ class AudioModality(Modality):
         self.frequency_patch = P = frequency_patch
         self.bands = -(-config.audio_mels // P)  # frequency positions of the 2-D map
         self.front_end = LogMelFrontEnd(config.audio_sample_rate, config.audio_mels)
+        self.masking = {"frequency_masks": config.audio_frequency_masks,
+                        "frequency_width": config.audio_frequency_mask_width,
+                        "time_masks": config.audio_time_masks, "time_fraction": config.audio_time_mask_fraction}
         if config.audio_block_filters:  # the paper's net: ConvRes blocks straight on the features
             self.entry = None
             widths = (P, *config.audio_block_filters)
@@ -95,6 +102,8 @@ class AudioModality(Modality):
             raise ModalityError(
                 f"audio features must have {self.n_mels} mel bands (B, T, {self.n_mels}), got {tuple(inputs.shape)}"
             )
+        if self.training and (self.masking["frequency_masks"] or self.masking["time_masks"]):
+            inputs = spec_augment(inputs, mask, **self.masking)  # (B, T, F)
         B, T, F = inputs.shape
         P, bands = self.frequency_patch, self.bands
         if bands * P != F:

@@ -162,7 +162,9 @@ class ModelConfig:
     2, 4, ..., 256). Empty = the ``audio_time_strides`` net above."""
     audio_frequency_masks: int = 0
     """SpecAugment in training (Park et al. 2019; not in the paper): bands of adjacent mel bands
-    blanked per utterance (to its mean feature); 0 = none. layers/spec_augment.py."""
+    blanked per utterance (to its mean feature); 0 = none. layers/spec_augment.py. A regulariser
+    for long runs: with 2 bands and 2 spans the demo model had not learned to read speech after
+    1,500 steps (docs/results.md, "What limits learning per step")."""
     audio_frequency_mask_width: int = 15
     """Widest such band, in mel bands (each width is uniform in 0 .. this)."""
     audio_time_masks: int = 0

@@ -88,14 +88,18 @@ def joint_curves(run: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def baseline_curves(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per task: the baseline's (step, training seconds, headline value) readings."""
+    """Per task: the baseline's (step, training seconds, headline value) readings, then its
+    final evaluation (``eval``, at its last step and training time), as for the joint run."""
     curves = {}
     for path in sorted((out / "tasks").glob("*.json")):
         record = json.loads(path.read_text())
         metric = get_task(record["task"]).metrics[0]
-        curves[record["task"]] = [{"step": p["step"], "train_seconds": p["train_seconds"],
-                                   "value": p["metrics"].get(metric, math.nan)}
-                                  for p in record.get("eval_curve", [])]
+        curve = [{"step": p["step"], "train_seconds": p["train_seconds"], "value": p["metrics"].get(metric, math.nan)}
+                 for p in record.get("eval_curve", [])]
+        if record.get("eval") and "steps" in record and "train_seconds" in record:
+            curve.append({"step": record["steps"], "train_seconds": record["train_seconds"],
+                          "value": record["eval"].get(metric, math.nan)})
+        curves[record["task"]] = curve
     return curves
 
 

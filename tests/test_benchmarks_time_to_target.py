@@ -22,3 +22,16 @@ def test_first_reached_respects_the_metric_direction(load_benchmark):
     assert module.first_reached(curve, "wer", 75.0)["step"] == 2
     assert module.first_reached(curve, "bleu", 75.0)["step"] == 1
     assert module.first_reached(curve, "wer", 10.0) is None
+
+
+def test_a_baselines_final_evaluation_ends_its_curve(tmp_path, load_benchmark):
+    import json
+
+    module = load_benchmark("time_to_target")
+    (tmp_path / "tasks").mkdir()
+    record = {"task": "speech_numbers", "steps": 300, "train_seconds": 90.0, "eval": {"wer": 40.0},
+              "eval_curve": [{"step": 200, "train_seconds": 60.0, "metrics": {"wer": 55.0}}]}
+    (tmp_path / "tasks" / "speech_numbers.json").write_text(json.dumps(record))
+    curve = module.baseline_curves(tmp_path)["speech_numbers"]
+    assert [(p["step"], p["value"]) for p in curve] == [(200, 55.0), (300, 40.0)]
+    assert module.first_reached(curve, "wer", 50.0)["train_seconds"] == 90.0

@@ -57,8 +57,9 @@ class IncrementalScorer(_Scorer):
     """Next-token logits from the incremental state: O(1) decoder work per token. The state's
     buffers hold ``max_length`` positions (see :class:`_Scorer` for the arguments)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model: MultiModel, encoded: EncoderOutput, target_modality: str, task_token: str | None,
+                 max_length: int | None = None):
+        super().__init__(model, encoded, target_modality, task_token, max_length)
         with torch.inference_mode():
             self.state = self.model.start_decoding(self.encoded, self.max_length)
 

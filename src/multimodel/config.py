@@ -400,7 +400,8 @@ class TrainConfig:
     cooldown_fraction: float = 0.0
     """Over the last fraction of training, lower the learning rate linearly to zero (0 = no
     cool-down, the paper's schedule). The end is ``steps`` or, when ``time_budget_minutes`` is
-    set, whichever comes first (the budget is read from the clock before every step)."""
+    set, whichever comes first (the budget is read from the clock after every step, at log lines
+    in a data-parallel run so that its ranks agree)."""
     adam_betas: tuple[float, float] = (0.85, 0.997)
     """Adam betas (paper code)."""
     adam_eps: float = 1e-6

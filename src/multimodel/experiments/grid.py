@@ -18,10 +18,12 @@ continued with ``train(..., resume=True)`` from its newest checkpoint (or restar
 none). Re-running the same command after an interruption therefore finishes the grid.
 
 *Matched schedules* (``schedule="matched"``, the default of every plan): the learning rate
-follows the trainer's *global* step (warm-up, then 1/√step; :func:`~multimodel.training.optim.noam_factor`),
+follows the trainer's *global* step (warm-up, then 1/√step, then any cool-down;
+:class:`~multimodel.training.optim.LearningRateSchedule`),
 so an arm with fewer global steps — a single-task run given the steps its task had in the
 joint run — would spend a larger share of its task's steps in warm-up than the joint run
-does, which favours the joint arm early. ``noam_factor(s, w)`` depends only on ``s / w``, so
+does, which favours the joint arm early. ``noam_factor(s, w)`` depends only on ``s / w`` (and the
+cool-down only on ``s / steps``), so
 :func:`matched_schedule` scales an arm's ``train.warmup_steps`` by (its steps / the reference
 arm's steps): each task then sees about the same learning rate after the same number of its
 own steps in every arm (:func:`schedule_mismatch` measures how closely). The reference arm
@@ -240,11 +242,11 @@ def steps_for_task_count(cfg: Config, task: str, count: int) -> int:
 def task_learning_rates(spec: RunSpec, task: str) -> np.ndarray:
     """(steps on ``task``,) the schedule's multiplier of the peak learning rate at each of the
     task's steps in the run of ``spec``, in order."""
-    from multimodel.training.optim import noam_factor
+    from multimodel.training.optim import schedule_for
 
     order = schedule(spec.probabilities, spec.cfg.data.seed, spec.cfg.train.steps)
-    w = spec.cfg.train.warmup_steps
-    return np.asarray([noam_factor(s, w) for s, t in enumerate(order) if t == task], dtype=np.float64)
+    lr = schedule_for(spec.cfg.train)  # by steps: a grid's runs have no time budget to end them
+    return np.asarray([lr.factor(s) for s, t in enumerate(order) if t == task], dtype=np.float64)
 
 
 def schedule_mismatch(spec: RunSpec, reference: RunSpec, task: str) -> float:

@@ -5,7 +5,7 @@ adjacent mel bands, ``f`` uniform in [0, ``frequency_width``], and ``time_masks`
 frames, ``t`` uniform in [0, ``time_fraction`` × the utterance's real length], each at a uniform
 position; the masked values become the utterance's mean feature (over its real frames and all
 bands), so a mask carries no energy of its own. Time warping, the paper's third part, is left
-out (its authors found it the least useful). Padding stays as it was.
+out (its authors report it as the least influential of the three). Padding stays as it was.
 
 Hand-written because torchaudio, which has the two masks, is not built for the PyTorch this
 project pins. Draws from the global torch generator, like dropout, so a resumed run replays it.

@@ -12,7 +12,7 @@ import torch
 from multimodel.baselines import BASELINES, BaselineConfig, build_baseline
 from multimodel.cli import main
 from multimodel.config import apply_overrides, load_config
-from multimodel.experiments.baselines import baseline_config, read_run
+from multimodel.experiments.baselines import baseline_config, read_run, train_baseline
 from multimodel.experiments.grid import mixing_of, schedule
 from multimodel.training import checkpoint as ckpt
 from multimodel.training.run import train_and_evaluate
@@ -263,3 +263,13 @@ def test_baselines_end_their_training_the_way_the_run_did():
     cfg = apply_overrides(load_config("tiny"), ["train.cooldown_fraction=0.3"])
     assert baseline_config(cfg).cooldown_fraction == 0.3
     assert baseline_config(cfg, cooldown_fraction=0.0).cooldown_fraction == 0.0
+
+
+@pytest.mark.parametrize("cooldown", [0.0, 0.2])
+def test_a_baseline_of_zero_steps_trains_nothing(cooldown):
+    """``--steps 0`` (or a task the run never drew) builds the schedule without training."""
+    model = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    curve = train_baseline(model, None, 0, BaselineConfig(cooldown_fraction=cooldown), torch.device("cpu"),
+                           progress=False)
+    assert curve == [] and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -179,7 +179,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.adam_betas)
     warmup = max(1, min(config.warmup_steps, steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * cooldown_factor(s / steps, config.cooldown_fraction))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * cooldown_factor(s / max(1, steps), config.cooldown_fraction))
     bar = None
     if progress:
         from tqdm import tqdm

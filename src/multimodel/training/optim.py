@@ -11,7 +11,7 @@ over 3,000 steps, then roughly constant; docs/architecture.md, Deviations). We s
 the last fraction of training, by a factor falling linearly to zero (the "decay" phase of a
 warm-up/stable/decay schedule; Hägele et al. 2024 measure its gain over 1/sqrt at a fixed
 budget). The end of training is ``train.steps`` or, when a time budget is set, whichever of the
-two comes first: the trainer tells the schedule how much of the budget has passed before every
+two comes first: the trainer tells the schedule how much of the budget has passed after every
 step (:attr:`LearningRateSchedule.clock_progress`). Without a time budget the learning rate is
 a pure function of the step, so a resumed run follows it exactly; with one it follows the clock,
 as the number of steps does (a resumed run gets a new budget, and its cool-down starts again).

@@ -345,7 +345,11 @@ def test_scores_show_each_metric_beside_its_blind_control(browser, server, artif
                 task["scores"] = {"metrics": {"accuracy": 62.04, "blind_accuracy": 12.3}, "token_accuracy": 62.0,
                                   "log_perplexity": 1.0, "num_examples": 200, "headline": [
                                       {"metric": "accuracy", "label": "top-1 acc %", "value": 62.04, "blind": 12.3,
-                                       "lower_is_better": False}]}
+                                       "lower_is_better": False}],
+                                  "groups": [{"field": "style", "metric": "accuracy", "label": "top-1 acc %",
+                                              "lower_is_better": False, "values": [
+                                                  {"value": "printed", "score": 70.25, "count": 120},
+                                                  {"value": "written", "score": 50.0, "count": 80}]}]}
         info["scores_file"], info["scores_note"] = "runs/demo/eval.json", None
         route.fulfill(status=200, content_type="application/json", body=json.dumps(info))
 
@@ -359,6 +363,8 @@ def test_scores_show_each_metric_beside_its_blind_control(browser, server, artif
         blind = digits.locator("[data-role=blind]")
         assert "content removed" in blind.get_attribute("title")
         assert "on 200 held-out examples" in digits.inner_text()
+        assert (digits.locator("[data-role=groups][data-field=style]").inner_text()
+                == "top-1 acc by style: printed 70.3% (120) · written 50.0% (80)")
         assert "blind: the same model" in page.locator("#scores-note").inner_text()
         _shot(page.locator("#image-panel"), artifacts, "image-panel-scores")
     finally:

@@ -16,7 +16,9 @@ EVAL = [
     {"task": "digits", "metrics": {"accuracy": 62.0, "top5": 91.5, "blind_accuracy": 12.3, "blind_top5": 50.0},
      "token_accuracy": 62.0, "log_perplexity": 1.25, "examples": [], "num_examples": 200, "seconds": 1.0},
     {"task": "speech_numbers", "metrics": {"wer": 40.5, "blind_wer": 99.0}, "token_accuracy": 70.0,
-     "log_perplexity": 0.9, "examples": [], "num_examples": 200, "seconds": 3.0},
+     "log_perplexity": 0.9, "examples": [], "num_examples": 200, "seconds": 3.0,
+     "breakdown": {"voice": {"en-029": {"count": 26.0, "wer": 72.2}, "en-us-nyc": {"count": 24.0, "wer": 4.4},
+                             "broken": {"count": 3.0, "wer": math.nan}}}},
     {"task": "numbers_en_de", "metrics": {"bleu": math.nan}, "token_accuracy": math.nan,  # json writes NaN
      "log_perplexity": 2.0, "examples": [], "num_examples": 4, "seconds": 0.5},
 ]
@@ -54,6 +56,11 @@ def test_scores_appear_beside_their_blind_control(predictor, tmp_path):
     if "speech_numbers" in by_task:
         wer, = by_task["speech_numbers"]["headline"]
         assert (wer["value"], wer["blind"], wer["lower_is_better"]) == (40.5, 99.0, True)
+        voice, = by_task["speech_numbers"]["groups"]  # its headline metric per voice; NaN left out
+        assert (voice["field"], voice["metric"], voice["lower_is_better"]) == ("voice", "wer", True)
+        assert voice["values"] == [{"value": "en-029", "score": 72.2, "count": 26},
+                                   {"value": "en-us-nyc", "score": 4.4, "count": 24}]
+    assert digits["groups"] == []  # no breakdown in its record
     assert by_task["numbers_en_de"]["headline"] == []  # NaN is no score (and no valid JSON)
     assert by_task["numbers_en_de"]["token_accuracy"] is None
     assert by_task["grammar_parsing"] is None  # no record of it: not evaluated

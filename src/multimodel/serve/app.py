@@ -109,11 +109,29 @@ class MetricOut(BaseModel):
     lower_is_better: bool = Field(description="true for error rates (WER)")
 
 
+class GroupValueOut(BaseModel):
+    value: str = Field(description="the meta field's value, e.g. a voice name")
+    score: float = Field(description="the headline metric on this value's examples alone")
+    count: int = Field(description="held-out examples with this value")
+
+
+class GroupScoresOut(BaseModel):
+    """The task's headline metric per value of one of its report_by meta fields (eval.json's breakdown)."""
+
+    field: str = Field(description="the meta field, e.g. 'voice' or 'kind'")
+    metric: str
+    label: str
+    lower_is_better: bool
+    values: list[GroupValueOut]
+
+
 class TaskScoresOut(BaseModel):
     """A task's record in the run's eval.json."""
 
     metrics: dict[str, float] = Field(description="every metric of the record, 'blind_<metric>' included")
     headline: list[MetricOut] = Field(description="the task's own metrics in order (the first is its headline)")
+    groups: list[GroupScoresOut] = Field(default_factory=list, description="the headline metric per group of"
+                                         " examples (e.g. speech per held-out voice); empty when the task has none")
     token_accuracy: float | None = Field(description="teacher-forced per-token accuracy %")
     log_perplexity: float | None
     num_examples: int | None = Field(description="held-out examples scored")

@@ -3,9 +3,11 @@
 ``eval.json`` is written into the run directory after training (``training/run.py``
 ``write_report``): one record per task with ``metrics`` (the task's own metrics, and
 ``blind_<metric>`` for each, from the blind control), ``token_accuracy``, ``log_perplexity`` and
-``num_examples``. The blind control scores the same model on the same held-out examples with
-their content removed, so a score is evidence of learning only where it stands clearly above
-its blind value; the page shows the two side by side.
+``num_examples``, and ``breakdown`` (for tasks with ``report_by`` fields, e.g. speech by voice:
+the metrics of each group of examples alone). The blind control scores the same model on the same
+held-out examples with their content removed, so a score is evidence of learning only where it
+stands clearly above its blind value; the page shows the two side by side, and the headline
+metric of each group below.
 
 A checkpoint is ``RUN/checkpoints/step-N/`` (or, for an exported model, a directory of its own
 that is its "run"); ``eval.json`` scores the run's final model, so serving an earlier step says so.
@@ -53,7 +55,7 @@ class Scores:
         headline = [{"metric": name, "label": METRIC_LABELS.get(name, name), "value": metrics[name],
                      "blind": metrics.get(BLIND_PREFIX + name), "lower_is_better": name in LOWER_IS_BETTER}
                     for name in task.metrics if name in metrics]
-        return {"metrics": metrics, "headline": headline,
+        return {"metrics": metrics, "headline": headline, "groups": _groups(task, record.get("breakdown")),
                 "token_accuracy": _number(record.get("token_accuracy")),
                 "log_perplexity": _number(record.get("log_perplexity")),
                 "num_examples": int(record["num_examples"]) if _finite(record.get("num_examples")) else None}
@@ -86,6 +88,26 @@ def read_scores(checkpoint_dir: Path | None) -> Scores:
         note = (f"{path} scores the run's final model ({latest[-1].name}); this server runs"
                 f" {Path(checkpoint_dir).name}")
     return Scores(by_task, path, note)
+
+
+def _groups(task: Task, breakdown: Any) -> list[dict[str, Any]]:
+    """The API's ``groups`` (``GroupScoresOut``): per ``report_by`` field, the task's headline
+    metric of each value's examples, from an ``eval.json`` record's ``breakdown``; values without a
+    finite score are left out, and a record without a breakdown has no groups."""
+    if not isinstance(breakdown, dict) or not task.metrics:
+        return []
+    metric = task.metrics[0]
+    out = []
+    for key, values in breakdown.items():
+        if not isinstance(values, dict):
+            continue
+        rows = [{"value": str(value), "score": float(scores[metric]), "count": int(scores.get("count", 0))}
+                for value, scores in values.items()
+                if isinstance(scores, dict) and _finite(scores.get(metric)) and _finite(scores.get("count", 0))]
+        if rows:
+            out.append({"field": str(key), "metric": metric, "label": METRIC_LABELS.get(metric, metric),
+                        "lower_is_better": metric in LOWER_IS_BETTER, "values": rows})
+    return out
 
 
 def _finite(value: Any) -> bool:

@@ -355,7 +355,18 @@ function scoreLine(task) {
   if (task.scores.num_examples) {
     line.append(el("span", { class: "muted", text: `on ${task.scores.num_examples} held-out examples` }));
   }
+  for (const group of task.scores.groups || []) line.append(groupLine(group));
   return line;
+}
+
+// One report_by field of a task (e.g. speech by voice): the headline metric of each value's examples.
+function groupLine(group) {
+  const { name, unit } = formatMetric(group.label, 0);
+  const cells = group.values.map((v) => `${v.value} ${v.score.toFixed(1)}${unit} (${v.count})`);
+  return el("div", { class: "groups muted", "data-role": "groups", "data-field": group.field,
+    title: `${name} of each ${group.field}'s held-out examples alone (examples); ` +
+      (group.lower_is_better ? "lower is better" : "higher is better"),
+    text: `${name} by ${group.field}: ${cells.join(" · ")}` });
 }
 
 function showScores() {

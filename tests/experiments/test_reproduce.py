@@ -151,3 +151,20 @@ def test_run_jobs_raises_a_failed_jobs_error_and_starts_nothing_after_it():
     assert [j.name for j in started] == ["joint-s0", "single-a-s0"]  # the first two; nothing after the failure
     with pytest.raises(RuntimeError, match="wait on each other"):
         run_jobs([Job("a", 0, ("b",)), Job("b", 0, ("a",))], lambda job: None, lambda job, result: None, workers=2)
+
+
+def test_the_demo_preset_reruns_the_published_reproduction():
+    """`make reproduce` trains what docs/reproduce/report.json (the published tables) recorded:
+    the demo preset's later changes (cool-down, task weights) are pinned back, and options added
+    since are at their defaults."""
+    from multimodel.config import Config, to_dict
+    from multimodel.experiments.reproduce import PRESETS, base_config
+
+    published = json.loads((Path(__file__).parents[2] / "docs" / "reproduce" / "report.json").read_text())["config"]
+    now, defaults = (json.loads(json.dumps(to_dict(c))) for c in (base_config(PRESETS["demo"]), Config()))
+    for section in ("model", "train"):
+        for key, value in now[section].items():
+            expected = published[section].get(key, defaults[section][key])
+            assert value == expected, f"{section}.{key}: {value!r}, published {expected!r}"
+    for key in set(now["data"]) - {"data_dir", "corpora_dir"}:
+        assert now["data"][key] == published["data"].get(key, defaults["data"][key]), key

@@ -15,9 +15,9 @@ Beside the task weights (below), three choices differ from the library's (paper)
 measured at this preset's budget in docs/results.md ("What limits learning per step"): no dropout
 (0.1 held every decoded task back by 3-13 points at ~250 steps per task), a residual around the
 attention block's self-attention (a further 1-3 points on the four hard tasks, one seed), and a
-linear cool-down of the learning rate over the last fifth of the time budget (in two runs, Fashion-
-MNIST 83.0-83.1 against 81.6-81.7 and parse F1 26.0-27.3 against 21.3-22.8 in the two runs before
-it; the baselines get the same cool-down).
+linear cool-down of the learning rate over the last fifth of the time budget (in two runs,
+Fashion-MNIST 83.0-83.1 against 81.6-81.7 and parse F1 26.0-27.3 against 21.3-22.8 in the two runs
+before it; the baselines get the same cool-down).
 """
 
 from multimodel.config import Config, DataConfig, ModelConfig, MoEConfig, TrainConfig

@@ -39,6 +39,9 @@ CONFIG = Config(
         audio_time_strides=2,
     ),
     data=DataConfig(
+        # 600 pieces keep the number words of translation, speech and captions composable; 1,400
+        # spell parse sentences in 13 pieces instead of 30 and lift parsing, but its baseline more,
+        # and cost captions and translation (docs/results.md, "The shared vocabulary's size").
         vocab_size=600,
         train_size=4000,
         eval_size=200,

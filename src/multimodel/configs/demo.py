@@ -9,7 +9,9 @@ Expected:  ~3,400-3,700 steps with make demo's environment (~2,400 without): par
            speech and Fashion-MNIST ~750, captions ~500, each translation direction ~115; every
            task well above its blind control (Fashion-MNIST ~85 %, caption item F1 ~64-67,
            speech WER ~74-76 %, parse F1 ~42, translation BLEU ~86-97); docs/results.md has the
-           tables this preset produced and its single-task baselines.
+           tables this preset produced and its single-task baselines. A slower machine trains
+           fewer steps in the same budget, and translation, with 4 % of the steps per direction,
+           suffers first (2,362 steps on a slow night: BLEU 46-68).
 
 Beside the task weights (below), three choices differ from the library's (paper) defaults, each
 measured at this preset's budget in docs/results.md ("What limits learning per step"): no dropout

@@ -393,6 +393,13 @@ class TrainConfig:
     """T of temperature-scaled mixing: p_i ∝ n_i^(1/T)."""
     task_weights: dict[str, float] = field(default_factory=dict)
     """Sampling weights for mixing='weights' (unlisted tasks get 0)."""
+    loss_multipliers: dict[str, float] = field(default_factory=dict)
+    """Per task, a factor on its loss before the backward (unlisted tasks get 1). The code
+    released with the paper had such per-problem multipliers (e.g. ImageNet 0.7, audio 2.0).
+    Adam divides every update by a running root-mean-square of the gradients that parameter
+    has seen from all tasks, so a task whose gradients are large slows the shared layers'
+    learning of the others; a multiplier below 1 tempers it. The logs' ``grad_norm/<task>``
+    shows each task's scale."""
     learning_rate: float = 1e-3
     """Peak learning rate reached at the end of warm-up."""
     warmup_steps: int = 200
@@ -411,6 +418,13 @@ class TrainConfig:
     tensor2tensor's weight decay to 3.0, a different formulation; not reproduced.)"""
     grad_clip: float = 2.0
     """Clip the global gradient norm to this (paper code: 2.0)."""
+    normalize_gradients: bool = False
+    """Rescale every step's gradient to global norm 1 (instead of clipping it), so that each
+    task, whatever the scale of its gradients, weighs the same in Adam's running statistics of
+    the shared layers. Off = the paper's clipping. One task per step makes this a per-task
+    balance: a classification loss on one label per example gives several times the gradient
+    norm of a per-token sequence loss (``grad_norm/<task>`` in the logs) and, left alone, slows
+    the sequence tasks' learning in every layer they share (docs/results.md, "Gradient scale")."""
     time_budget_minutes: float = 0.0
     """Stop (with a checkpoint) once training has run this long; 0 = no limit. `make demo` uses
     it so the run fits its time on any machine; the steps reached are reported."""
@@ -472,6 +486,8 @@ class TrainConfig:
         _require(self.temperature > 0, t + "temperature", "> 0", self.temperature)
         for task, weight in self.task_weights.items():
             _require(weight >= 0, f"train.task_weights.{task}", ">= 0", weight)
+        for task, factor in self.loss_multipliers.items():
+            _require(factor > 0, f"train.loss_multipliers.{task}", "> 0", factor)
         for name in ("learning_rate", "adam_eps", "grad_clip"):
             _require(getattr(self, name) > 0, t + name, "> 0", getattr(self, name))
         _require_all(self.adam_betas, t + "adam_betas", "made of values in [0, 1)", lambda b: 0 <= b < 1)

@@ -90,6 +90,19 @@ def test_task_weights_of_unselected_tasks_are_dropped_and_unknown_names_raise(tm
         task_weights(cfg)
 
 
+def test_loss_multipliers_cover_every_selected_task_and_unknown_names_raise(tmp_path):
+    from multimodel.tasks.task_data import loss_multipliers
+
+    cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en",
+               "train.loss_multipliers={'digits': 0.5, 'speech_numbers': 2.0}")
+    assert loss_multipliers(cfg) == {"digits": 0.5, "numbers_fr_en": 1.0}
+    cfg = tiny(tmp_path, "data.tasks=digits", "train.loss_multipliers={'digit': 0.5}")
+    with pytest.raises(ValueError, match=r"train.loss_multipliers names unknown tasks \['digit'\]"):
+        loss_multipliers(cfg)
+    with pytest.raises(ValueError, match=r"train.loss_multipliers.digits"):
+        tiny(tmp_path, "data.tasks=digits", "train.loss_multipliers={'digits': 0.0}")
+
+
 def test_inputs_longer_than_max_input_length_are_refused_or_left_out_and_counted(tmp_path):
     from multimodel.tasks.task_data import attach_collators, build_tokenizer
 

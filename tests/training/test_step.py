@@ -55,6 +55,56 @@ def test_train_step_takes_the_plain_reference_step(state):
     assert state.scheduler.get_last_lr() == ref_sched.get_last_lr()
 
 
+def test_a_loss_multiplier_scales_the_gradient_and_leaves_the_reported_loss_alone(state):
+    """train.loss_multipliers: the backward sees factor × loss; the statistics report the loss
+    itself and the gradient norm before clipping, which the factor scales."""
+    model = state.model
+    reference = copy.deepcopy(model)
+    batch, kwargs = _batch(state, "numbers_fr_en")
+    torch.manual_seed(5)
+    stats = train_step(model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=1e9, loss_multiplier=0.25)
+    torch.manual_seed(5)
+    out = reference(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    (0.25 * out.loss.loss + out.aux_loss).backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 1e9)
+    torch.testing.assert_close(stats.loss, out.loss.loss.detach())
+    torch.testing.assert_close(stats.grad_norm, norm, rtol=1e-5, atol=1e-7)
+    torch.manual_seed(5)
+    plain = copy.deepcopy(reference)
+    plain.zero_grad(set_to_none=True)
+    out = plain(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    (out.loss.loss + out.aux_loss).backward()
+    assert float(torch.nn.utils.clip_grad_norm_(plain.parameters(), 1e9)) > 2 * float(norm)
+
+
+@pytest.mark.parametrize("multiplier", [1e-3, 1e3])
+def test_normalize_gradients_gives_adam_a_unit_norm_gradient_small_or_large(state, multiplier):
+    """train.normalize_gradients: a gradient of any global norm, far below or far above the
+    clipping threshold, reaches Adam rescaled to norm 1."""
+    model = state.model
+    first, kwargs = _batch(state, "digits")
+    train_step(model, state.optimizer, None, first, kwargs, grad_clip=2.0)  # Adam's moments now weigh a scale
+    reference = copy.deepcopy(model)
+    ref_opt, _ = build_optimizer(reference, state.cfg.train)
+    ref_opt.load_state_dict(copy.deepcopy(state.optimizer.state_dict()))  # not the same moment tensors
+    batch, kwargs = _batch(state, "numbers_fr_en")
+    torch.manual_seed(5)
+    stats = train_step(model, state.optimizer, None, batch, kwargs, grad_clip=2.0, loss_multiplier=multiplier,
+                       normalize_gradients=True)
+    torch.manual_seed(5)
+    out = reference(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **kwargs)
+    (multiplier * out.loss.loss + out.aux_loss).backward()
+    grads = [p.grad for p in reference.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert (float(norm) < 0.5) if multiplier < 1 else (float(norm) > 4.0)  # both sides of grad_clip
+    torch.testing.assert_close(stats.grad_norm, norm, rtol=1e-5, atol=1e-9)
+    for g in grads:
+        g.div_(norm)
+    ref_opt.step()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_a_non_finite_gradient_skips_the_update_and_keeps_the_optimiser_state(state):
     batch, kwargs = _batch(state, "digits")
     train_step(state.model, state.optimizer, state.scheduler, batch, kwargs, grad_clip=1.0)  # Adam has state

@@ -66,6 +66,9 @@ class BaselineConfig:
     """Adam's betas."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this."""
+    normalize_gradients: bool = False
+    """Rescale every step's gradient to global norm 1 instead of clipping it (from the run:
+    ``train.normalize_gradients``, so both sides take the same kind of update)."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -26,7 +26,9 @@ What is held equal, so that only the model differs:
 
 Not held equal, on purpose: the baselines decode greedily (MultiModel used the run's
 ``train.beam_size``); they train with Adam, a short linear warm-up and a constant learning
-rate afterwards, as small single-task models usually are; and a data-parallel run's global
+rate afterwards, as small single-task models usually are (the run's cool-down and
+``train.normalize_gradients`` carry over, so both sides end training and scale their updates
+alike); and a data-parallel run's global
 batch (``data.batch_size`` × ranks) is not recorded in the run, so baselines use
 ``data.batch_size``.
 
@@ -61,6 +63,7 @@ from multimodel.tasks.task_data import TaskData, attach_collators, load_task_dat
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
 from multimodel.training.optim import cooldown_factor
+from multimodel.training.step import scale_up_to_unit_norm
 
 Log = Callable[[str], None]
 
@@ -152,6 +155,7 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
         "audio_mels": cfg.model.audio_mels,
         "audio_sample_rate": cfg.model.audio_sample_rate,
         "cooldown_fraction": cfg.train.cooldown_fraction,
+        "normalize_gradients": cfg.train.normalize_gradients,
     }
     from_run.update({k: v for k, v in overrides.items() if v is not None})
     return BaselineConfig(**from_run)
@@ -169,7 +173,8 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
 
     Adam with a linear warm-up over ``min(warmup_steps, steps // 10)`` steps (at least 1), then
     the constant learning rate, lowered linearly to zero over the last ``cooldown_fraction`` of
-    the steps (none by default); gradients clipped to ``grad_clip``. A step whose loss is not
+    the steps (none by default); gradients clipped to ``grad_clip``, or rescaled to norm 1 with
+    ``normalize_gradients``. A step whose loss is not
     finite is skipped (its batch still counts). With ``eval_every`` and ``evaluate``, every
     ``eval_every`` steps ``evaluate()``'s metrics are appended to ``eval_curve`` with the step and
     the training seconds so far (evaluation time left out); the model is back in training mode after.
@@ -204,7 +209,9 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
             else:
                 bad_in_a_row = 0
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(params, 1.0 if config.normalize_gradients else config.grad_clip)
+                if config.normalize_gradients:
+                    scale_up_to_unit_norm(params, norm)
                 optimizer.step()
                 loss_sum += loss.detach()
                 in_sum += 1
@@ -401,7 +408,8 @@ def results_markdown(payload: dict[str, Any]) -> str:
     settings = payload["baseline_config"]
     cooldown = settings.get("cooldown_fraction", 0)  # absent from results written before it existed
     schedule = f"Adam, learning rate {settings['learning_rate']:g} after a linear warm-up" + (
-        f", lowered linearly to 0 over the last {cooldown:g} of the steps" if cooldown else "")
+        f", lowered linearly to 0 over the last {cooldown:g} of the steps" if cooldown else "") + (
+        ", each step's gradient rescaled to norm 1" if settings.get("normalize_gradients") else "")
     notes = [
         f"MultiModel: {payload['run']} after {payload['run_step']} steps, {payload['run_parameters'] / 1e6:.2f}M"
         f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"

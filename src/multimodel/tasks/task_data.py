@@ -112,11 +112,23 @@ def task_statuses(cfg: Config) -> list[TaskStatus]:
 def task_weights(cfg: Config) -> dict[str, float]:
     """``train.task_weights`` of the selected tasks: a preset's weights may name tasks a run does
     not select (they are dropped); a name neither the catalogue nor the config declares is an error."""
+    return _selected(cfg, "train.task_weights", cfg.train.task_weights)
+
+
+def loss_multipliers(cfg: Config) -> dict[str, float]:
+    """``train.loss_multipliers`` of the selected tasks, each selected task's factor (1 when
+    unlisted); names checked as :func:`task_weights` checks them."""
+    listed = _selected(cfg, "train.loss_multipliers", cfg.train.loss_multipliers)
+    return {name: listed.get(name, 1.0) for name in cfg.data.tasks}
+
+
+def _selected(cfg: Config, key: str, per_task: dict[str, float]) -> dict[str, float]:
+    """The entries of ``per_task`` (the config's ``key``) that name selected tasks."""
     known = known_task_names(cfg)
-    unknown = sorted(set(cfg.train.task_weights) - set(cfg.data.tasks) - known)
+    unknown = sorted(set(per_task) - set(cfg.data.tasks) - known)
     if unknown:
-        raise ConfigError(f"train.task_weights names unknown tasks {unknown}; known tasks: {', '.join(sorted(known))}")
-    return {name: w for name, w in cfg.train.task_weights.items() if name in cfg.data.tasks}
+        raise ConfigError(f"{key} names unknown tasks {unknown}; known tasks: {', '.join(sorted(known))}")
+    return {name: w for name, w in per_task.items() if name in cfg.data.tasks}
 
 
 def load_task_data(

@@ -32,6 +32,7 @@ class TaskTotals:
     correct: float
     count: float
     skipped: int
+    grad_norm: float
 
     @property
     def updated(self) -> int:
@@ -39,7 +40,8 @@ class TaskTotals:
 
 
 class TaskMeters:
-    """Per task: sums of loss, balancing loss, correct and real target tokens, and skipped steps.
+    """Per task: sums of loss, balancing loss, correct and real target tokens, gradient norm
+    (before clipping), and skipped steps.
 
     The sums are device tensors; :meth:`read` moves all of them to the host in one transfer.
     A skipped step's (non-finite) loss is left out of the sums and counted as skipped.
@@ -52,7 +54,8 @@ class TaskMeters:
     def add(self, task: str, stats: StepStats) -> None:
         kept = stats.skipped == 0
         row = torch.stack((torch.where(kept, stats.loss.float(), 0.0), torch.where(kept, stats.aux_loss.float(), 0.0),
-                           stats.correct * kept, stats.count * kept, stats.skipped))  # (5,)
+                           stats.correct * kept, stats.count * kept, stats.skipped,
+                           torch.where(kept, stats.grad_norm, 0.0)))  # (6,)
         if task in self.sums:
             self.sums[task] += row
         else:
@@ -64,8 +67,8 @@ class TaskMeters:
             return {}
         names = list(self.sums)
         rows = torch.stack([self.sums[n] for n in names]).tolist()  # the one host read per log line
-        return {n: TaskTotals(self.steps[n], loss, aux, correct, count, int(skipped))
-                for n, (loss, aux, correct, count, skipped) in zip(names, rows)}
+        return {n: TaskTotals(self.steps[n], loss, aux, correct, count, int(skipped), grad_norm)
+                for n, (loss, aux, correct, count, skipped, grad_norm) in zip(names, rows)}
 
     def clear(self) -> None:
         self.sums.clear()
@@ -74,8 +77,9 @@ class TaskMeters:
 
 def log_record(step: int, totals: dict[str, TaskTotals], elapsed: float, lr: float,
                world_size: int) -> dict[str, Any]:
-    """The log line of ``step``: per task mean loss, balancing loss and per-token accuracy over
-    the updated steps since the last line; target tokens per second over all ranks."""
+    """The log line of ``step``: per task mean loss, balancing loss, gradient norm before
+    clipping and per-token accuracy over the updated steps since the last line; target tokens
+    per second over all ranks."""
     record: dict[str, Any] = {"step": step, "lr": lr, "time": time.time()}
     tokens = 0.0
     for name, t in totals.items():
@@ -83,6 +87,7 @@ def log_record(step: int, totals: dict[str, TaskTotals], elapsed: float, lr: flo
             continue
         record[f"loss/{name}"] = t.loss / t.updated
         record[f"aux_loss/{name}"] = t.aux_loss / t.updated
+        record[f"grad_norm/{name}"] = t.grad_norm / t.updated
         if t.count:
             record[f"accuracy/{name}"] = t.correct / t.count
         tokens += t.count

@@ -43,6 +43,7 @@ class StepStats:
         correct: () target tokens (or labels) predicted right.
         count: () real target tokens (labels for a classifier) in this rank's batch.
         skipped: () 1.0 when the update was skipped for a non-finite loss or gradient, else 0.0.
+        grad_norm: () the global gradient norm before clipping.
         routing: per MoE layer, where this batch's tokens went.
     """
 
@@ -51,6 +52,7 @@ class StepStats:
     correct: torch.Tensor
     count: torch.Tensor
     skipped: torch.Tensor
+    grad_norm: torch.Tensor
     routing: dict[str, RoutingStats]
 
 
@@ -71,6 +73,8 @@ def train_step(
     parameters: list[nn.Parameter] | None = None,
     layout: Layout | None = None,
     precision: str = "float32",
+    loss_multiplier: float = 1.0,
+    normalize_gradients: bool = False,
 ) -> StepStats:
     """Train ``model`` on one batch of one task (already on the model's device).
 
@@ -94,11 +98,15 @@ def train_step(
             clipping norm is the global one. None: every rank holds everything.
         precision: ``train.precision``; "bf16" runs the forward under bfloat16 autocast
             (:mod:`multimodel.training.memory`).
+        loss_multiplier: the task's factor on its loss (``train.loss_multipliers``); the
+            statistics report the loss without it.
+        normalize_gradients: rescale the gradient to global norm 1 instead of clipping it
+            (``train.normalize_gradients``).
     """
     params = list(model.parameters()) if parameters is None else parameters
     with autocast(precision, batch.targets.device):
         out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task_kwargs)
-    task_loss = out.loss.loss
+    task_loss = out.loss.loss * loss_multiplier if loss_multiplier != 1.0 else out.loss.loss
     distributed = dist_info is not None and dist_info.enabled
     if distributed:
         global_count = all_reduce_sum(out.loss.count.detach().float(), dist_info)
@@ -106,11 +114,14 @@ def train_step(
     loss = task_loss + out.aux_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    max_norm = 1.0 if normalize_gradients else grad_clip
     if layout is None:
-        grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+        grad_norm = nn.utils.clip_grad_norm_(params, max_norm)
     else:
         layout.reduce_expert_gradients()
-        grad_norm = layout.clip_gradients(params, grad_clip)
+        grad_norm = layout.clip_gradients(params, max_norm)
+    if normalize_gradients:
+        scale_up_to_unit_norm(params, grad_norm)
     found_inf = (~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))).float()
     if distributed:
         found_inf = (all_reduce_sum(found_inf, dist_info) > 0).float()
@@ -119,7 +130,15 @@ def train_step(
         scheduler.step()
     return StepStats(loss=out.loss.loss.detach(), aux_loss=out.aux_loss.detach(),
                      correct=out.loss.correct.detach().float(), count=out.loss.count.detach().float(),
-                     skipped=found_inf, routing=out.routing)
+                     skipped=found_inf, grad_norm=grad_norm.detach().float(), routing=out.routing)
+
+
+def scale_up_to_unit_norm(params: list[nn.Parameter], norm: torch.Tensor) -> None:
+    """Scale gradients already clipped to global norm ≤ 1, whose norm before clipping was
+    ``norm``, so that their global norm is 1 (``train.normalize_gradients``)."""
+    grads = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params) if g is not None]
+    if grads:
+        torch._foreach_mul_(grads, 1.0 / norm.clamp(1e-12, 1.0))
 
 
 def _apply_update(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
@@ -137,4 +156,4 @@ def _apply_update(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> 
     optimizer.zero_grad(set_to_none=True)  # a skipped step must not leave its gradients behind
 
 
-__all__ = ["StepStats", "train_step", "model_inputs"]
+__all__ = ["StepStats", "train_step", "model_inputs", "scale_up_to_unit_norm"]

@@ -34,8 +34,8 @@ from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
 from multimodel.tasks.spec import complete_declared_tasks, task_specs
-from multimodel.tasks.task_data import TaskData, attach_collators, build_tokenizer, load_task_data, modality_specs, \
-    task_weights
+from multimodel.tasks.task_data import TaskData, attach_collators, build_tokenizer, load_task_data, \
+    loss_multipliers, modality_specs, task_weights
 from multimodel.training import checkpoint as ckpt
 from multimodel.training import full_state
 from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, launched_world_size, \
@@ -109,6 +109,7 @@ class TrainState:
         layout: where the parameters live (:mod:`multimodel.training.layout`).
         schedule: the learning-rate schedule ``scheduler`` follows; the loop tells it how much
             of the time budget has passed (:func:`stop_reason`).
+        loss_multipliers: per task, the factor on its loss (``train.loss_multipliers``).
     """
 
     cfg: Config
@@ -133,6 +134,7 @@ class TrainState:
     train_seconds: float = 0.0
     layout: Layout = field(default_factory=Layout)
     schedule: LearningRateSchedule | None = None
+    loss_multipliers: dict[str, float] = field(default_factory=dict)
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -286,7 +288,7 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
                  for name, td in task_data.items()},
         step=0, task_steps=dict.fromkeys(task_data, 0), meters=TaskMeters(), routing=RoutingTotals(),
         skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone(), layout=layout,
-        schedule=schedule)
+        schedule=schedule, loss_multipliers=loss_multipliers(cfg))
     if latest is not None:
         _restore(state, latest)
         say(f"resumed from {latest} at step {state.step}")
@@ -393,7 +395,9 @@ def take_step(state: TrainState) -> str:
     local = batch.shard(info.rank, info.world_size) if info.enabled else batch
     stats = train_step(state.ddp_model, state.optimizer, state.scheduler, local.to(state.device),
                        state.task_data[name].task.model_kwargs, grad_clip=state.cfg.train.grad_clip, dist_info=info,
-                       layout=state.layout, precision=state.cfg.train.precision)
+                       layout=state.layout, precision=state.cfg.train.precision,
+                       loss_multiplier=state.loss_multipliers.get(name, 1.0),
+                       normalize_gradients=state.cfg.train.normalize_gradients)
     state.step += 1
     state.meters.add(name, stats)
     state.routing.add(name, stats.routing)

@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
     e.add_argument("--warmup-steps", type=_int_at_least(0), default=None,
                    help="linear warm-up steps, at most a tenth of the steps (default 100)")
+    e.add_argument("--normalize-gradients", action=argparse.BooleanOptionalAction, default=None,
+                   help="rescale each step's gradient to norm 1 instead of clipping it (default: as the run's"
+                   " train.normalize_gradients)")
     e.add_argument("--eval-every", type=_int_at_least(0), default=0,
                    help="also score each baseline on the run's first data.eval_size held-out examples every N"
                    " steps, with its training time so far (benchmarks/time_to_target.py reads it); 0 = off")
@@ -503,12 +506,15 @@ def cmd_baselines(args: argparse.Namespace) -> int:
                         ("--eval-every", args.eval_every or None)):
         if value is not None:
             words += [flag, str(value)]
+    if args.normalize_gradients is not None:
+        words.append("--normalize-gradients" if args.normalize_gradients else "--no-normalize-gradients")
     if tasks:
         words += ["--tasks", *tasks]
     run_baselines(args.run, out=out, steps=args.steps, tasks=tasks, data_dir=args.data_dir,
                   command=shlex.join(words), progress=not args.no_progress, eval_every=args.eval_every,
                   hidden_size=args.hidden_size,
-                  learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
+                  learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                  normalize_gradients=args.normalize_gradients)
     return 0
 
 

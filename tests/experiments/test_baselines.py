@@ -265,6 +265,56 @@ def test_baselines_end_their_training_the_way_the_run_did():
     assert baseline_config(cfg, cooldown_fraction=0.0).cooldown_fraction == 0.0
 
 
+def test_baselines_scale_their_updates_the_way_the_run_did():
+    cfg = apply_overrides(load_config("tiny"), ["train.normalize_gradients=true"])
+    assert baseline_config(cfg).normalize_gradients is True
+    assert baseline_config(cfg, normalize_gradients=False).normalize_gradients is False
+    assert baseline_config(load_config("tiny")).normalize_gradients is False
+
+
+class _Scaled(torch.nn.Module):
+    """A linear regression whose loss is multiplied by ``scale``, answering a baseline's calls."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 1)
+        self.scale = scale
+
+    def forward(self, inputs, input_mask, targets, target_mask):
+        from types import SimpleNamespace
+
+        loss = self.scale * (self.linear(inputs).squeeze(-1) - targets).pow(2).mean()
+        return SimpleNamespace(loss=SimpleNamespace(loss=loss))
+
+
+class _Stream:
+    task_name = "toy"
+
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(1)
+
+    def next_batch(self):
+        from types import SimpleNamespace
+
+        x = torch.randn(8, 4, generator=self.generator)
+        batch = SimpleNamespace(inputs=x, input_mask=None, targets=x.sum(-1), target_mask=None)
+        batch.to = lambda device: batch
+        return batch
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_baseline_with_normalized_gradients_takes_the_same_steps_whatever_its_loss_scale(normalize):
+    """Rescaled to norm 1, a gradient 10^4 times larger moves Adam the same way; clipped, not."""
+    trained = []
+    for scale in (1e-2, 1e2):
+        model = _Scaled(scale)
+        train_baseline(model, _Stream(), 30, BaselineConfig(normalize_gradients=normalize, warmup_steps=1),
+                       torch.device("cpu"), progress=False)
+        trained.append(model.linear.weight.detach().clone())
+    assert torch.allclose(trained[0], trained[1], rtol=1e-4, atol=1e-6) == normalize
+
+
 @pytest.mark.parametrize("cooldown", [0.0, 0.2])
 def test_a_baseline_of_zero_steps_trains_nothing(cooldown):
     """``--steps 0`` (or a task the run never drew) builds the schedule without training."""

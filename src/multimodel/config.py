@@ -419,9 +419,9 @@ class TrainConfig:
     grad_clip: float = 2.0
     """Clip the global gradient norm to this (paper code: 2.0)."""
     normalize_gradients: bool = False
-    """Rescale every step's gradient to global norm 1 (instead of clipping it), so that each
-    task, whatever the scale of its gradients, weighs the same in Adam's running statistics of
-    the shared layers. Off = the paper's clipping. One task per step makes this a per-task
+    """Rescale every step's gradient to global norm 1 (instead of clipping it at ``grad_clip``,
+    which is then unused), so that each task, whatever the scale of its gradients, weighs the
+    same in Adam's running statistics of the shared layers. Off = the paper's clipping. One task per step makes this a per-task
     balance: a classification loss on one label per example gives several times the gradient
     norm of a per-token sequence loss (``grad_norm/<task>`` in the logs) and, left alone, slows
     the sequence tasks' learning in every layer they share (docs/results.md, "Gradient scale")."""

@@ -148,3 +148,25 @@ def test_a_step_between_log_lines_reads_nothing_on_the_host_but_the_moes_expert_
     own = [r for r in reads.in_package() if not r.file.startswith(("data/", "corpora/"))]  # host-side batching
     unexpected = [str(r) for r in own if r.file not in ALLOWED_READS]
     assert not unexpected, unexpected
+
+
+def test_the_trainer_applies_each_tasks_loss_multiplier_and_rescales_without_host_reads(tmp_path):
+    """train.loss_multipliers reach the step of their task only (its gradient norm shrinks by the
+    factor), and train.normalize_gradients adds no host read to the step."""
+    overrides = ("data.tasks=digits,numbers_fr_en", "data.train_size=16", "data.batch_size=4", "model.dropout=0.0",
+                 "model.use_moe=false")
+    norms = {}
+    for factor in (1.0, 0.01):
+        state = setup(tiny(tmp_path, *overrides, f"train.loss_multipliers={{'digits': {factor}}}",
+                           "train.normalize_gradients=true"), tmp_path / f"run{factor}", log=QUIET)
+        assert state.loss_multipliers == {"digits": factor, "numbers_fr_en": 1.0}
+        take_step(state)  # warm
+        with count_host_reads() as reads:
+            for _ in range(6):
+                take_step(state)
+        assert not [str(r) for r in reads.in_package() if not r.file.startswith(("data/", "corpora/"))]
+        totals = state.meters.read()
+        assert set(totals) == {"digits", "numbers_fr_en"}
+        norms[factor] = {name: t.grad_norm / t.updated for name, t in totals.items()}
+    assert norms[0.01]["digits"] < 0.05 * norms[1.0]["digits"]
+    assert norms[0.01]["numbers_fr_en"] > 0.2 * norms[1.0]["numbers_fr_en"]

@@ -399,7 +399,8 @@ class TrainConfig:
     Adam divides every update by a running root-mean-square of the gradients that parameter
     has seen from all tasks, so a task whose gradients are large slows the shared layers'
     learning of the others; a multiplier below 1 tempers it. The logs' ``grad_norm/<task>``
-    shows each task's scale."""
+    shows each task's scale. With ``normalize_gradients`` every step's gradient is rescaled to
+    norm 1 anyway, and a multiplier only moves its task's share against the MoE balancing loss."""
     learning_rate: float = 1e-3
     """Peak learning rate reached at the end of warm-up."""
     warmup_steps: int = 200

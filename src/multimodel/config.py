@@ -425,7 +425,10 @@ class TrainConfig:
     same in Adam's running statistics of the shared layers. Off = the paper's clipping. One task per step makes this a per-task
     balance: a classification loss on one label per example gives several times the gradient
     norm of a per-token sequence loss (``grad_norm/<task>`` in the logs) and, left alone, slows
-    the sequence tasks' learning in every layer they share (docs/results.md, "Gradient scale")."""
+    the sequence tasks' learning in every layer they share (docs/results.md, "Gradient scale").
+    The flip side: a task that has converged, whose gradients have shrunk to noise, is scaled up
+    to full-size steps too; over an hour of the built-in tasks that slowed speech (docs/results.md,
+    "One-hour run"), so use it while every task is still learning."""
     time_budget_minutes: float = 0.0
     """Stop (with a checkpoint) once training has run this long; 0 = no limit. `make demo` uses
     it so the run fits its time on any machine; the steps reached are reported."""

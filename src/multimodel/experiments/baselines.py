@@ -63,7 +63,7 @@ from multimodel.tasks.task_data import TaskData, attach_collators, load_task_dat
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
 from multimodel.training.optim import cooldown_factor
-from multimodel.training.step import scale_up_to_unit_norm
+from multimodel.training.step import bound_gradients
 
 Log = Callable[[str], None]
 
@@ -209,9 +209,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
             else:
                 bad_in_a_row = 0
                 loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params, 1.0 if config.normalize_gradients else config.grad_clip)
-                if config.normalize_gradients:
-                    scale_up_to_unit_norm(params, norm)
+                bound_gradients(params, config.grad_clip, config.normalize_gradients)
                 optimizer.step()
                 loss_sum += loss.detach()
                 in_sum += 1

@@ -20,7 +20,7 @@ global gradient norm.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -114,14 +114,10 @@ def train_step(
     loss = task_loss + out.aux_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    max_norm = 1.0 if normalize_gradients else grad_clip
-    if layout is None:
-        grad_norm = nn.utils.clip_grad_norm_(params, max_norm)
-    else:
+    if layout is not None:
         layout.reduce_expert_gradients()
-        grad_norm = layout.clip_gradients(params, max_norm)
-    if normalize_gradients:
-        scale_up_to_unit_norm(params, grad_norm)
+    clip = nn.utils.clip_grad_norm_ if layout is None else layout.clip_gradients
+    grad_norm = bound_gradients(params, grad_clip, normalize_gradients, clip)
     found_inf = (~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))).float()
     if distributed:
         found_inf = (all_reduce_sum(found_inf, dist_info) > 0).float()
@@ -133,12 +129,19 @@ def train_step(
                      skipped=found_inf, grad_norm=grad_norm.detach().float(), routing=out.routing)
 
 
-def scale_up_to_unit_norm(params: list[nn.Parameter], norm: torch.Tensor) -> None:
-    """Scale gradients already clipped to global norm ≤ 1, whose norm before clipping was
-    ``norm``, so that their global norm is 1 (``train.normalize_gradients``)."""
-    grads = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params) if g is not None]
-    if grads:
-        torch._foreach_mul_(grads, 1.0 / norm.clamp(1e-12, 1.0))
+def bound_gradients(params: list[nn.Parameter], grad_clip: float, normalize: bool,
+                    clip: Callable[[list[nn.Parameter], float], torch.Tensor] = nn.utils.clip_grad_norm_,
+                    ) -> torch.Tensor:
+    """Clip the gradients of ``params`` to global norm ``grad_clip`` or, with ``normalize``
+    (``train.normalize_gradients``), rescale them to global norm 1; return their global norm
+    before either. ``clip(params, max_norm)`` clips and returns that norm (a layout's
+    :meth:`~multimodel.training.layout.Layout.clip_gradients` when parameters are sharded)."""
+    norm = clip(params, 1.0 if normalize else grad_clip)
+    if normalize:  # clipped to norm ≤ 1 above; a smaller gradient is scaled up to 1
+        grads = [g.to_local() if hasattr(g, "to_local") else g for g in (p.grad for p in params) if g is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / norm.clamp(1e-12, 1.0))
+    return norm
 
 
 def _apply_update(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
@@ -156,4 +159,4 @@ def _apply_update(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> 
     optimizer.zero_grad(set_to_none=True)  # a skipped step must not leave its gradients behind
 
 
-__all__ = ["StepStats", "train_step", "model_inputs", "scale_up_to_unit_norm"]
+__all__ = ["StepStats", "train_step", "model_inputs", "bound_gradients"]

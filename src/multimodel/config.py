@@ -356,7 +356,12 @@ class DataConfig:
     """Per-task override of ``train_size`` (e.g. keep parsing data-scarce); tasks not selected in
     ``tasks`` are ignored, names no catalogue knows are an error."""
     batch_size: int = 32
-    """Examples per batch (one task per batch)."""
+    """Examples per batch (one task per batch), per rank."""
+    task_batch_sizes: dict[str, int] = field(default_factory=dict)
+    """Per-task override of ``batch_size``, per rank (e.g. more of the cheap 28×28 images per
+    Fashion-MNIST batch than utterances per speech batch: a classification image is 4 positions
+    for the body, an utterance ~140); tasks not selected in ``tasks`` are ignored, names no
+    catalogue knows are an error. The single-task baselines train on the same batches."""
     max_input_length: int = 512
     """Inputs longer than this (log-mel frames or subwords) are refused, naming the first; with
     ``skip_bad`` they are left out of training and evaluation, counted and reported (the built-in
@@ -376,6 +381,8 @@ class DataConfig:
             for task, size in getattr(self, name).items():
                 _require(size >= 0, f"data.{name}.{task}", ">= 0 (0 = all)", size)
         _require(self.batch_size >= 1, "data.batch_size", ">= 1", self.batch_size)
+        for task, size in self.task_batch_sizes.items():
+            _require(size >= 1, f"data.task_batch_sizes.{task}", ">= 1", size)
         _require(self.max_input_length >= 1, "data.max_input_length", ">= 1", self.max_input_length)
         names = [spec.name for spec in self.declared_tasks]
         _require(len(set(names)) == len(names), "data.declared_tasks", "tasks with distinct names", names)

@@ -103,6 +103,20 @@ def test_loss_multipliers_cover_every_selected_task_and_unknown_names_raise(tmp_
         tiny(tmp_path, "data.tasks=digits", "train.loss_multipliers={'digits': 0.0}")
 
 
+def test_task_batch_sizes_cover_every_selected_task_and_bad_entries_raise(tmp_path):
+    from multimodel.tasks.task_data import task_batch_sizes
+
+    cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en", "data.batch_size=8",
+               "data.task_batch_sizes={'digits': 24, 'speech_numbers': 4}")
+    assert task_batch_sizes(cfg) == {"digits": 24, "numbers_fr_en": 8}
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.task_batch_sizes={'digit': 24}")
+    with pytest.raises(ValueError, match=r"data.task_batch_sizes names unknown tasks \['digit'\]"):
+        task_batch_sizes(cfg)
+    for bad, says in (("0", "must be >= 1, got 0"), ("2.5", "expected an integer, got 2.5")):
+        with pytest.raises(ValueError, match=f"data.task_batch_sizes.digits:? {says}"):
+            tiny(tmp_path, "data.tasks=digits", f"data.task_batch_sizes={{'digits': {bad}}}")
+
+
 def test_inputs_longer_than_max_input_length_are_refused_or_left_out_and_counted(tmp_path):
     from multimodel.tasks.task_data import attach_collators, build_tokenizer
 

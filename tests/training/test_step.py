@@ -150,6 +150,19 @@ def test_a_step_between_log_lines_reads_nothing_on_the_host_but_the_moes_expert_
     assert not unexpected, unexpected
 
 
+def test_each_task_trains_on_batches_of_its_own_size(tmp_path):
+    """data.task_batch_sizes: the listed task's batches hold that many examples, the others
+    data.batch_size; the steps train on them (a classification target per example)."""
+    state = setup(tiny(tmp_path, "data.tasks=digits,numbers_fr_en", "data.train_size=32", "data.batch_size=4",
+                       "data.task_batch_sizes={'digits': 12}", "model.use_moe=false"), tmp_path / "run", log=QUIET)
+    assert {name: stream.batch_size for name, stream in state.streams.items()} == {"digits": 12, "numbers_fr_en": 4}
+    assert state.streams["digits"].next_batch().size == 12
+    for _ in range(6):
+        take_step(state)
+    totals = state.meters.read()
+    assert totals["digits"].updated >= 1 and totals["digits"].count == 12 * totals["digits"].updated  # a label each
+
+
 def test_the_trainer_applies_each_tasks_loss_multiplier_and_rescales_without_host_reads(tmp_path):
     """train.loss_multipliers reach the step of their task only (its gradient norm shrinks by the
     factor), and train.normalize_gradients adds no host read to the step."""

@@ -30,7 +30,7 @@ rate afterwards, as small single-task models usually are (the run's cool-down an
 ``train.normalize_gradients`` carry over, so both sides end training and scale their updates
 alike); and a data-parallel run's global
 batch (``data.batch_size`` × ranks) is not recorded in the run, so baselines use
-``data.batch_size``.
+``data.batch_size`` (or the task's ``data.task_batch_sizes`` entry).
 
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
 per-token accuracy and log-perplexity of both), ``OUT/results.json`` (every number) and
@@ -59,7 +59,7 @@ from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, write_json
 from multimodel.pretrained import read_meta, resolve_checkpoint
 from multimodel.tasks import get_task
-from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
+from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data, task_batch_sizes
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
 from multimodel.training.optim import cooldown_factor
@@ -279,6 +279,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     (out / "tasks").mkdir(parents=True, exist_ok=True)
 
     task_data = load_task_data(cfg, names, log=lambda msg: log(f"  {msg}"))
+    batch_sizes = task_batch_sizes(cfg)
     attach_collators(cfg, task_data, info.tokenizer)
     log(f"baselines for {info.run_dir} (step {info.step}, {len(names)} tasks) into {out}; steps per task:"
         f" {f'{steps} (--steps)' if steps is not None else info.steps_source}")
@@ -287,7 +288,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     for i, (name, td) in enumerate(task_data.items(), 1):
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
-               "batch_size": cfg.data.batch_size, "held_out": len(td.test), "baseline": to_dict(config),
+               "batch_size": batch_sizes[name], "held_out": len(td.test), "baseline": to_dict(config),
                "eval_every": eval_every}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
@@ -297,7 +298,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
                 records[name] = saved
                 continue
         log(f"[{i}/{len(task_data)}] {name}: {baseline_kind(td.task.input_modality, td.task.target_modality)},"
-            f" {n_steps} steps of batch {cfg.data.batch_size}")
+            f" {n_steps} steps of batch {batch_sizes[name]}")
         records[name] = compare_task(info, td, config, n_steps, device, progress=progress, log=log,
                                      eval_every=eval_every)
         records[name]["key"] = key
@@ -323,7 +324,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
                            shape).to(device)
     parameters = sum(p.numel() for p in model.parameters())
     assert td.collate is not None
-    stream = TaskStream(task.name, td.train, td.collate, cfg.data.batch_size, cfg.data.seed)
+    stream = TaskStream(task.name, td.train, td.collate, task_batch_sizes(cfg)[task.name], cfg.data.seed)
     greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
     eval_curve: list[dict[str, Any]] = []
     eval_seconds = [0.0]
@@ -355,6 +356,15 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
 # Tables.
 
 
+def _batch_sizes(payload: dict[str, Any]) -> str:
+    """The batch size, or each task's when ``data.task_batch_sizes`` made them differ (results
+    written before it existed hold one size)."""
+    sizes = payload.get("batch_sizes") or {}
+    if len(set(sizes.values())) <= 1:
+        return str(payload["batch_size"] if not sizes else next(iter(sizes.values())))
+    return ", ".join(f"{name} {size}" for name, size in sizes.items())
+
+
 def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]], config: BaselineConfig,
              steps: int | None, command: str | None) -> dict[str, Any]:
     cfg = info.cfg
@@ -362,7 +372,8 @@ def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]]
         "experiment": "baselines", "title": TITLE, "question": QUESTION, "command": command,
         "run": str(info.run_dir), "run_step": info.step, "run_checkpoint": str(info.checkpoint),
         "run_parameters": info.parameters, "run_beam_size": cfg.train.beam_size,
-        "batch_size": cfg.data.batch_size, "data_seed": cfg.data.seed,
+        "batch_size": cfg.data.batch_size, "batch_sizes": {name: task_batch_sizes(cfg)[name] for name in names},
+        "data_seed": cfg.data.seed,
         "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
         "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,
         "results": {name: {**records[name], "metric": headline_metric(name, cfg),
@@ -413,7 +424,7 @@ def results_markdown(payload: dict[str, Any]) -> str:
         f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"
         f" (beam size {payload['run_beam_size']}).",
         f"Baselines: one model per task, trained on the run's batches of that task (batch size"
-        f" {payload['batch_size']}, data seed {payload['data_seed']}); steps: {payload['steps_source']}."
+        f" {_batch_sizes(payload)}, data seed {payload['data_seed']}); steps: {payload['steps_source']}."
         f" {schedule}, d_model {settings['hidden_size']}, greedy decoding.",
         "Both are scored by the same evaluation code on the same held-out examples.",
     ]

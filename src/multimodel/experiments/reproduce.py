@@ -382,6 +382,7 @@ def _time_baselines(state: Any, cfg: Config, steps: int, tasks: Sequence[str]) -
     from multimodel.baselines import build_baseline
     from multimodel.data.batching import TaskStream
     from multimodel.experiments.baselines import baseline_config, train_baseline
+    from multimodel.tasks.task_data import task_batch_sizes
 
     config = baseline_config(cfg)
     out = {}
@@ -390,7 +391,7 @@ def _time_baselines(state: Any, cfg: Config, steps: int, tasks: Sequence[str]) -
         shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
         model = build_baseline(td.task.input_modality, td.task.target_modality, config, state.tokenizer.vocab_size,
                                shape).to(state.device)
-        stream = TaskStream(name, td.train, td.collate, cfg.data.batch_size, cfg.data.seed)
+        stream = TaskStream(name, td.train, td.collate, task_batch_sizes(cfg)[name], cfg.data.seed)
         tick = time.time()
         train_baseline(model, stream, steps + 1, config, state.device, progress=False, log=lambda _m: None)
         out[name] = (time.time() - tick) / (steps + 1)

@@ -122,6 +122,13 @@ def loss_multipliers(cfg: Config) -> dict[str, float]:
     return {name: listed.get(name, 1.0) for name in cfg.data.tasks}
 
 
+def task_batch_sizes(cfg: Config) -> dict[str, int]:
+    """Each selected task's examples per batch and rank: ``data.task_batch_sizes`` where it
+    names the task, else ``data.batch_size``; names checked as :func:`task_weights` checks them."""
+    listed = _selected(cfg, "data.task_batch_sizes", cfg.data.task_batch_sizes)
+    return {name: int(listed.get(name, cfg.data.batch_size)) for name in cfg.data.tasks}
+
+
 def _selected(cfg: Config, key: str, per_task: dict[str, float]) -> dict[str, float]:
     """The entries of ``per_task`` (the config's ``key``) that name selected tasks."""
     known = known_task_names(cfg)

@@ -35,7 +35,7 @@ from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import Task
 from multimodel.tasks.spec import complete_declared_tasks, task_specs
 from multimodel.tasks.task_data import TaskData, attach_collators, build_tokenizer, load_task_data, \
-    loss_multipliers, modality_specs, task_weights
+    loss_multipliers, modality_specs, task_batch_sizes, task_weights
 from multimodel.training import checkpoint as ckpt
 from multimodel.training import full_state
 from multimodel.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, launched_world_size, \
@@ -150,12 +150,21 @@ def _check_resume_config(saved: Config, given: Config | None, saved_world: int |
     """On resume the checkpoint's config rules; only :data:`RESUMABLE_CHANGES` (and the data
     folders) may differ, and ``data.batch_size`` so that the global batch stays the same on
     another number of ranks (``saved_world`` ranks wrote the checkpoint, ``world`` resume it)."""
-    batch_size = _resumed_batch_size(saved.data.batch_size, (given or saved).data.batch_size, saved_world, world, log)
+    batch_size = _resumed_batch_size("data.batch_size", saved.data.batch_size, (given or saved).data.batch_size,
+                                     saved_world, world, log)
+    given_sizes = (given or saved).data.task_batch_sizes
+    if set(given_sizes) != set(saved.data.task_batch_sizes):
+        raise TrainingError(f"data.task_batch_sizes names {sorted(given_sizes)}, the checkpoint's"
+                            f" {sorted(saved.data.task_batch_sizes)}; resume without --config, or start a new --run-dir")
+    task_sizes = {name: _resumed_batch_size(f"data.task_batch_sizes.{name}", size, given_sizes[name], saved_world,
+                                            world, log)
+                  for name, size in saved.data.task_batch_sizes.items()}
     if given is None:
         expert_parallel = math.gcd(saved.train.expert_parallel, world)  # the layout fits the new world
         if expert_parallel != saved.train.expert_parallel:
             log(f"resuming on {world} rank(s): train.expert_parallel {saved.train.expert_parallel} -> {expert_parallel}")
-        return config_from_dict({**to_dict(saved), "data": {**to_dict(saved.data), "batch_size": batch_size},
+        return config_from_dict({**to_dict(saved),
+                                 "data": {**to_dict(saved.data), "batch_size": batch_size, "task_batch_sizes": task_sizes},
                                  "train": {**to_dict(saved.train), "expert_parallel": expert_parallel}})
     a, b = to_dict(saved), to_dict(given)
     diffs = []
@@ -163,7 +172,7 @@ def _check_resume_config(saved: Config, given: Config | None, saved_world: int |
         for key in a[section]:
             if section == "train" and key in RESUMABLE_CHANGES:
                 continue
-            if section == "data" and key in ("data_dir", "corpora_dir", "batch_size"):
+            if section == "data" and key in ("data_dir", "corpora_dir", "batch_size", "task_batch_sizes"):
                 continue
             if a[section][key] != b[section][key]:
                 diffs.append(f"{section}.{key}: checkpoint {a[section][key]!r} vs given {b[section][key]!r}")
@@ -177,26 +186,27 @@ def _check_resume_config(saved: Config, given: Config | None, saved_world: int |
     merged["data"]["data_dir"] = b["data"]["data_dir"]
     merged["data"]["corpora_dir"] = b["data"]["corpora_dir"]
     merged["data"]["batch_size"] = batch_size
+    merged["data"]["task_batch_sizes"] = task_sizes
     return config_from_dict(merged)
 
 
-def _resumed_batch_size(saved: int, given: int, saved_world: int | None, world: int,
+def _resumed_batch_size(key: str, saved: int, given: int, saved_world: int | None, world: int,
                         log: Callable[[str], None]) -> int:
-    """The per-rank batch of a resumed run: the one that keeps the checkpoint's global batch
-    (the data streams count global batches). A checkpoint from before the world size was kept
-    resumes with the per-rank batch it had."""
+    """The per-rank batch (the config's ``key``) of a resumed run: the one that keeps the
+    checkpoint's global batch (the data streams count global batches). A checkpoint from before
+    the world size was kept resumes with the per-rank batch it had."""
     if saved_world is None:
         saved_world = world
     total = saved * saved_world
     if given * world == total:
         return given
     if given == saved and total % world == 0:
-        log(f"resuming on {world} rank(s) a run saved on {saved_world}: data.batch_size {saved} -> {total // world}"
+        log(f"resuming on {world} rank(s) a run saved on {saved_world}: {key} {saved} -> {total // world}"
             f" per rank keeps the global batch of {total}")
         return total // world
     raise TrainingError(
-        f"data.batch_size={given} on {world} rank(s) is a global batch of {given * world}; the checkpoint's is"
-        f" {total} ({saved} on {saved_world} rank(s)): resume with data.batch_size={total / world:g} per rank"
+        f"{key}={given} on {world} rank(s) is a global batch of {given * world}; the checkpoint's is"
+        f" {total} ({saved} on {saved_world} rank(s)): resume with {key}={total / world:g} per rank"
         " (the number of ranks must divide it)")
 
 
@@ -278,13 +288,14 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
     optimizer, scheduler = build_optimizer(model, cfg.train, schedule)
     sizes = {name: len(td.train) for name, td in task_data.items()}
     probs = mixing_probabilities(sizes, cfg.train.mixing, cfg.train.temperature, task_weights(cfg))
-    global_batch = cfg.data.batch_size * dist_info.world_size
+    batch_sizes = task_batch_sizes(cfg)  # per rank; the streams count global batches
     zero = torch.zeros((), device=device)
     state = TrainState(
         cfg=cfg, run_dir=run_dir, dist_info=dist_info, device=device, model=model,
         ddp_model=step_module, optimizer=optimizer, scheduler=scheduler,
         tokenizer=tokenizer, task_data=task_data, sampler=TaskSampler(probs, cfg.data.seed),
-        streams={name: TaskStream(name, td.train, td.collate, global_batch, cfg.data.seed)
+        streams={name: TaskStream(name, td.train, td.collate, batch_sizes[name] * dist_info.world_size,
+                                  cfg.data.seed)
                  for name, td in task_data.items()},
         step=0, task_steps=dict.fromkeys(task_data, 0), meters=TaskMeters(), routing=RoutingTotals(),
         skipped=zero.clone(), bad_run=zero.clone(), worst_bad_run=zero.clone(), layout=layout,
@@ -298,6 +309,8 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
     say(f"model: {parameters / 1e6:.2f}M parameters; modalities {specs}; device {device};"
         f" world size {dist_info.world_size}{_describe(layout)}")
     say("task mixing: " + ", ".join(f"{k} {v:.2f}" for k, v in probs.items()))
+    if len(set(batch_sizes.values())) > 1:
+        say("examples per batch and rank: " + ", ".join(f"{k} {v}" for k, v in batch_sizes.items()))
     return state
 
 

@@ -129,11 +129,13 @@ def test_values_out_of_range_name_the_key_and_the_range(override, message):
 
 def test_hour_preset_is_the_demo_with_more_data_and_time():
     """configs/hour.py says it is the demo preset except its time budget, evaluation and
-    checkpoint intervals, task weights, gradient clipping and three training-set sizes; the test
-    sets stay the demo's."""
+    checkpoint intervals, task weights, gradient clipping, batch sizes and three training-set
+    sizes; the test sets stay the demo's."""
     demo, hour = load_config("demo"), load_config("hour")
     assert hour.model == demo.model
-    assert dataclasses.replace(hour.data, task_sizes=demo.data.task_sizes) == demo.data
+    assert dataclasses.replace(hour.data, task_sizes=demo.data.task_sizes,
+                               task_batch_sizes=demo.data.task_batch_sizes) == demo.data
+    assert hour.data.task_batch_sizes == {}  # batch 32 for every task, as in its runs
     grown = {name for name in hour.data.task_sizes if hour.data.task_sizes[name] != demo.data.task_sizes.get(name)}
     assert grown == {"speech_numbers", "grammar_parsing", "fashion_captions"}
     assert all(hour.data.task_sizes[name] > demo.data.task_sizes.get(name, demo.data.train_size) for name in grown)

@@ -12,7 +12,7 @@ Expected:  ~2,500-3,700 steps with make demo's environment, depending on the mac
            F1 ~38, translation BLEU ~96-99); docs/results.md has the tables this preset produced
            and its single-task baselines.
 
-Beside the task weights (below), four choices differ from the library's (paper) defaults, each
+Beside the task weights and the per-task batch sizes (below), four choices differ from the library's (paper) defaults, each
 measured at this preset's budget in docs/results.md ("What limits learning per step"):
 gradients rescaled to norm 1 instead of clipped (``train.normalize_gradients``: Fashion-MNIST's
 and the translations' gradients are 2-6x parsing's and captions', and through Adam's shared

@@ -14,16 +14,15 @@ Everything is the demo preset's (``demo.py``: among the rest, the learning rate'
 the last fifth of the budget) except the time budget, the evaluation interval, the task weights
 (every task 1, speech 1.5), clipped gradients (``train.normalize_gradients=false``) and batch 32
 for every task (no ``data.task_batch_sizes``): the settings its runs were measured with; and the
-training-set sizes of three tasks. An hour of the
-demo preset showed speech and parsing data-starved: with their 2,000 training examples each,
-training per-token accuracy reached 99-100 % by step ~7,000 while held-out speech WER stayed at
-70-75 % and parse F1 crept up, and caption item F1 was still climbing. So this preset generates
-more of the same synthetic data: speech 16,000 utterances (the same training voices, speeds and
-pitches; test voices and speeds stay held out), parsing 10,000 sentences, captions 16,000
-canvases. Parsing is then no longer
+training-set sizes of three tasks. An hour of the demo preset showed speech and parsing
+data-starved: with their 2,000 training examples each, training per-token accuracy reached
+99-100 % by step ~7,000 while held-out speech WER stayed at 70-75 % and parse F1 crept up, and
+caption item F1 was still climbing. So this preset generates more of the same synthetic data:
+speech 16,000 utterances (the same training voices, speeds and pitches; test voices and speeds
+stay held out), parsing 10,000 sentences, captions 16,000 canvases. Parsing is then no longer
 the smallest text task (each translation direction has 4,000 pairs, 16,000 together), which
-weakens what this preset can say about the paper's small-data claim. Test sets are unchanged
-and held out exactly as in the demo.
+weakens what this preset can say about the paper's small-data claim. Test sets are unchanged and
+held out exactly as in the demo.
 """
 
 import dataclasses

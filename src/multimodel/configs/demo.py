@@ -75,11 +75,11 @@ CONFIG = Config(
         # Fixed weights (size-based mixing would give 60k-image Fashion-MNIST a third of all
         # steps): the four translation directions, which share their words and learn from each
         # other, get half the weight each (6 % of the steps each; with normalised gradients a
-        # quarter each, ~100 steps, left them at BLEU 38-92), English->German, the hardest
-        # (German's compound numbers) and at 0.5 0.7-1.4 BLEU behind its baseline, three
-        # quarters (9 %); the steps go to the tasks that learn slowest per step: parsing (24 %),
-        # speech and Fashion-MNIST (18 % each), captions (12 %). docs/results.md, "Task
-        # weights", "Gradient scale" and the top of "Demo run".
+        # quarter each, ~100 steps, left them at BLEU 38-92), English->German, at 0.5 the one
+        # direction behind its baseline (0.7-1.4 BLEU), three quarters (9 %); the steps go to the
+        # tasks that learn slowest per step: parsing (24 %), speech and Fashion-MNIST (18 %
+        # each), captions (12 %). docs/results.md, "Task weights", "Gradient scale" and the top
+        # of "Demo run".
         mixing="weights",
         task_weights={
             "fashion_mnist": 1.5,

@@ -180,10 +180,12 @@ def test_baselines_are_chosen_by_modalities_and_refuse_unknown_pairs():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A 10-step tiny run on digits + numbers_en_de, interrupted at step 6 and resumed."""
+    """A 10-step tiny run on digits (batches of 12) + numbers_en_de (the preset's 8), interrupted
+    at step 6 and resumed."""
     root = tmp_path_factory.mktemp("baselines")
     overrides = [f"data.data_dir={str(root / 'data')!r}", "data.tasks=digits,numbers_en_de", "train.steps=10",
-                 "train.log_every=2", "train.checkpoint_every=5", "data.eval_size=8"]
+                 "train.log_every=2", "train.checkpoint_every=5", "data.eval_size=8",
+                 "data.task_batch_sizes={'digits': 12}"]
     cfg = load_config(TINY, overrides)
     run = root / "run"
     quiet = lambda _msg: None  # noqa: E731
@@ -224,6 +226,8 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
         assert f" | {steps[task]} |" in md
     assert result["baseline_config"]["hidden_size"] == 32  # the tiny run's width
     assert "counted by the run" in result["steps_source"]
+    assert result["batch_sizes"] == {"digits": 12, "numbers_en_de": 8}
+    assert "batch size digits 12, numbers_en_de 8" in md
 
     # Re-running reuses finished tasks; --steps and a comma-separated --tasks change the plan.
     capsys.readouterr()
@@ -234,6 +238,25 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
                  "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
     three = json.loads((root / "three" / "results.json").read_text())
     assert {t: r["steps"] for t, r in three["results"].items()} == {"digits": 3, "numbers_en_de": 3}
+
+
+def test_each_baseline_trains_on_its_tasks_batch_size(tiny_run, tmp_path, monkeypatch):
+    """The run's data.task_batch_sizes reach the baselines' data streams."""
+    from multimodel.experiments import baselines as module
+
+    sizes = {}
+
+    class Recording(module.TaskStream):
+        def next_batch(self):
+            batch = super().next_batch()
+            sizes.setdefault(self.task_name, set()).add(batch.size)
+            return batch
+
+    monkeypatch.setattr(module, "TaskStream", Recording)
+    _, run = tiny_run
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--steps", "2"]) == 0
+    assert sizes == {"digits": {12}, "numbers_en_de": {8}}
 
 
 def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, tmp_path):

@@ -5,12 +5,13 @@ Run time:  ≤ 15 minutes on 2 CPU cores: about 1.5 min to generate the data (ca
            training stops after 11 minutes (train.time_budget_minutes) or 6,000 steps, then
            about a minute of evaluation (Fashion-MNIST on all 10,000 test images; every task
            twice, with and without the blind control).
-Expected:  ~2,500-3,700 steps with make demo's environment, depending on the machine's speed:
-           parsing ~24 % of them, speech and Fashion-MNIST ~18 %, captions ~12 %,
-           English->German ~9 %, the other translation directions ~6 % each; every task well
-           above its blind control (on a fast day's ~3,600 steps: Fashion-MNIST ~88-89 %,
-           caption item F1 ~75, speech WER ~74 %, parse F1 ~44-47, translation BLEU ~99-100);
-           docs/results.md has the tables this preset produced and its single-task baselines.
+Expected:  ~3,200-3,800 steps with make demo's environment on a fast day (fewer on a slow
+           one: 2,500 there before the larger Fashion-MNIST and parsing batches): parsing ~24 %
+           of them, speech and Fashion-MNIST ~18 %, captions ~12 %, English->German ~9 %, the
+           other translation directions ~6 % each; every task well above its blind control
+           (Fashion-MNIST ~88-89 %, caption item F1 ~71-76, speech WER ~73-75 %, parse F1
+           ~41-47, translation BLEU ~97-100); docs/results.md has the tables this preset
+           produced and its single-task baselines.
 
 Beside the task weights and the per-task batch sizes (below), four choices differ from the
 library's (paper) defaults, each measured at this preset's budget in docs/results.md ("What

@@ -360,8 +360,8 @@ class DataConfig:
     task_batch_sizes: dict[str, int] = field(default_factory=dict)
     """Per-task override of ``batch_size``, per rank (e.g. more of the cheap 28×28 images per
     Fashion-MNIST batch than utterances per speech batch: a classification image is 4 positions
-    for the body, an utterance ~140); tasks not selected in ``tasks`` are ignored, names no
-    catalogue knows are an error. The single-task baselines train on the same batches."""
+    for the body, an utterance of ~280 frames ~70); tasks not selected in ``tasks`` are ignored,
+    names no catalogue knows are an error. The single-task baselines train on the same batches."""
     max_input_length: int = 512
     """Inputs longer than this (log-mel frames or subwords) are refused, naming the first; with
     ``skip_bad`` they are left out of training and evaluation, counted and reported (the built-in

@@ -60,10 +60,10 @@ CONFIG = Config(
         task_sizes={"fashion_mnist": 60000, "grammar_parsing": 2000, "speech_numbers": 2000},
         batch_size=32,
         # More examples per step for the two tasks that trailed their baselines at batch 32: a
-        # Fashion-MNIST image is 4 positions for the body (a step of 96 costs ~2.5x one of 32, a
-        # speech step ~5x), and parsing's sentences are short. At batch 32 the joint model
-        # trailed by 3 points on Fashion-MNIST at ~480 and at ~760 steps alike; at 96 by ~1.3
-        # (docs/results.md, "Batch per task"). The baselines train on the same batches.
+        # Fashion-MNIST image is 4 positions for the body (a step of 96 took 2.4x one of 32,
+        # about half a speech step), and parsing's sentences are short. At batch 32 the joint
+        # model trailed by 3 points on Fashion-MNIST at ~490 and at ~760 steps alike; at 96 by
+        # 1.2-1.6 (docs/results.md, "Batch per task"). The baselines train on the same batches.
         task_batch_sizes={"fashion_mnist": 96, "grammar_parsing": 64},
     ),
     train=TrainConfig(

@@ -368,11 +368,12 @@ def _batch_sizes(payload: dict[str, Any]) -> str:
 def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]], config: BaselineConfig,
              steps: int | None, command: str | None) -> dict[str, Any]:
     cfg = info.cfg
+    batch_sizes = task_batch_sizes(cfg)
     return {
         "experiment": "baselines", "title": TITLE, "question": QUESTION, "command": command,
         "run": str(info.run_dir), "run_step": info.step, "run_checkpoint": str(info.checkpoint),
         "run_parameters": info.parameters, "run_beam_size": cfg.train.beam_size,
-        "batch_size": cfg.data.batch_size, "batch_sizes": {name: task_batch_sizes(cfg)[name] for name in names},
+        "batch_size": cfg.data.batch_size, "batch_sizes": {name: batch_sizes[name] for name in names},
         "data_seed": cfg.data.seed,
         "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
         "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,

@@ -386,13 +386,14 @@ def _time_baselines(state: Any, cfg: Config, steps: int, tasks: Sequence[str]) -
     from multimodel.tasks.task_data import task_batch_sizes
 
     config = baseline_config(cfg)
+    batch_sizes = task_batch_sizes(cfg)
     out = {}
     for name in tasks:
         td = state.task_data[name]
         shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
         model = build_baseline(td.task.input_modality, td.task.target_modality, config, state.tokenizer.vocab_size,
                                shape).to(state.device)
-        stream = TaskStream(name, td.train, td.collate, task_batch_sizes(cfg)[name], cfg.data.seed)
+        stream = TaskStream(name, td.train, td.collate, batch_sizes[name], cfg.data.seed)
         tick = time.time()
         train_baseline(model, stream, steps + 1, config, state.device, progress=False, log=lambda _m: None)
         out[name] = (time.time() - tick) / (steps + 1)

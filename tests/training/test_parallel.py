@@ -1,7 +1,7 @@
 """The parallel layouts under torchrun on CPU (gloo), against one process with the same global
 batch: expert parallelism (2 ranks; 2 expert-parallel × 2 data-parallel ranks), FSDP2 with
 expert parallelism, and checkpoints that do not depend on the layout (saved on 2 ranks,
-resumed on 1).
+resumed on 1; saved by one process, resumed on 2 ranks).
 
 Tolerance: 1e-4 absolute on every weight after 10 Adam steps, as for plain DDP
 (tests/training/test_distributed.py): the ranks sum the same float32 terms in another order
@@ -106,6 +106,22 @@ def test_two_ranks_with_half_the_experts_each_match_one_process_and_resume_on_on
         take_step(state)
     resumed = {k: v.detach() for k, v in state.model.state_dict().items()}
     _assert_close({k: resumed[k] for k in saved}, _weights(_step(single, STEPS)))
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumed_on_two_ranks_continues_the_same_run(single, root):
+    # The other way round: one process's checkpoint at step 5, two data-parallel ranks with half
+    # the batch each from there. Same global batches, so the weights at step 10 are the run's.
+    run = root / "resumed-on-two"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(_step(single, 5), _step(run, 5))
+    # No --config: the checkpoint's config rules, its batch of 8 split over the two ranks.
+    done = torchrun(["-m", "multimodel", "train", "--run-dir", str(run), "--resume", "--no-eval", "--no-progress"], 2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "data.batch_size 8 -> 4 per rank" in done.stdout
+    _assert_close(_weights(_step(run, STEPS)), _weights(_step(single, STEPS)))
+    got, want = (ckpt.load_training_state(_step(r, STEPS))["scheduler"] for r in (run, single))
+    assert got == want
 
 
 @pytest.mark.slow

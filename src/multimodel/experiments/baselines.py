@@ -299,8 +299,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
                 continue
         log(f"[{i}/{len(task_data)}] {name}: {baseline_kind(td.task.input_modality, td.task.target_modality)},"
             f" {n_steps} steps of batch {batch_sizes[name]}")
-        records[name] = compare_task(info, td, config, n_steps, device, progress=progress, log=log,
-                                     eval_every=eval_every)
+        records[name] = compare_task(info, td, config, n_steps, batch_sizes[name], device, progress=progress,
+                                     log=log, eval_every=eval_every)
         records[name]["key"] = key
         write_json(path, records[name])
 
@@ -313,10 +313,12 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     return payload
 
 
-def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, device: torch.device, *,
-                 progress: bool = True, log: Log = print, eval_every: int = 0) -> dict[str, Any]:
-    """Train and evaluate the baseline of one task; its record for ``results.json`` (with
-    ``eval_curve``, the held-out scores every ``eval_every`` steps, when asked)."""
+def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, batch_size: int,
+                 device: torch.device, *, progress: bool = True, log: Log = print,
+                 eval_every: int = 0) -> dict[str, Any]:
+    """Train the baseline of one task for ``steps`` batches of ``batch_size`` and evaluate it; its
+    record for ``results.json`` (with ``eval_curve``, the held-out scores every ``eval_every``
+    steps, when asked)."""
     cfg, task = info.cfg, td.task
     torch.manual_seed(cfg.train.seed)  # each task's baseline the same whatever the other tasks
     shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
@@ -324,7 +326,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
                            shape).to(device)
     parameters = sum(p.numel() for p in model.parameters())
     assert td.collate is not None
-    stream = TaskStream(task.name, td.train, td.collate, task_batch_sizes(cfg)[task.name], cfg.data.seed)
+    stream = TaskStream(task.name, td.train, td.collate, batch_size, cfg.data.seed)
     greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
     eval_curve: list[dict[str, Any]] = []
     eval_seconds = [0.0]

@@ -43,7 +43,7 @@ from multimodel.config import Config, TaskSpec, load_config
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.model.multimodel import MultiModel
-from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
+from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs, task_batch_sizes
 from multimodel.training.optim import build_optimizer
 from multimodel.training.step import train_step
 
@@ -56,7 +56,8 @@ DECLARED = "bench_images"
 def quick_config(data_dir: str) -> Config:
     cfg = load_config("tiny")
     data = replace(cfg.data, tasks=("numbers_en_de", "grammar_parsing"), train_size=96, eval_size=8,
-                   task_sizes={}, batch_size=8, vocab_size=120, data_dir=data_dir)
+                   task_sizes={}, batch_size=8, task_batch_sizes={"grammar_parsing": 12}, vocab_size=120,
+                   data_dir=data_dir)
     return replace(cfg, data=data)
 
 
@@ -129,8 +130,10 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
     setup_s = time.perf_counter() - start
     tasks = {name: td.task for name, td in task_data.items()}
 
+    batch_sizes = task_batch_sizes(cfg)  # the trainer's: data.batch_size unless a task has its own
+
     def streams() -> dict[str, TaskStream]:
-        return {name: TaskStream(name, td.train, td.collate, cfg.data.batch_size, cfg.data.seed)
+        return {name: TaskStream(name, td.train, td.collate, batch_sizes[name], cfg.data.seed)
                 for name, td in task_data.items()}
 
     live, prebuilt_streams = streams(), streams()
@@ -186,7 +189,10 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("## Input pipeline vs. batches in memory (benchmarks/pipeline.py)\n")
     print(f"Command: `python benchmarks/pipeline.py {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
-    print(f"Tasks: {', '.join(tasks)}; batch {cfg.data.batch_size}; {args.steps} steps per variant after"
+    batches = sorted({batch_sizes[name] for name in tasks})
+    batch = (f"batch {batches[0]}" if len(batches) == 1 else
+             "batches " + ", ".join(f"{name} {batch_sizes[name]}" for name in tasks))
+    print(f"Tasks: {', '.join(tasks)}; {batch}; {args.steps} steps per variant after"
           f" {warmup} warm-up steps, task order from the trainer's sampler ({cfg.train.mixing} mixing);"
           f" {threads} threads, load average {load:.1f}.  ")
     print(f"Setup (corpora + vocabulary): {setup_s:.1f} s; collating all {len(order)} batches up front:"

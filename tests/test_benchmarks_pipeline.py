@@ -8,6 +8,7 @@ def test_pipeline_benchmark_quick(capsys, load_benchmark):
     out = capsys.readouterr().out
     assert "| pipeline |" in out and "| in memory |" in out and "Ratio time(in memory) / time(pipeline)" in out
     assert "| numbers_en_de |" in out and "(declared)" not in out
+    assert "batches numbers_en_de 8, grammar_parsing 12;" in out  # the trainer's per-task batch sizes
 
 
 def test_pipeline_benchmark_measures_a_declared_task(capsys, load_benchmark):

@@ -258,6 +258,21 @@ def test_each_baseline_trains_on_its_tasks_batch_size(tiny_run, tmp_path, monkey
                  "--steps", "2"]) == 0
     assert sizes == {"digits": {12}, "numbers_en_de": {8}}
 
+    # A run on 2 ranks drew twice as many examples per batch: the baselines train on those.
+    meta_path = ckpt.resolve_checkpoint(run) / "meta.json"
+    original = meta_path.read_text()
+    meta_path.write_text(json.dumps({**json.loads(original), "world_size": 2}))
+    sizes.clear()
+    try:
+        assert main(["experiment", "baselines", "--run", str(run), "--out", str(tmp_path / "two"), "--no-progress",
+                     "--steps", "2"]) == 0
+    finally:
+        meta_path.write_text(original)  # byte for byte: the checkpoint's manifest must still hold
+    assert sizes == {"digits": {24}, "numbers_en_de": {16}}
+    payload = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert payload["batch_sizes"] == {"digits": 24, "numbers_en_de": 16} and payload["run_world_size"] == 2
+    assert "over the run's 2 ranks" in (tmp_path / "two" / "results.md").read_text()
+
 
 def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, tmp_path):
     _, run = tiny_run

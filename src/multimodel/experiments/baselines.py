@@ -28,9 +28,9 @@ Not held equal, on purpose: the baselines decode greedily (MultiModel used the r
 ``train.beam_size``); they train with Adam, a short linear warm-up and a constant learning
 rate afterwards, as small single-task models usually are (the run's cool-down and
 ``train.normalize_gradients`` carry over, so both sides end training and scale their updates
-alike); and a data-parallel run's global
-batch (``data.batch_size`` × ranks) is not recorded in the run, so baselines use
-``data.batch_size`` (or the task's ``data.task_batch_sizes`` entry).
+alike). Held equal: the batches. A baseline trains on its task's global batch, the per-rank
+``data.batch_size`` (or the task's ``data.task_batch_sizes`` entry) times the ranks the run's
+checkpoint was written on, in the run's order: the examples the run's ranks saw together.
 
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
 per-token accuracy and log-perplexity of both), ``OUT/results.json`` (every number) and
@@ -93,6 +93,7 @@ class RunInfo:
         task_steps: batches each task of the run drew.
         steps_source: where ``task_steps`` came from, in words.
         evaluation: task → the run's ``eval.json`` record (empty when it was not evaluated).
+        world_size: the ranks that wrote the checkpoint (1 when it does not say).
     """
 
     run_dir: Path
@@ -104,6 +105,11 @@ class RunInfo:
     task_steps: dict[str, int]
     steps_source: str
     evaluation: dict[str, dict[str, Any]]
+    world_size: int = 1
+
+    def batch_sizes(self) -> dict[str, int]:
+        """Each task's global batch in the run: its per-rank size times the ranks."""
+        return {name: size * self.world_size for name, size in task_batch_sizes(self.cfg).items()}
 
 
 def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
@@ -127,7 +133,7 @@ def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
         source = f"recomputed from the run's task schedule over its {step} steps (data seed {cfg.data.seed})"
     evaluation = read_eval(run_dir) if (run_dir / "eval.json").is_file() else {}
     return RunInfo(run_dir, checkpoint, cfg, step, tokenizer, _count_parameters(checkpoint), task_steps,
-                   source, evaluation)
+                   source, evaluation, int(meta.get("world_size") or 1))
 
 
 def _count_parameters(checkpoint: Path) -> int:
@@ -279,7 +285,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     (out / "tasks").mkdir(parents=True, exist_ok=True)
 
     task_data = load_task_data(cfg, names, log=lambda msg: log(f"  {msg}"))
-    batch_sizes = task_batch_sizes(cfg)
+    batch_sizes = info.batch_sizes()
     attach_collators(cfg, task_data, info.tokenizer)
     log(f"baselines for {info.run_dir} (step {info.step}, {len(names)} tasks) into {out}; steps per task:"
         f" {f'{steps} (--steps)' if steps is not None else info.steps_source}")
@@ -367,15 +373,22 @@ def _batch_sizes(payload: dict[str, Any]) -> str:
     return ", ".join(f"{name} {size}" for name, size in sizes.items())
 
 
+def _over_ranks(payload: dict[str, Any]) -> str:
+    """Words for results.md saying that a data-parallel run's batch sizes are global ones."""
+    world = payload.get("run_world_size", 1)
+    return f" over the run's {world} ranks together" if world > 1 else ""
+
+
 def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]], config: BaselineConfig,
              steps: int | None, command: str | None) -> dict[str, Any]:
     cfg = info.cfg
-    batch_sizes = task_batch_sizes(cfg)
+    batch_sizes = info.batch_sizes()
     return {
         "experiment": "baselines", "title": TITLE, "question": QUESTION, "command": command,
         "run": str(info.run_dir), "run_step": info.step, "run_checkpoint": str(info.checkpoint),
         "run_parameters": info.parameters, "run_beam_size": cfg.train.beam_size,
-        "batch_size": cfg.data.batch_size, "batch_sizes": {name: batch_sizes[name] for name in names},
+        "batch_size": cfg.data.batch_size * info.world_size, "run_world_size": info.world_size,
+        "batch_sizes": {name: batch_sizes[name] for name in names},
         "data_seed": cfg.data.seed,
         "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
         "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,
@@ -427,7 +440,8 @@ def results_markdown(payload: dict[str, Any]) -> str:
         f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"
         f" (beam size {payload['run_beam_size']}).",
         f"Baselines: one model per task, trained on the run's batches of that task (batch size"
-        f" {_batch_sizes(payload)}, data seed {payload['data_seed']}); steps: {payload['steps_source']}."
+        f" {_batch_sizes(payload)}{_over_ranks(payload)}, data seed {payload['data_seed']});"
+        f" steps: {payload['steps_source']}."
         f" {schedule}, d_model {settings['hidden_size']}, greedy decoding.",
         "Both are scored by the same evaluation code on the same held-out examples.",
     ]

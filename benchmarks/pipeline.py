@@ -43,7 +43,8 @@ from multimodel.config import Config, TaskSpec, load_config
 from multimodel.data.batching import Batch, TaskStream
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.model.multimodel import MultiModel
-from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs, task_batch_sizes
+from multimodel.tasks.task_data import (attach_collators, build_tokenizer, describe_batch_sizes, load_task_data,
+                                        modality_specs, task_batch_sizes)
 from multimodel.training.optim import build_optimizer
 from multimodel.training.step import train_step
 
@@ -189,10 +190,7 @@ def run(cfg: Config, args: argparse.Namespace, argv: list[str] | None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("## Input pipeline vs. batches in memory (benchmarks/pipeline.py)\n")
     print(f"Command: `python benchmarks/pipeline.py {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
-    batches = sorted({batch_sizes[name] for name in tasks})
-    batch = (f"batch {batches[0]}" if len(batches) == 1 else
-             "batches " + ", ".join(f"{name} {batch_sizes[name]}" for name in tasks))
-    print(f"Tasks: {', '.join(tasks)}; {batch}; {args.steps} steps per variant after"
+    print(f"Tasks: {', '.join(tasks)}; {describe_batch_sizes(batch_sizes)}; {args.steps} steps per variant after"
           f" {warmup} warm-up steps, task order from the trainer's sampler ({cfg.train.mixing} mixing);"
           f" {threads} threads, load average {load:.1f}.  ")
     print(f"Setup (corpora + vocabulary): {setup_s:.1f} s; collating all {len(order)} batches up front:"

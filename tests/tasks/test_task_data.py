@@ -104,11 +104,13 @@ def test_loss_multipliers_cover_every_selected_task_and_unknown_names_raise(tmp_
 
 
 def test_task_batch_sizes_cover_every_selected_task_and_bad_entries_raise(tmp_path):
-    from multimodel.tasks.task_data import task_batch_sizes
+    from multimodel.tasks.task_data import describe_batch_sizes, task_batch_sizes
 
     cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en", "data.batch_size=8",
                "data.task_batch_sizes={'digits': 24, 'speech_numbers': 4}")
     assert task_batch_sizes(cfg) == {"digits": 24, "numbers_fr_en": 8}
+    assert describe_batch_sizes(task_batch_sizes(cfg)) == "batches digits 24, numbers_fr_en 8"
+    assert describe_batch_sizes({"digits": 8, "numbers_fr_en": 8}) == "batch 8"
     cfg = tiny(tmp_path, "data.tasks=digits", "data.task_batch_sizes={'digit': 24}")
     with pytest.raises(ValueError, match=r"data.task_batch_sizes names unknown tasks \['digit'\]"):
         task_batch_sizes(cfg)

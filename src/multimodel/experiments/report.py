@@ -46,6 +46,7 @@ from multimodel.experiments.statistics import (
     t_quantile,
 )
 from multimodel.tasks import get_task
+from multimodel.tasks.task_data import describe_batch_sizes, task_batch_sizes
 
 if TYPE_CHECKING:
     from multimodel.experiments.reproduce import Calibration, Study
@@ -791,8 +792,9 @@ def write_report(study: "Study", out: Path, status: dict[str, str], *, plan_budg
     lines += [f"Preset `{study.preset.name}`: the `{study.preset.config}` model ({n_params}; hidden"
               f" {cfg.model.hidden_size}, {cfg.model.moe.num_experts} experts top-{cfg.model.moe.top_k}) on"
               f" {len(cfg.data.tasks)} tasks ({', '.join(cfg.data.tasks)}); the joint run trains"
-              f" {cfg.train.steps:,} steps (mixing {cfg.train.mixing!r}, batch {cfg.data.batch_size}, peak learning"
-              f" rate {cfg.train.learning_rate:g}, warm-up {cfg.train.warmup_steps}); {study.seeds} seeds per arm"
+              f" {cfg.train.steps:,} steps (mixing {cfg.train.mixing!r}, {describe_batch_sizes(task_batch_sizes(cfg))},"
+              f" peak learning rate {cfg.train.learning_rate:g}, warm-up {cfg.train.warmup_steps}); {study.seeds}"
+              f" seeds per arm"
               f" (seed i shifts both the initialisation and the data seed by i). {len(study.runs)} training runs,"
               f" {state}. Training + evaluation time of the finished runs: {_hours(spent)}; estimated before the"
               f" first run: {_hours(plan_budget['total_seconds'])}." + _wall_text(invocations), ""]

@@ -129,6 +129,14 @@ def task_batch_sizes(cfg: Config) -> dict[str, int]:
     return {name: int(listed.get(name, cfg.data.batch_size)) for name in cfg.data.tasks}
 
 
+def describe_batch_sizes(sizes: dict[str, int]) -> str:
+    """``"batch 32"``, or ``"batches fashion_mnist 96, speech_numbers 32"`` when the tasks'
+    sizes (from :func:`task_batch_sizes`) differ."""
+    if len(set(sizes.values())) <= 1:
+        return f"batch {next(iter(sizes.values()), 0)}"
+    return "batches " + ", ".join(f"{name} {size}" for name, size in sizes.items())
+
+
 def _selected(cfg: Config, key: str, per_task: dict[str, float]) -> dict[str, float]:
     """The entries of ``per_task`` (the config's ``key``) that name selected tasks."""
     known = known_task_names(cfg)

@@ -168,17 +168,26 @@ def test_a_run_resumed_on_another_number_of_ranks_keeps_the_global_batch():
 
 
 def test_a_run_resumed_on_another_number_of_ranks_keeps_each_tasks_global_batch():
-    saved = load_config("tiny", ["data.batch_size=4", "data.task_batch_sizes={'digits': 6}"])  # written by 2 ranks
+    TASKS = "data.tasks=digits,numbers_en_de"
+    saved = load_config("tiny", [TASKS, "data.batch_size=4", "data.task_batch_sizes={'digits': 6}"])  # written by 2 ranks
     resumed = _check_resume_config(saved, None, saved_world=2, world=1, log=QUIET)
     assert (resumed.data.batch_size, resumed.data.task_batch_sizes) == (8, {"digits": 12})
-    given = load_config("tiny", ["data.batch_size=8", "data.task_batch_sizes={'digits': 12}"])
+    given = load_config("tiny", [TASKS, "data.batch_size=8", "data.task_batch_sizes={'digits': 12}"])
     assert _check_resume_config(saved, given, 2, 1, QUIET).data.task_batch_sizes == {"digits": 12}
     assert _check_resume_config(saved, None, 2, 4, QUIET).data.task_batch_sizes == {"digits": 3}
     with pytest.raises(TrainingError, match=r"data.task_batch_sizes.digits=5 on 4 rank\(s\) is a global batch of 20"):
-        _check_resume_config(saved, load_config("tiny", ["data.batch_size=2", "data.task_batch_sizes={'digits': 5}"]),
+        _check_resume_config(saved, load_config("tiny", [TASKS, "data.batch_size=2", "data.task_batch_sizes={'digits': 5}"]),
                              2, 4, QUIET)
-    with pytest.raises(TrainingError, match="data.task_batch_sizes names"):
-        _check_resume_config(saved, load_config("tiny", ["data.batch_size=4"]), 2, 2, QUIET)
+    with pytest.raises(TrainingError, match=r"data.task_batch_sizes.digits=4 on 2 rank\(s\) is a global batch of 8"):
+        _check_resume_config(saved, load_config("tiny", [TASKS, "data.batch_size=4"]), 2, 2, QUIET)
+    # The effective sizes are compared, not the lists: digits listed at data.batch_size is the same run.
+    plain = load_config("tiny", [TASKS, "data.batch_size=4"])
+    same = load_config("tiny", [TASKS, "data.batch_size=4", "data.task_batch_sizes={'digits': 4}"])
+    assert _check_resume_config(plain, same, 2, 2, QUIET).data.task_batch_sizes == {}
+    assert _check_resume_config(same, plain, 2, 1, QUIET).data == _check_resume_config(plain, None, 2, 1, QUIET).data
+    # A task the run does not train may list any size: it is dropped, not rescaled.
+    other = load_config("tiny", [TASKS, "data.batch_size=4", "data.task_batch_sizes={'speech_numbers': 3}"])
+    assert _check_resume_config(other, None, 2, 1, QUIET).data.task_batch_sizes == {}
 
 
 if __name__ == "__main__":

@@ -148,17 +148,23 @@ class TrainState:
 def _check_resume_config(saved: Config, given: Config | None, saved_world: int | None = None,
                          world: int = 1, log: Callable[[str], None] = print) -> Config:
     """On resume the checkpoint's config rules; only :data:`RESUMABLE_CHANGES` (and the data
-    folders) may differ, and ``data.batch_size`` so that the global batch stays the same on
-    another number of ranks (``saved_world`` ranks wrote the checkpoint, ``world`` resume it)."""
+    folders) may differ, and the batch sizes: ``data.batch_size`` and each trained task's size
+    (``data.task_batch_sizes``, or ``data.batch_size`` where it does not list the task) are the
+    per-rank batches that keep every task's global batch on another number of ranks
+    (``saved_world`` ranks wrote the checkpoint, ``world`` resume it). The resumed config lists
+    a task's size only where it differs from ``data.batch_size``, and only the trained tasks'."""
     batch_size = _resumed_batch_size("data.batch_size", saved.data.batch_size, (given or saved).data.batch_size,
                                      saved_world, world, log)
-    given_sizes = (given or saved).data.task_batch_sizes
-    if set(given_sizes) != set(saved.data.task_batch_sizes):
-        raise TrainingError(f"data.task_batch_sizes names {sorted(given_sizes)}, the checkpoint's"
-                            f" {sorted(saved.data.task_batch_sizes)}; resume without --config, or start a new --run-dir")
-    task_sizes = {name: _resumed_batch_size(f"data.task_batch_sizes.{name}", size, given_sizes[name], saved_world,
-                                            world, log)
-                  for name, size in saved.data.task_batch_sizes.items()}
+    saved_data, given_data = saved.data, (given or saved).data
+    task_sizes = {}
+    for name in saved_data.tasks:  # a task neither lists follows data.batch_size, checked above
+        if name not in saved_data.task_batch_sizes and name not in given_data.task_batch_sizes:
+            continue
+        size = _resumed_batch_size(f"data.task_batch_sizes.{name}",
+                                   saved_data.task_batch_sizes.get(name, saved_data.batch_size),
+                                   given_data.task_batch_sizes.get(name, given_data.batch_size), saved_world, world, log)
+        if size != batch_size:
+            task_sizes[name] = size
     if given is None:
         expert_parallel = math.gcd(saved.train.expert_parallel, world)  # the layout fits the new world
         if expert_parallel != saved.train.expert_parallel:

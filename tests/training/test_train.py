@@ -163,6 +163,15 @@ def test_resume_with_a_different_model_config_is_refused(tmp_path):
     assert result.step == 6
 
 
+def test_a_task_with_fewer_examples_than_a_batch_is_said_not_hidden(tmp_path):
+    """The stream caps such a task's batch at its training set; the log says so, with both sizes."""
+    said = []
+    cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=20", "data.batch_size=32", "train.steps=1")
+    train(cfg, tmp_path / "run", log=said.append, progress=False)
+    assert any("task digits has 20 training examples, fewer than a batch of 32: every batch holds all 20" in line
+               for line in said), said
+
+
 def test_a_fresh_start_in_an_earlier_run_is_refused_unless_it_overwrites(tmp_path):
     """Mixing runs once left the old run's higher-numbered checkpoints as the "newest" ones:
     keep-last-N deleted the new run's, so its directory held another model than it reported."""

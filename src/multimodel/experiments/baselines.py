@@ -333,6 +333,9 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
     parameters = sum(p.numel() for p in model.parameters())
     assert td.collate is not None
     stream = TaskStream(task.name, td.train, td.collate, batch_size, cfg.data.seed)
+    if stream.batch_size < batch_size:  # as the run's stream was: every batch is the whole training set
+        log(f"  {task.name}: {len(td.train)} training examples, fewer than a batch of {batch_size}: each batch"
+            f" holds all {stream.batch_size}")
     greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
     eval_curve: list[dict[str, Any]] = []
     eval_seconds = [0.0]

@@ -317,6 +317,10 @@ def setup(cfg: Config | None, run_dir: Path, *, resume: bool = False, resume_fro
     say("task mixing: " + ", ".join(f"{k} {v:.2f}" for k, v in probs.items()))
     if len(set(batch_sizes.values())) > 1:
         say("examples per batch and rank: " + ", ".join(f"{k} {v}" for k, v in batch_sizes.items()))
+    for name, stream in state.streams.items():
+        if stream.batch_size < batch_sizes[name] * dist_info.world_size:
+            say(f"warning: task {name} has {len(stream.examples)} training examples, fewer than a batch of"
+                f" {batch_sizes[name] * dist_info.world_size}: every batch holds all {stream.batch_size}")
     return state
 
 

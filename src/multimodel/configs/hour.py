@@ -16,10 +16,10 @@ the last fifth of the budget) except the time budget, the evaluation interval, t
 for every task (no ``data.task_batch_sizes``): the settings its runs were measured with (an hour
 with the demo's per-task batches, captions at 64 too, ran 10,886 steps instead of ~18,800 and
 ended behind on speech and parsing, parse F1 74 against its baseline's 82; docs/results.md,
-"One-hour run"); and the training-set sizes of three tasks. An hour of the demo preset showed speech and parsing
-data-starved: with their 2,000 training examples each, training per-token accuracy reached
-99-100 % by step ~7,000 while held-out speech WER stayed at 70-75 % and parse F1 crept up, and
-caption item F1 was still climbing. So this preset generates more of the same synthetic data:
+"One-hour run"); and the training-set sizes of three tasks. An hour of the demo preset showed
+speech and parsing data-starved: with their 2,000 training examples each, training per-token
+accuracy reached 99-100 % by step ~7,000 while held-out speech WER stayed at 70-75 % and parse
+F1 crept up, and caption item F1 was still climbing. So this preset generates more of the same synthetic data:
 speech 16,000 utterances (the same training voices, speeds and pitches; test voices and speeds
 stay held out), parsing 10,000 sentences, captions 16,000 canvases. Parsing is then no longer
 the smallest text task (each translation direction has 4,000 pairs, 16,000 together), which

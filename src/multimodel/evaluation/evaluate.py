@@ -255,7 +255,8 @@ def evaluate_all(model: MultiModel, task_data: dict[str, TaskData], tokenizer: T
                  limit: int | None = None) -> list[TaskResult]:
     """Evaluate every task on its held-out examples with the config's decoding, in batches of
     ``data.batch_size`` or more (:data:`CLASSIFICATION_EVAL_BATCH` for classification, 64 for
-    decoded tasks: the outputs do not depend on the batch); one log line per task. ``num_shown`` example predictions are kept per task.
+    decoded tasks: the outputs do not depend on the batch); one log line per task.
+    ``num_shown`` example predictions are kept per task.
 
     ``blind_control`` adds each task's ``blind_<metric>`` scores (the model on inputs with their
     content removed; see :func:`evaluate_task`). ``limit``: use only the first ``limit`` held-out

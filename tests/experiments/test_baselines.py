@@ -274,6 +274,28 @@ def test_each_baseline_trains_on_its_tasks_batch_size(tiny_run, tmp_path, monkey
     assert "over the run's 2 ranks" in (tmp_path / "two" / "results.md").read_text()
 
 
+def test_the_data_fingerprint_changes_with_any_target_and_reads_lazy_examples_without_decoding():
+    from types import SimpleNamespace
+
+    from multimodel.data.example import Example, LazyExamples
+    from multimodel.experiments.baselines import data_fingerprint
+
+    def examples(targets):
+        return [Example(inputs=f"x{i}", target=t) for i, t in enumerate(targets)]
+
+    base = data_fingerprint(SimpleNamespace(train=examples(["a", "b", "c"]), test=examples(["d"])))
+    assert base == data_fingerprint(SimpleNamespace(train=examples(["a", "b", "c"]), test=examples(["d"])))
+    assert base != data_fingerprint(SimpleNamespace(train=examples(["a", "b", "C"]), test=examples(["d"])))
+    assert base != data_fingerprint(SimpleNamespace(train=examples(["a", "b", "c"]), test=examples(["d", "e"])))
+
+    def decode(_i):
+        raise AssertionError("the fingerprint decoded an input")
+
+    light = examples(["a", "b", "c"])
+    lazy = LazyExamples(3, decode, peek=light.__getitem__)
+    assert data_fingerprint(SimpleNamespace(train=lazy, test=examples(["d"]))) == base
+
+
 def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, tmp_path):
     _, run = tiny_run
     counted = read_run(run)

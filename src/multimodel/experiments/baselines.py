@@ -35,7 +35,8 @@ checkpoint was written on, in the run's order: the examples the run's ranks saw 
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
 per-token accuracy and log-perplexity of both), ``OUT/results.json`` (every number) and
 ``OUT/tasks/<task>.json``, one per finished task: re-running the same command reuses them, so an
-interrupted comparison resumes with the next task.
+interrupted comparison resumes with the next task (a record whose run, steps, batch, settings or
+task data differ is trained again: :func:`data_fingerprint` names the data).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ import torch
 
 from multimodel.baselines import BaselineConfig, baseline_kind, build_baseline
 from multimodel.config import Config, ConfigError, apply_overrides, config_from_dict, to_dict
+from multimodel.corpora.cache import stable_hash
 from multimodel.data.batching import TaskStream
+from multimodel.data.example import peek_examples
 from multimodel.data.mixture import TaskSampler
 from multimodel.data.tokenizer import Tokenizer
 from multimodel.errors import UserError
@@ -294,8 +297,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     for i, (name, td) in enumerate(task_data.items(), 1):
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
-               "batch_size": batch_sizes[name], "held_out": len(td.test), "baseline": to_dict(config),
-               "eval_every": eval_every}
+               "batch_size": batch_sizes[name], "held_out": len(td.test), "data": data_fingerprint(td),
+               "baseline": to_dict(config), "eval_every": eval_every}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
@@ -317,6 +320,17 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     log(f"\n{md}")
     log(f"results: {out / 'results.md'}, {out / 'results.json'}")
     return payload
+
+
+def data_fingerprint(td: TaskData) -> str:
+    """The task's data as a cached baseline record names it: the sizes of both splits and a hash
+    of every example's target, read without decoding lazy inputs. Regenerated or edited data
+    (a new corpus version, another file) changes it, so its record is trained again, not reused."""
+
+    def digest(examples) -> int:
+        return stable_hash("\x1f".join(repr(example.target) for example in peek_examples(examples)))
+
+    return f"train {len(td.train)} {digest(td.train):016x}, test {len(td.test)} {digest(td.test):016x}"
 
 
 def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, batch_size: int,

@@ -17,7 +17,7 @@ ALLOWED = {
     "layers": {"config"},
     "modalities": {"config", "layers"},
     "model": {"config", "layers", "modalities"},
-    "baselines": {"config", "layers", "modalities"},
+    "baselines": {"config", "layers", "modalities", "model"},  # model.decoding's beam search
     "data": {"config"},
     "corpora": {"config", "data", "layers"},  # the log-mel front end (layers/log_mel.py)
     "tasks": {"config", "data", "corpora"},

@@ -3,6 +3,7 @@ respects causality and padding; `multimodel experiment baselines` runs end to en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from multimodel.cli import main
 from multimodel.config import apply_overrides, load_config
 from multimodel.experiments.baselines import baseline_config, read_run, train_baseline
 from multimodel.experiments.grid import mixing_of, schedule
+from multimodel.model.decoding import length_penalty_factor
 from multimodel.training import checkpoint as ckpt
 from multimodel.training.run import train_and_evaluate
 from multimodel.training.train import train
@@ -116,10 +118,34 @@ def test_an_example_alone_equals_the_same_example_in_a_padded_batch(entry):
     with torch.no_grad():
         batched = model(inputs, mask, targets, target_mask).logits[last, :n_out]
         alone = model(alone_inputs, None, targets[last : last + 1, :n_out], None).logits[0]
-        texts_batched = model.generate(inputs, mask, max_length=8)[last]
-        texts_alone = model.generate(alone_inputs, None, max_length=8)[0]
+        for beam_size in (1, 3):
+            texts_batched = model.generate(inputs, mask, max_length=8, beam_size=beam_size)[last]
+            texts_alone = model.generate(alone_inputs, None, max_length=8, beam_size=beam_size)[0]
+            assert texts_batched == texts_alone, beam_size
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
-    assert texts_batched == texts_alone
+
+
+def _penalised_log_prob(model, row_in, ids: list[int], max_length: int) -> float:
+    """log p(ids [+ EOS]) / lp(len), teacher-forced: the score beam search ranks by."""
+    full = ids + [EOS] if len(ids) < max_length else ids
+    logp = model(row_in, None, torch.tensor([full]), None).logits[0].log_softmax(-1)  # (T, V)
+    total = float(logp.gather(1, torch.tensor(full)[:, None]).sum())
+    return total / length_penalty_factor(len(full), 0.6)
+
+
+@pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
+def test_beam_search_finds_hypotheses_at_least_as_likely_as_greedy(entry):
+    model, inputs, mask, *_ = make(entry, batch=4, seed=3)
+    model.eval()
+    with torch.no_grad():
+        greedy = model.generate(inputs, mask, max_length=6)
+        beam = model.generate(inputs, mask, max_length=6, beam_size=4, length_penalty=0.6)
+        assert len(beam) == 4 and all(EOS not in ids and len(ids) <= 6 for ids in beam)
+        for i in range(4):
+            row_in = inputs[i : i + 1] if mask is None else inputs[i : i + 1, : int(mask[i].sum())]
+            assert _penalised_log_prob(model, row_in, beam[i], 6) >= _penalised_log_prob(model, row_in, greedy[i], 6) - 1e-5
+    with pytest.raises(ValueError, match="beam_size"):
+        model.generate(inputs, mask, max_length=6, beam_size=0)
 
 
 @pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
@@ -205,7 +231,7 @@ def test_the_run_counts_the_batches_of_each_task_across_a_resume(tiny_run):
     assert last["step"] == 10 and last["task_steps/digits"] == meta["task_steps"]["digits"]
 
 
-def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys):
+def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys, monkeypatch):
     root, run = tiny_run
     out = root / "out"
     assert main(["experiment", "baselines", "--run", str(run), "--out", str(out), "--no-progress",
@@ -228,6 +254,8 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
     assert "counted by the run" in result["steps_source"]
     assert result["batch_sizes"] == {"digits": 12, "numbers_en_de": 8}
     assert "batch size digits 12, numbers_en_de 8" in md
+    assert result["baseline_beam_size"] == result["run_beam_size"] == 4  # decoded as the run: TrainConfig's beam
+    assert "beam search of 4 as the run" in md
 
     # Re-running reuses finished tasks; --steps and a comma-separated --tasks change the plan.
     capsys.readouterr()
@@ -238,6 +266,19 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
                  "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
     three = json.loads((root / "three" / "results.json").read_text())
     assert {t: r["steps"] for t, r in three["results"].items()} == {"digits": 3, "numbers_en_de": 3}
+    # A run decoded with another beam: its records are scored again, not reused.
+    from multimodel.experiments import baselines as module
+
+    def greedy_run(*args, **kwargs):
+        info = read_run(*args, **kwargs)
+        return dataclasses.replace(info, cfg=apply_overrides(info.cfg, ["train.beam_size=1"]))
+
+    monkeypatch.setattr(module, "read_run", greedy_run)
+    capsys.readouterr()
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(root / "three"), "--no-progress",
+                 "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
+    assert capsys.readouterr().out.count("reused") == 0
+    assert "greedy decoding, as the run" in (root / "three" / "results.md").read_text()
 
 
 def test_each_baseline_trains_on_its_tasks_batch_size(tiny_run, tmp_path, monkeypatch):

@@ -290,11 +290,12 @@ def test_evaluation_is_deterministic(tmp_path):
     cfg = tiny(tmp_path, "data.tasks=digits,numbers_fr_en", "data.train_size=32", "data.eval_size=8",
                "train.steps=6")
     train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
-    first = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", log=lambda _m: None)]
-    second = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", beam_size=1, log=lambda _m: None)]
-    for a, b in zip(first, second):
-        a.pop("seconds"), b.pop("seconds")
-        assert a == b
+    for beam_size in (None, 1):  # the config's beam (4), then greedy
+        first = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", beam_size=beam_size, log=lambda _m: None)]
+        second = [r.to_json() for r in evaluate_checkpoint(tmp_path / "run", beam_size=beam_size, log=lambda _m: None)]
+        for a, b in zip(first, second, strict=True):
+            a.pop("seconds"), b.pop("seconds")
+            assert a == b
 
 
 def test_time_budget_stops_early_with_a_checkpoint(tmp_path):

@@ -12,8 +12,9 @@ One decoder for every text-producing task, behind a source front end chosen by t
 The decoder is ``decoder_layers`` Transformer decoder layers (pre-norm, causal self-attention,
 attention to the source with its padding masked) over the shared subword vocabulary of the
 run's tokenizer. Its first input is a learned start symbol (id V, outside the vocabulary);
-the targets, which end in EOS, follow shifted right. Decoding is greedy: the decoder is rerun
-over the whole prefix at every step, which at these sizes costs little and keeps one code path.
+the targets, which end in EOS, follow shifted right. Decoding is greedy or MultiModel's beam
+search (the same search function); the decoder is rerun over the whole prefix at every step,
+which at these sizes costs little and keeps one code path.
 
 Masks: ``True`` = a real position, as everywhere in multimodel; PyTorch's
 ``key_padding_mask`` wants the opposite, so it gets ``~mask``.
@@ -34,6 +35,7 @@ from multimodel.config import EOS_ID, PAD_ID
 from multimodel.layers.timing import timing_signal
 from multimodel.modalities.audio import LogMelFrontEnd
 from multimodel.modalities.base import label_smoothed_loss
+from multimodel.model.decoding import search_beams
 
 
 
@@ -203,17 +205,22 @@ class Seq2SeqTransformer(nn.Module):
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor, input_mask: torch.Tensor | None, *, max_length: int,
                  beam_size: int = 1, length_penalty: float = 0.6, **task: object) -> list[list[int]]:
-        """Greedy decoding: token ids without EOS, per example. Call ``eval()`` first.
-
-        ``length_penalty`` and the task's keywords are accepted for MultiModel's call shape;
-        only ``beam_size=1`` is implemented (the baselines decode greedily).
+        """Token ids without EOS, per example: greedy when ``beam_size == 1``, else MultiModel's
+        beam search (:func:`multimodel.model.decoding.search_beams`, GNMT length penalty
+        ``length_penalty``). Call ``eval()`` first. The task's keywords are accepted for
+        MultiModel's call shape.
         """
-        if beam_size != 1:
-            raise ValueError(f"the baselines decode greedily (beam_size=1), got beam_size={beam_size}")
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 1 <= max_length <= self.config.max_target_length:
             raise ValueError(f"max_length must be in [1, {self.config.max_target_length}], got {max_length}")
         memory, memory_mask = self.encode(inputs, input_mask)
         B = memory.shape[0]
+        if beam_size > 1:
+            scorer = _PrefixScorer(self, memory.repeat_interleave(beam_size, 0),
+                                   memory_mask.repeat_interleave(beam_size, 0))  # rows b·K + k
+            return search_beams(scorer, B, beam_size=beam_size, max_length=max_length,
+                                length_penalty=length_penalty, device=memory.device)
         prefix = torch.full((B, 1), self.start_id, dtype=torch.long, device=memory.device)
         finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
         for _ in range(max_length):
@@ -225,3 +232,21 @@ class Seq2SeqTransformer(nn.Module):
                 break
         rows = prefix[:, 1:].tolist()
         return [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in rows]
+
+
+class _PrefixScorer:
+    """A :class:`~multimodel.model.decoding.Scorer` for beam search: reruns the decoder over the
+    start symbol and each row's prefix. Beams are only re-ranked within their example, so a row's
+    memory never changes and there is nothing to reorder."""
+
+    def __init__(self, model: Seq2SeqTransformer, memory: torch.Tensor, memory_mask: torch.Tensor) -> None:
+        self.model, self.memory, self.memory_mask = model, memory, memory_mask
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, t) -> logits (N, V) of position t."""
+        start = tokens.new_full((tokens.shape[0], 1), self.model.start_id)
+        prefix = torch.cat([start, tokens], dim=1)  # (N, t + 1)
+        return self.model.decode(self.memory, self.memory_mask, prefix)[:, -1]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Nothing to reorder (see the class docstring)."""

@@ -21,11 +21,12 @@ What is held equal, so that only the model differs:
 * **scoring** — :func:`multimodel.evaluation.evaluate.evaluate_all` (and through it
   :func:`multimodel.evaluation.evaluate.evaluate_task`), the functions that scored MultiModel,
   on the same held-out examples: same eval batches, same decode lengths, same metric functions
-  (a baseline answers MultiModel's calls, see :mod:`multimodel.baselines.base`). Greedy: the
-  run's config with ``train.beam_size=1``. The run's blind control is not repeated.
+  (a baseline answers MultiModel's calls, see :mod:`multimodel.baselines.base`);
+* **decoding** — the run's ``train.beam_size`` and ``train.length_penalty``, through the same
+  beam search (:func:`multimodel.model.decoding.search_beams`). The run's blind control is not
+  repeated.
 
-Not held equal, on purpose: the baselines decode greedily (MultiModel used the run's
-``train.beam_size``); they train with Adam, a short linear warm-up and a constant learning
+Not held equal, on purpose: the baselines train with Adam, a short linear warm-up and a constant learning
 rate afterwards, as small single-task models usually are (the run's cool-down and
 ``train.normalize_gradients`` carry over, so both sides end training and scale their updates
 alike). Held equal: the batches. A baseline trains on its task's global batch, the per-rank
@@ -298,7 +299,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
                "batch_size": batch_sizes[name], "held_out": len(td.test), "data": data_fingerprint(td),
-               "baseline": to_dict(config), "eval_every": eval_every}
+               "baseline": to_dict(config), "eval_every": eval_every,
+               "decoding": {"beam_size": info.cfg.train.beam_size, "length_penalty": info.cfg.train.length_penalty}}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
@@ -350,13 +352,12 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
     if stream.batch_size < batch_size:  # as the run's stream was: every batch is the whole training set
         log(f"  {task.name}: {len(td.train)} training examples, fewer than a batch of {batch_size}: each batch"
             f" holds all {stream.batch_size}")
-    greedy = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam_size=1))
     eval_curve: list[dict[str, Any]] = []
     eval_seconds = [0.0]
 
     def evaluate() -> dict[str, float]:
         began = time.time()
-        (partial,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None,
+        (partial,) = evaluate_all(model, {task.name: td}, info.tokenizer, cfg, log=lambda _line: None,
                                   num_shown=0, limit=cfg.data.eval_size)
         eval_seconds[0] += time.time() - began
         return dict(partial.metrics)
@@ -365,7 +366,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
     curve = train_baseline(model, stream, steps, config, device, progress=progress, log=log, eval_every=eval_every,
                            evaluate=evaluate, eval_curve=eval_curve)
     train_seconds = time.time() - start - eval_seconds[0]
-    (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, greedy, log=lambda _line: None, num_shown=1)
+    (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, cfg, log=lambda _line: None, num_shown=1)
     metric = task.metrics[0]
     log(f"  {task.name}: {parameters / 1e6:.2f}M parameters, {steps} steps in {train_seconds:.0f} s;"
         f" eval {', '.join(f'{k}={v:.2f}' for k, v in result.metrics.items())},"
@@ -390,6 +391,14 @@ def _batch_sizes(payload: dict[str, Any]) -> str:
     return ", ".join(f"{name} {size}" for name, size in sizes.items())
 
 
+def _decoding(payload: dict[str, Any]) -> str:
+    """How the baselines decoded: as the run (results written before they did so decoded greedily)."""
+    if "baseline_beam_size" not in payload:
+        return "greedy decoding"
+    size = payload["baseline_beam_size"]
+    return "greedy decoding, as the run" if size == 1 else f"beam search of {size} as the run"
+
+
 def _over_ranks(payload: dict[str, Any]) -> str:
     """Words for results.md saying that a data-parallel run's batch sizes are global ones."""
     world = payload.get("run_world_size", 1)
@@ -404,6 +413,7 @@ def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]]
         "experiment": "baselines", "title": TITLE, "question": QUESTION, "command": command,
         "run": str(info.run_dir), "run_step": info.step, "run_checkpoint": str(info.checkpoint),
         "run_parameters": info.parameters, "run_beam_size": cfg.train.beam_size,
+        "baseline_beam_size": cfg.train.beam_size, "length_penalty": cfg.train.length_penalty,
         "batch_size": cfg.data.batch_size * info.world_size, "run_world_size": info.world_size,
         "batch_sizes": {name: batch_sizes[name] for name in names},
         "data_seed": cfg.data.seed,
@@ -459,7 +469,7 @@ def results_markdown(payload: dict[str, Any]) -> str:
         f"Baselines: one model per task, trained on the run's batches of that task (batch size"
         f" {_batch_sizes(payload)}{_over_ranks(payload)}, data seed {payload['data_seed']});"
         f" steps: {payload['steps_source']}."
-        f" {schedule}, d_model {settings['hidden_size']}, greedy decoding.",
+        f" {schedule}, d_model {settings['hidden_size']}, {_decoding(payload)}.",
         "Both are scored by the same evaluation code on the same held-out examples.",
     ]
     missing = [n for n in payload["tasks"] if not payload["results"][n]["multimodel"]]

@@ -1,7 +1,7 @@
 """Autoregressive decoding: greedy and beam search (released code: beam 4, α = 0.6;
 GNMT length penalty, Wu et al. 2016).
 
-Both searches ask a *scorer* for the next-token logits of every row given the tokens so far:
+Both searches ask a *scorer* (:class:`Scorer`) for the next-token logits of every row given the tokens so far:
 
 * :class:`IncrementalScorer` keeps an :class:`IncrementalState` (causal-conv windows, the
   self-attention's keys and values so far and the memory's, in buffers allocated once) and
@@ -20,7 +20,7 @@ Dimensions: B batch, K beam size, N = B·K rows, t tokens so far, V vocabulary.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,19 @@ from multimodel.model.incremental import IncrementalState
 
 if TYPE_CHECKING:
     from multimodel.model.multimodel import EncoderOutput, MultiModel
+
+
+class Scorer(Protocol):
+    """What the searches need of a model: next-token logits for the rows' prefixes, and a way to
+    follow the rows when beam search reorders them."""
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, t) generated so far -> logits (N, V) for position t."""
+        ...
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row n now continues the hypothesis that was row ``index[n]``."""
+        ...
 
 
 class _Scorer:
@@ -149,9 +162,18 @@ def beam_search(
     incremental: bool = True,
 ) -> list[list[int]]:
     """Best hypothesis per example under ``log p / lp(len)``; ids without EOS."""
-    B, K = encoded.memory.shape[0], beam_size
+    K = beam_size
     scorer = _make_scorer(model, encoded.repeat_interleave(K), target_modality, task_token, incremental, max_length)
-    device = encoded.memory.device
+    return search_beams(scorer, encoded.memory.shape[0], beam_size=K, max_length=max_length,
+                        length_penalty=length_penalty, device=encoded.memory.device)
+
+
+def search_beams(scorer: Scorer, batch_size: int, *, beam_size: int, max_length: int, length_penalty: float,
+                 device: torch.device) -> list[list[int]]:
+    """Beam search over any :class:`Scorer` whose rows are ``batch_size`` examples × ``beam_size``
+    beams, example-major (row b·K + k is beam k of example b). Best hypothesis per example under
+    ``log p / lp(len)``; ids without EOS. The single-task baselines decode with it too."""
+    B, K = batch_size, beam_size
     tokens = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # (N, 0)
     # Only the first beam is alive at the start, so the K beams do not all pick the same token.
     alive = torch.full((B, K), float("-inf"), device=device)

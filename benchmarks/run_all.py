@@ -31,7 +31,8 @@ BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
     "train_step": ("train_step.py", [[]]),
     "pipeline": ("pipeline.py", [[]]),
-    # Batch 64: the batch the trainer's evaluation decodes with (evaluation/evaluate.py, evaluate_all).
+    # Batch 64: the batch the trainer's evaluation decodes with (evaluation/evaluate.py, evaluate_all),
+    # timed greedily (the evaluation's beam of 4 decodes 4 rows per example).
     "decode": ("decode.py", [["--batch", "4"], ["--batch", "1"], ["--hidden", "256", "--batch", "4"],
                              ["--batch", "64"]]),
     "moe": ("moe.py", [[]]),

@@ -26,7 +26,7 @@ examples:
   multimodel train --config my_preset.py --run-dir runs/mine
   multimodel train --run-dir runs/demo --resume
   torchrun --nproc-per-node 2 -m multimodel train --config demo --run-dir runs/ddp
-  multimodel eval runs/demo --tasks numbers_en_de grammar_parsing --beam-size 4
+  multimodel eval runs/demo --tasks numbers_en_de grammar_parsing --beam-size 1
   multimodel predict runs/demo --text "twenty-one" --to german
   multimodel predict runs/demo --image shoe.png
   multimodel predict runs/demo --audio hello.wav
@@ -136,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its tasks' held-out data",
-                       epilog="example: multimodel eval runs/demo --beam-size 4")
+                       epilog="example: multimodel eval runs/demo --beam-size 1  (greedy)")
     p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
-    p.add_argument("--beam-size", type=_int_at_least(1), default=None, help="beam size (default: the config's)")
+    p.add_argument("--beam-size", type=_int_at_least(1), default=None, help="beam size (default: the config's train.beam_size, 4; 1 = greedy)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-blind", action="store_true",

@@ -125,25 +125,41 @@ def test_an_example_alone_equals_the_same_example_in_a_padded_batch(entry):
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
 
 
-def _penalised_log_prob(model, row_in, ids: list[int], max_length: int) -> float:
-    """log p(ids [+ EOS]) / lp(len), teacher-forced: the score beam search ranks by."""
-    full = ids + [EOS] if len(ids) < max_length else ids
-    logp = model(row_in, None, torch.tensor([full]), None).logits[0].log_softmax(-1)  # (T, V)
-    total = float(logp.gather(1, torch.tensor(full)[:, None]).sum())
-    return total / length_penalty_factor(len(full), 0.6)
+def _naive_beam_search(model, row_in, beam_size: int, max_length: int, alpha: float) -> list[int]:
+    """Beam search for one example, written plainly: every hypothesis is scored by a fresh
+    teacher-forced pass, candidates are sorted in Python. The rules of
+    :func:`multimodel.model.decoding.search_beams`: the best 2K extensions of the live beams;
+    those ending in EOS are finished (score log p / lp(len with EOS)), the best K others live
+    on; stop when no live beam can still beat the best finished one."""
+    alive, finished = [([], 0.0)], []
+    for t in range(max_length):
+        candidates = []
+        for tokens, logp in alive:
+            placeholder = torch.tensor([tokens + [EOS]])  # its last position predicts the next token
+            next_logp = model(row_in, None, placeholder, None).logits[0, -1].log_softmax(-1).tolist()
+            candidates += [(logp + lv, tokens, v) for v, lv in enumerate(next_logp)]
+        best = sorted(candidates, key=lambda c: -c[0])[: 2 * beam_size]
+        penalty = length_penalty_factor(t + 1, alpha)
+        finished = sorted(finished + [(lp / penalty, tokens) for lp, tokens, v in best if v == EOS],
+                          key=lambda f: -f[0])[:beam_size]
+        alive = [(tokens + [v], lp) for lp, tokens, v in best if v != EOS][:beam_size]
+        if finished and finished[0][0] >= max(lp for _, lp in alive) / length_penalty_factor(max_length, alpha):
+            break
+    return finished[0][1] if finished else max(alive, key=lambda a: a[1])[0]
 
 
 @pytest.mark.parametrize("entry", SEQ2SEQ, ids=[f"{a}-{b}" for a, b in SEQ2SEQ])
-def test_beam_search_finds_hypotheses_at_least_as_likely_as_greedy(entry):
+@pytest.mark.parametrize("eos_bias", [0.0, 0.5])  # the second makes EOS likelier: beams end at several lengths
+def test_beam_search_equals_a_naive_beam_search(entry, eos_bias):
     model, inputs, mask, *_ = make(entry, batch=4, seed=3)
     model.eval()
     with torch.no_grad():
-        greedy = model.generate(inputs, mask, max_length=6)
-        beam = model.generate(inputs, mask, max_length=6, beam_size=4, length_penalty=0.6)
+        model.output.bias[EOS] += eos_bias
+        beam = model.generate(inputs, mask, max_length=6, beam_size=3, length_penalty=0.6)
         assert len(beam) == 4 and all(EOS not in ids and len(ids) <= 6 for ids in beam)
         for i in range(4):
             row_in = inputs[i : i + 1] if mask is None else inputs[i : i + 1, : int(mask[i].sum())]
-            assert _penalised_log_prob(model, row_in, beam[i], 6) >= _penalised_log_prob(model, row_in, greedy[i], 6) - 1e-5
+            assert beam[i] == _naive_beam_search(model, row_in, 3, 6, 0.6), i
     with pytest.raises(ValueError, match="beam_size"):
         model.generate(inputs, mask, max_length=6, beam_size=0)
 
@@ -278,6 +294,14 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
     assert main(["experiment", "baselines", "--run", str(run), "--out", str(root / "three"), "--no-progress",
                  "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
     assert capsys.readouterr().out.count("reused") == 0
+    # Records written before the key named the decoding were greedy: a greedy run reuses them.
+    record = root / "three" / "tasks" / "digits.json"
+    saved = json.loads(record.read_text())
+    del saved["key"]["decoding"]
+    record.write_text(json.dumps(saved))
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(root / "three"), "--no-progress",
+                 "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
+    assert capsys.readouterr().out.count("reused") == 2
     assert "greedy decoding, as the run" in (root / "three" / "results.md").read_text()
 
 

@@ -190,5 +190,16 @@ def test_a_run_resumed_on_another_number_of_ranks_keeps_each_tasks_global_batch(
     assert _check_resume_config(other, None, 2, 1, QUIET).data.task_batch_sizes == {}
 
 
+
+def test_a_resume_that_changes_the_decoding_at_evaluation_says_so():
+    said = []
+    saved = load_config("tiny", ["train.beam_size=1"])
+    assert _check_resume_config(saved, load_config("tiny"), log=said.append).train.beam_size == 4
+    assert len(said) == 1 and "train.beam_size 1 -> 4" in said[0] and "not comparable" in said[0]
+    said.clear()
+    _check_resume_config(saved, load_config("tiny", ["train.beam_size=1", "train.steps=99"]), log=said.append)
+    assert not said
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -299,12 +299,13 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
                "batch_size": batch_sizes[name], "held_out": len(td.test), "data": data_fingerprint(td),
-               "baseline": to_dict(config), "eval_every": eval_every,
-               "decoding": {"beam_size": info.cfg.train.beam_size, "length_penalty": info.cfg.train.length_penalty}}
+               "baseline": to_dict(config), "eval_every": eval_every, "decoding": _decoding_key(info.cfg)}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("key") == json.loads(json.dumps(key)):
+            saved_key = saved.get("key") or {}
+            saved_key.setdefault("decoding", {"beam_size": 1})  # records from before the key named it: greedy
+            if saved_key == json.loads(json.dumps(key)):
                 log(f"[{i}/{len(task_data)}] {name}: done before ({path}); reused")
                 records[name] = saved
                 continue
@@ -322,6 +323,14 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     log(f"\n{md}")
     log(f"results: {out / 'results.md'}, {out / 'results.json'}")
     return payload
+
+
+def _decoding_key(cfg: Config) -> dict[str, Any]:
+    """How the baselines decode, as their records' key names it (the length penalty only matters
+    to a beam)."""
+    if cfg.train.beam_size == 1:
+        return {"beam_size": 1}
+    return {"beam_size": cfg.train.beam_size, "length_penalty": cfg.train.length_penalty}
 
 
 def data_fingerprint(td: TaskData) -> str:

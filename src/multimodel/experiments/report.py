@@ -516,7 +516,7 @@ def section_table1(study: "Study", out: Path, figdir: Path | None) -> tuple[list
              f"*Paper:* {CLAIMS['table1']}", "", answer, "",
              "Each baseline (`multimodel experiment baselines`) trains on the joint run's own batches of its task, as"
              " many as the task got there, with its own schedule (Adam, linear warm-up, constant rate), and is"
-             " scored by the same evaluation code, greedily.", "",
+             " scored by the same evaluation code, decoding as the joint run did.", "",
              f"| task | baseline | metric | MultiModel (joint) | baseline | Δ MultiModel − baseline | {DIFF_HEAD} |",
              "|---|---|---|---:|---:|---:|---|---|---|"]
     for t in tasks:

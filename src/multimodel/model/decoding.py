@@ -189,12 +189,14 @@ def search_beams(scorer: Scorer, batch_size: int, *, beam_size: int, max_length:
         top_beam, top_token = top_index // V, top_index % V
         is_eos = top_token == EOS_ID
         lp = length_penalty_factor(t + 1, length_penalty)
+        # One copy to the host per step (not one per example): the finished lists live there.
+        host_eos, host_logp, host_beam = is_eos.tolist(), top_logp.tolist(), top_beam.tolist()
+        host_tokens = tokens.tolist() if any(map(any, host_eos)) else None
         for b in range(B):
-            for j in is_eos[b].nonzero().flatten().tolist():
-                score = float(top_logp[b, j]) / lp
-                if score > float("-inf"):
-                    prefix = tokens[b * K + int(top_beam[b, j])].tolist()
-                    finished[b].append((score, prefix))
+            for j, ended in enumerate(host_eos[b]):
+                score = host_logp[b][j] / lp
+                if ended and score > float("-inf"):
+                    finished[b].append((score, host_tokens[b * K + host_beam[b][j]]))
             finished[b] = sorted(finished[b], key=lambda item: -item[0])[:K]
         # Continue with the K best candidates that did not end.
         cont_logp, cont_slot = top_logp.masked_fill(is_eos, float("-inf")).topk(K, dim=-1)  # (B, K)

@@ -189,6 +189,11 @@ def _check_resume_config(saved: Config, given: Config | None, saved_world: int |
     merged = to_dict(saved)
     for key in RESUMABLE_CHANGES:
         merged["train"][key] = b["train"][key]
+    decoding = [f"train.{key} {a['train'][key]} -> {b['train'][key]}" for key in ("beam_size", "length_penalty")
+                if a["train"][key] != b["train"][key]]
+    if decoding:  # the learning curve's later evaluations decode otherwise than its earlier ones
+        log(f"resuming with another decoding at evaluation ({', '.join(decoding)}): evaluations logged from here"
+            " on are not comparable with the earlier ones")
     merged["data"]["data_dir"] = b["data"]["data_dir"]
     merged["data"]["corpora_dir"] = b["data"]["corpora_dir"]
     merged["data"]["batch_size"] = batch_size

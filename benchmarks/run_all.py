@@ -32,9 +32,10 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
     "train_step": ("train_step.py", [[]]),
     "pipeline": ("pipeline.py", [[]]),
     # Batch 64: the batch the trainer's evaluation decodes with (evaluation/evaluate.py, evaluate_all),
-    # timed greedily (the evaluation's beam of 4 decodes 4 rows per example).
+    # timed greedily (the evaluation's beam of 4 decodes 4 rows per example); batch 1 with beam 4:
+    # what `multimodel predict` and the web page run per input.
     "decode": ("decode.py", [["--batch", "4"], ["--batch", "1"], ["--hidden", "256", "--batch", "4"],
-                             ["--batch", "64"]]),
+                             ["--batch", "64"], ["--batch", "1", "--beam", "4"]]),
     "moe": ("moe.py", [[]]),
 }
 

@@ -26,8 +26,8 @@ What is held equal, so that only the model differs:
   beam search (:func:`multimodel.model.decoding.search_beams`). The run's blind control is not
   repeated.
 
-Not held equal, on purpose: the baselines train with Adam, a short linear warm-up and a constant learning
-rate afterwards, as small single-task models usually are (the run's cool-down and
+Not held equal, on purpose: the baselines train with Adam, a short linear warm-up and a
+constant learning rate afterwards, as small single-task models usually are (the run's cool-down and
 ``train.normalize_gradients`` carry over, so both sides end training and scale their updates
 alike). Held equal: the batches. A baseline trains on its task's global batch, the per-rank
 ``data.batch_size`` (or the task's ``data.task_batch_sizes`` entry) times the ranks the run's

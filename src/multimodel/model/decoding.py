@@ -1,7 +1,8 @@
 """Autoregressive decoding: greedy and beam search (released code: beam 4, α = 0.6;
 GNMT length penalty, Wu et al. 2016).
 
-Both searches ask a *scorer* (:class:`Scorer`) for the next-token logits of every row given the tokens so far:
+Both searches ask a *scorer* (:class:`Scorer`) for the next-token logits of every row given the
+tokens so far:
 
 * :class:`IncrementalScorer` keeps an :class:`IncrementalState` (causal-conv windows, the
   self-attention's keys and values so far and the memory's, in buffers allocated once) and

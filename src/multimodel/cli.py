@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
     p.add_argument("--beam-size", type=_int_at_least(1), default=None,
-                   help="beam size (default: the config's train.beam_size, 4; 1 = greedy)")
+                   help="beam size (default: the run's saved train.beam_size: 4 for runs since 2026-12-02; 1 = greedy)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-blind", action="store_true",

@@ -190,7 +190,7 @@ def search_beams(scorer: Scorer, batch_size: int, *, beam_size: int, max_length:
         top_beam, top_token = top_index // V, top_index % V
         is_eos = top_token == EOS_ID
         lp = length_penalty_factor(t + 1, length_penalty)
-        # One copy to the host per step (not one per example): the finished lists live there.
+        # The finished lists live on the host: copy the step's candidates there together, not per example.
         host_eos, host_logp, host_beam = is_eos.tolist(), top_logp.tolist(), top_beam.tolist()
         host_tokens = tokens.tolist() if any(map(any, host_eos)) else None
         for b in range(B):

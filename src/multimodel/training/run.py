@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -66,7 +67,11 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
         lines.append(f"Training: {step} steps in {train_seconds / 60:.1f} min (data preparation included).")
     report = "\n".join(lines)
     (run_dir / "results.md").write_text(report + "\n")
-    (run_dir / "eval.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+    # eval.json marks a finished run (experiment grids skip it, reports read it while other runs
+    # still train): write it whole or not at all, so a reader never sees a partial file.
+    partial = run_dir / "eval.json.partial"
+    partial.write_text(json.dumps([r.to_json() for r in results], indent=2))
+    os.replace(partial, run_dir / "eval.json")
     return report
 
 

@@ -85,7 +85,9 @@ def cache_path(
     return Path(data_dir) / "builtin" / corpus / f"{split}-n{size}-s{seed}-v{version}.{ext}"
 
 
-def _atomic_write(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """Write ``path`` whole or not at all: ``write(handle)`` fills a temporary file (binary) beside
+    it, which then replaces ``path``; a reader never sees a partial file, a failure leaves none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -110,7 +112,7 @@ def save_jsonl(path: Path, examples: Sequence[Example]) -> None:
             record = {"inputs": ex.inputs, "target": ex.target, "references": ex.references, "meta": ex.meta}
             handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
-    _atomic_write(path, write)
+    write_atomically(path, write)
 
 
 def load_jsonl(path: Path) -> list[Example]:
@@ -161,7 +163,7 @@ def save_arrays(path: Path, examples: Sequence[Example], codec: str, compress: b
     header = json.dumps({"codec": codec, "records": records}, ensure_ascii=False)
     save = np.savez_compressed if compress else np.savez
 
-    _atomic_write(path, lambda handle: save(handle, data=data, header=np.array(header)))
+    write_atomically(path, lambda handle: save(handle, data=data, header=np.array(header)))
 
 
 def load_arrays(path: Path) -> list[Example]:
@@ -202,7 +204,7 @@ def cached_split(path: Path, generate, save, load) -> Split:
     split = generate()
     if split.skipped:
         info = json.dumps({"skipped": split.skipped, "reasons": list(split.skipped_reasons)}, ensure_ascii=False)
-        _atomic_write(skipped_path, lambda handle: handle.write(info.encode("utf-8")))
+        write_atomically(skipped_path, lambda handle: handle.write(info.encode("utf-8")))
     save(path, split.examples)
     return Split(examples=load(path), skipped=split.skipped, skipped_reasons=split.skipped_reasons)
 

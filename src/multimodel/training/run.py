@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from multimodel.config import Config, ConfigError, apply_overrides
+from multimodel.corpora.cache import write_atomically
 from multimodel.evaluation.evaluate import TaskResult, describe_input, evaluate_all, format_table
 from multimodel.tasks import Task
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data
@@ -68,10 +68,9 @@ def write_report(run_dir: Path, results: Sequence[TaskResult], task_data: dict[s
     report = "\n".join(lines)
     (run_dir / "results.md").write_text(report + "\n")
     # eval.json marks a finished run (experiment grids skip it, reports read it while other runs
-    # still train): write it whole or not at all, so a reader never sees a partial file.
-    partial = run_dir / "eval.json.partial"
-    partial.write_text(json.dumps([r.to_json() for r in results], indent=2))
-    os.replace(partial, run_dir / "eval.json")
+    # still train): written whole or not at all, so a reader never sees a partial file.
+    evaluation = json.dumps([r.to_json() for r in results], indent=2).encode("utf-8")
+    write_atomically(run_dir / "eval.json", lambda handle: handle.write(evaluation))
     return report
 
 

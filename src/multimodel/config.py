@@ -160,6 +160,10 @@ class ModelConfig:
     """The paper's audio net when set: one stride-2 residual block over time per entry, with that
     many filters, and no entry ConvStep (paper: l_i = ConvRes(l_(i-1), 2^i), i = 1..8, i.e.
     2, 4, ..., 256). Empty = the ``audio_time_strides`` net above."""
+    audio_normalize: bool = False
+    """Normalise each utterance's log-mel features to mean 0 and variance 1 per mel band over its
+    real frames (CMVN, layers/utterance_norm.py) before the audio net. Not in the paper's
+    release (the later tensor2tensor speech modality does it); False = the paper."""
     audio_frequency_masks: int = 0
     """SpecAugment in training (Park et al. 2019; not in the paper): bands of adjacent mel bands
     blanked per utterance (to its mean feature); 0 = none. layers/spec_augment.py. A regulariser

@@ -298,6 +298,7 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
     record = root / "three" / "tasks" / "digits.json"
     saved = json.loads(record.read_text())
     del saved["key"]["decoding"]
+    del saved["key"]["baseline"]["audio_normalize"]  # ... and before speech features could be normalised
     record.write_text(json.dumps(saved))
     assert main(["experiment", "baselines", "--run", str(run), "--out", str(root / "three"), "--no-progress",
                  "--steps", "3", "--tasks", "digits,numbers_en_de"]) == 0
@@ -395,6 +396,12 @@ def test_baselines_scale_their_updates_the_way_the_run_did():
     assert baseline_config(cfg).normalize_gradients is True
     assert baseline_config(cfg, normalize_gradients=False).normalize_gradients is False
     assert baseline_config(load_config("tiny")).normalize_gradients is False
+
+
+def test_baselines_normalise_speech_features_the_way_the_run_did():
+    cfg = apply_overrides(load_config("tiny"), ["model.audio_normalize=true"])
+    assert baseline_config(cfg).audio_normalize is True
+    assert baseline_config(load_config("tiny")).audio_normalize is False
 
 
 class _Scaled(torch.nn.Module):

@@ -55,6 +55,9 @@ class BaselineConfig:
     """Sample rate of raw waveforms, turned into log-mel frames first (from the run)."""
     audio_mels: int = 80
     """Mel bands of the speech features (from the run: ``model.audio_mels``)."""
+    audio_normalize: bool = False
+    """Normalise each utterance's features per mel band first, as the run's audio net does
+    (from the run: ``model.audio_normalize``; layers/utterance_norm.py)."""
     learning_rate: float = 1e-3
     """Adam's learning rate after warm-up (kept constant afterwards, until any cool-down)."""
     warmup_steps: int = 100

@@ -33,6 +33,7 @@ from torch import nn
 from multimodel.baselines.base import BaselineConfig, BaselineOutput
 from multimodel.config import EOS_ID, PAD_ID
 from multimodel.layers.timing import timing_signal
+from multimodel.layers.utterance_norm import normalize_utterances
 from multimodel.modalities.audio import LogMelFrontEnd
 from multimodel.modalities.base import label_smoothed_loss
 from multimodel.model.decoding import search_beams
@@ -75,7 +76,7 @@ class AudioSource(nn.Module):
 
     Args:
         config: baseline settings (``hidden_size``, ``audio_time_strides``, ``audio_mels``,
-            ``audio_sample_rate``, ``dropout``).
+            ``audio_sample_rate``, ``audio_normalize``, ``dropout``).
     """
 
     def __init__(self, config: BaselineConfig) -> None:
@@ -85,6 +86,7 @@ class AudioSource(nn.Module):
         D = config.hidden_size
         self.n_mels = config.audio_mels
         self.front_end = LogMelFrontEnd(config.audio_sample_rate, config.audio_mels)
+        self.normalize = config.audio_normalize
         widths = [config.audio_mels] + [D] * config.audio_time_strides
         self.convs = nn.ModuleList(nn.Conv1d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
         self.norm = nn.LayerNorm(D)
@@ -98,6 +100,8 @@ class AudioSource(nn.Module):
                              f" got {tuple(audio.shape)}")
         if mask is None:
             mask = torch.ones(audio.shape[:2], dtype=torch.bool, device=audio.device)
+        if self.normalize:
+            audio = normalize_utterances(audio.float(), mask)  # (B, T, F)
         x = audio.float().transpose(1, 2)  # (B, F, T): channels first for Conv1d
         for conv in self.convs:
             x = torch.relu(conv(x * mask[:, None, :].to(x.dtype)))  # (B, D, ceil(T / 2))

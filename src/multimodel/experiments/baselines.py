@@ -164,6 +164,7 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
         "max_target_length": cfg.model.max_target_length,
         "audio_mels": cfg.model.audio_mels,
         "audio_sample_rate": cfg.model.audio_sample_rate,
+        "audio_normalize": cfg.model.audio_normalize,
         "cooldown_fraction": cfg.train.cooldown_fraction,
         "normalize_gradients": cfg.train.normalize_gradients,
     }
@@ -305,6 +306,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
             saved = json.loads(path.read_text())
             saved_key = saved.get("key") or {}
             saved_key.setdefault("decoding", {"beam_size": 1})  # records from before the key named it: greedy
+            saved_key.get("baseline", {}).setdefault("audio_normalize", False)  # ... and before CMVN: none
             if saved_key == json.loads(json.dumps(key)):
                 log(f"[{i}/{len(task_data)}] {name}: done before ({path}); reused")
                 records[name] = saved

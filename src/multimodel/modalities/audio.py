@@ -22,6 +22,9 @@ later layer does P times less work: the paper's net spends almost all of a speec
 full-frequency-resolution maps (at B = 32, T = 280, F = 80 its first residual block alone
 writes 2 × 46 M activations), which a 2-core CPU cannot afford. Striding stays over time only.
 
+Optionally (``audio_normalize``; off in the paper), each utterance's features are first
+normalised to mean 0 and variance 1 per mel band (layers/utterance_norm.py).
+
 In training, optional SpecAugment masks (``audio_frequency_masks``, ``audio_time_masks``; none by
 default) blank random mel bands and frame spans of the features first (layers/spec_augment.py).
 
@@ -39,6 +42,7 @@ from multimodel.config import ModelConfig
 from multimodel.layers.log_mel import LOG_FLOOR, LogMelFrontEnd
 from multimodel.layers.separable_conv import ConvStep2d, DownsampleBlock2d
 from multimodel.layers.spec_augment import spec_augment
+from multimodel.layers.utterance_norm import normalize_utterances
 from multimodel.modalities.base import Modality, ModalityError, check_mask, checks_values, random_lengths_mask
 
 class AudioModality(Modality):
@@ -63,6 +67,7 @@ class AudioModality(Modality):
         self.frequency_patch = P = frequency_patch
         self.bands = -(-config.audio_mels // P)  # frequency positions of the 2-D map
         self.front_end = LogMelFrontEnd(config.audio_sample_rate, config.audio_mels)
+        self.normalize = config.audio_normalize
         self.masking = {"frequency_masks": config.audio_frequency_masks,
                         "frequency_width": config.audio_frequency_mask_width,
                         "time_masks": config.audio_time_masks, "time_fraction": config.audio_time_mask_fraction}
@@ -102,6 +107,8 @@ class AudioModality(Modality):
             raise ModalityError(
                 f"audio features must have {self.n_mels} mel bands (B, T, {self.n_mels}), got {tuple(inputs.shape)}"
             )
+        if self.normalize:
+            inputs = normalize_utterances(inputs, mask)  # (B, T, F)
         if self.training and (self.masking["frequency_masks"] or self.masking["time_masks"]):
             inputs = spec_augment(inputs, mask, **self.masking)  # (B, T, F)
         B, T, F = inputs.shape

@@ -1,5 +1,7 @@
 """Greedy and beam search: the incremental state must reproduce full recomputation."""
 
+import math
+
 import pytest
 import torch
 
@@ -85,6 +87,43 @@ def test_length_penalty():
     assert length_penalty_factor(1, 0.6) == 1.0
     assert length_penalty_factor(7, 0.0) == 1.0
     assert length_penalty_factor(7, 1.0) == 2.0
+
+
+class _TableScorer:
+    """A hand-made model: next-token log-probabilities looked up by the prefix, over the ids
+    PAD, EOS, 3 and 4 (unlisted prefixes all but certainly continue with 4 and never end)."""
+
+    def __init__(self, table: dict[tuple[int, ...], dict[int, float]]) -> None:
+        self.table = table
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for prefix in tokens.tolist():
+            probs = self.table.get(tuple(prefix), {4: 1.0 - 1e-12, EOS_ID: 1e-12})
+            rows.append([probs.get(i, 0.0) for i in range(5)])
+        return torch.tensor(rows, dtype=torch.float64).clamp(min=1e-30).log()  # (N, V): log p as logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        pass  # the table reads the whole prefix
+
+
+@pytest.mark.parametrize("alpha", [0.6, 1.0, 2.0])
+def test_beam_search_ranks_finished_hypotheses_by_length_penalised_score(alpha):
+    """An EOS at once (length 1, log p = log 0.3) against "3 3 EOS" (length 3, log p = log q):
+    the search returns the longer one exactly when log q / lp(3) > log 0.3 / lp(1), lp counting
+    the EOS. Swept across the boundary, so a penalty off by one length changes some answer."""
+    from multimodel.model.decoding import search_beams
+
+    lp1, lp3 = length_penalty_factor(1, alpha), length_penalty_factor(3, alpha)
+    flips = 0
+    for q in torch.linspace(0.05, 0.65, 61).tolist():
+        table = {(): {EOS_ID: 0.3, 3: q, 4: 0.7 - q}, (3,): {3: 1.0}, (3, 3): {EOS_ID: 1.0}}
+        best = search_beams(_TableScorer(table), 1, beam_size=2, max_length=6, length_penalty=alpha,
+                            device=torch.device("cpu"))
+        longer = math.log(q) / lp3 > math.log(0.3) / lp1
+        assert best == ([[3, 3]] if longer else [[]]), (q, best)
+        flips += longer
+    assert 0 < flips < 61  # the sweep crosses the boundary
 
 
 def test_generate_rejects_bad_arguments(setup):

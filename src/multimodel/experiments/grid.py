@@ -52,6 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from multimodel.config import Config, ConfigError, apply_overrides, to_dict
+from multimodel.corpora.cache import write_atomically
 from multimodel.data.mixture import TaskSampler, mixing_probabilities
 from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.tasks import get_task
@@ -479,8 +480,10 @@ def write_results(plan: Plan, out: Path, status: dict[str, str], *, command: str
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Strict JSON (NaN → null; numpy numbers and paths converted)."""
-    path.write_text(json.dumps(_plain(payload), indent=1, allow_nan=False))
+    """Strict JSON (NaN → null; numpy numbers and paths converted), written whole: a report read
+    while other runs finish never sees half a file."""
+    text = json.dumps(_plain(payload), indent=1, allow_nan=False).encode()
+    write_atomically(path, lambda handle: handle.write(text))
 
 
 def _plain(value: Any) -> Any:

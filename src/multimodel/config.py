@@ -163,7 +163,8 @@ class ModelConfig:
     audio_normalize: bool = False
     """Normalise each utterance's log-mel features to mean 0 and variance 1 per mel band over its
     real frames (CMVN, layers/utterance_norm.py) before the audio net. Not in the paper's
-    release (the later tensor2tensor speech modality does it); False = the paper."""
+    release (the later tensor2tensor speech modality normalises per band over time too);
+    False = the paper."""
     audio_frequency_masks: int = 0
     """SpecAugment in training (Park et al. 2019; not in the paper): bands of adjacent mel bands
     blanked per utterance (to its mean feature); 0 = none. layers/spec_augment.py. A regulariser

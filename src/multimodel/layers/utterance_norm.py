@@ -4,8 +4,9 @@ Each mel band of each utterance is shifted to mean 0 and scaled to variance 1 ov
 utterance's real frames. What a speaker or a recording channel adds to every frame alike (the
 long-term spectral envelope, the loudness) is removed, and what changes from frame to frame
 (the words) is kept: the classic normalisation of speech recognisers for voices unseen in
-training. Not in the paper's release; the later tensor2tensor speech modality normalises each
-utterance this way in its bottom. Padded frames become 0 and stay out of the statistics.
+training. Not in the paper's release; the later tensor2tensor speech modality computes such
+per-band statistics over time in its bottom, in place of CMVN estimated on the whole corpus.
+Padded frames become 0 and stay out of the statistics.
 
 A band that does not change over the utterance (silence, the blind control's input) has
 variance 0 and becomes 0: ``eps`` keeps the division finite.

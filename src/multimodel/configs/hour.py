@@ -8,7 +8,7 @@ Run time:  about 2-3 min to generate the larger speech, caption and parsing sets
 Expected:  ~16,000-18,800 steps with make demo's environment (~1,900-2,300 per task, speech
            ~2,800-3,500; ~14,500 without it); decoded with the default beam of 4: Fashion-MNIST
            ~89 %, caption item F1 ~85 (BLEU ~95), speech WER ~32 % with the demo's speech
-           normalisation (38 % without it, 48 % greedy), parse F1 ~87-88, translation BLEU
+           normalisation (38 % without it, 48 % greedy without it), parse F1 ~87-88, translation BLEU
            ~100, each far from its blind control; docs/results.md ("One-hour run") has the
            tables, learning curves and single-task baselines (level on speech, ahead on
            captions, ~2 points behind on Fashion-MNIST, parsing within ~2 either way).

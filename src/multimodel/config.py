@@ -53,6 +53,8 @@ SHARDING = ("none", "fsdp")
 """Values of ``train.shard`` (:mod:`multimodel.training.layout` implements them)."""
 PRECISIONS = ("float32", "bf16")
 """Values of ``train.precision``."""
+LR_DECAYS = ("rsqrt", "none")
+"""Values of ``train.lr_decay`` (:mod:`multimodel.training.optim` implements them)."""
 
 TASK_READERS = ("parallel_text", "ptb", "coco_captions", "image_folder", "librispeech", "audio_manifest",
                 "hf_dataset")
@@ -416,7 +418,12 @@ class TrainConfig:
     learning_rate: float = 1e-3
     """Peak learning rate reached at the end of warm-up."""
     warmup_steps: int = 200
-    """Linear warm-up steps, then inverse-square-root decay ('noam')."""
+    """Linear warm-up steps, then ``lr_decay``."""
+    lr_decay: str = "rsqrt"
+    """After the warm-up: 'rsqrt' lowers the learning rate with the inverse square root of the
+    step ('noam', tensor2tensor's later ``multimodel_base``); 'none' holds it at its peak, the
+    shape of the schedule released with the paper (which warmed up exponentially, then stayed
+    roughly constant). Either is multiplied by the ``cooldown_fraction`` cool-down."""
     cooldown_fraction: float = 0.0
     """Over the last fraction of training, lower the learning rate linearly to zero (0 = no
     cool-down, the paper's schedule). The end is ``steps`` or, when ``time_budget_minutes`` is
@@ -512,6 +519,8 @@ class TrainConfig:
         for name in ("weight_decay", "time_budget_minutes", "length_penalty"):
             _require(getattr(self, name) >= 0, t + name, ">= 0", getattr(self, name))
         _require(0 <= self.cooldown_fraction <= 1, t + "cooldown_fraction", "in [0, 1]", self.cooldown_fraction)
+        _require(self.lr_decay in LR_DECAYS, t + "lr_decay", "one of " + ", ".join(map(repr, LR_DECAYS)),
+                 self.lr_decay)
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), t + "device",
                  "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
 

@@ -70,6 +70,31 @@ def test_cooldown_lowers_the_learning_rate_linearly_to_zero_over_the_last_fracti
     assert min(ratios) > 0
 
 
+def test_lr_decay_none_holds_the_peak_after_the_linear_warmup_until_the_cooldown():
+    schedule = LearningRateSchedule(warmup_steps=10, steps=100, cooldown_fraction=0.2, decay="none")
+    factors = [schedule.factor(s) for s in range(100)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factors[9:80] == [1.0] * 71  # noam would be down to a third by step 80
+    assert noam_factor(79, 10) < 0.4
+    assert factors[90] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(factors[80:], factors[81:])) and factors[99] > 0
+
+
+def test_train_lr_decay_reaches_the_optimiser_and_rejects_unknown_values():
+    cfg = TrainConfig(learning_rate=1e-2, warmup_steps=2, steps=50, lr_decay="none")
+    model = torch.nn.Linear(3, 3)
+    optimizer, scheduler = build_optimizer(model, cfg)
+    lrs = []
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1e-2] * 20)
+    assert schedule_for(TrainConfig(lr_decay="none")).decay == "none"
+    with pytest.raises(ConfigError, match="train.lr_decay"):
+        TrainConfig(lr_decay="cosine")
+
+
 def test_the_clock_ends_the_cooldown_when_the_time_budget_comes_first():
     schedule = LearningRateSchedule(warmup_steps=10, steps=100_000, cooldown_fraction=0.5)
     assert schedule.factor(20) == pytest.approx(noam_factor(20, 10))

@@ -66,7 +66,7 @@ from multimodel.tasks import get_task
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data, task_batch_sizes
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
-from multimodel.training.optim import cooldown_factor
+from multimodel.training.optim import cooldown_factor, warmup_factor
 from multimodel.training.step import bound_gradients
 
 Log = Callable[[str], None]
@@ -195,7 +195,7 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, betas=config.adam_betas)
     warmup = max(1, min(config.warmup_steps, steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * cooldown_factor(s / max(1, steps), config.cooldown_fraction))
+        optimizer, lambda s: warmup_factor(s, warmup) * cooldown_factor(s / max(1, steps), config.cooldown_fraction))
     bar = None
     if progress:
         from tqdm import tqdm

@@ -1,11 +1,13 @@
 """Optimiser and learning-rate schedule: Adam with the released code's betas and epsilon,
 warm-up then 1/sqrt decay, optionally a final linear cool-down to zero.
 
-The "noam" schedule (Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``) rises
-linearly for ``warmup_steps`` and then decays with the inverse square root of the step. The
-code released with the paper used a different one (learning rate 0.05, an exponential warm-up
-over 3,000 steps, then roughly constant; docs/architecture.md, Deviations). We scale it so its peak equals
-``learning_rate``, which makes the learning rate a number a user can reason about.
+The default "noam" schedule (Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``)
+rises linearly for ``warmup_steps`` and then decays with the inverse square root of the step.
+The code released with the paper used a different one (learning rate 0.05, an exponential
+warm-up over 3,000 steps, then roughly constant; docs/architecture.md, Deviations):
+``train.lr_decay='none'`` takes its shape after the (linear) warm-up and holds the peak. We scale
+either so its peak equals ``learning_rate``, which makes the learning rate a number a user can
+reason about.
 
 ``train.cooldown_fraction`` (off by default: the paper has none) multiplies the schedule, over
 the last fraction of training, by a factor falling linearly to zero (the "decay" phase of a
@@ -41,6 +43,11 @@ def noam_factor(step: int, warmup_steps: int) -> float:
     return min(s / w, math.sqrt(w / s))
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The linear warm-up alone: rising to 1 over ``warmup_steps``, then 1."""
+    return min(1.0, (step + 1) / max(1, warmup_steps))
+
+
 @dataclass
 class LearningRateSchedule:
     """The learning-rate multiplier per optimiser step: noam, times the cool-down.
@@ -50,6 +57,7 @@ class LearningRateSchedule:
         steps: the run's last step (``train.steps``).
         cooldown_fraction: the last fraction of training over which the multiplier falls
             linearly to zero; 0 = none (``train.cooldown_fraction``).
+        decay: after the warm-up, 'rsqrt' or 'none' (``train.lr_decay``).
         clock_progress: the fraction of the time budget spent so far (0 without a budget); set
             by the training loop.
     """
@@ -57,6 +65,7 @@ class LearningRateSchedule:
     warmup_steps: int
     steps: int
     cooldown_fraction: float = 0.0
+    decay: str = "rsqrt"
     clock_progress: float = 0.0
 
     def progress(self, step: int) -> float:
@@ -65,7 +74,8 @@ class LearningRateSchedule:
 
     def factor(self, step: int) -> float:
         """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
-        return noam_factor(step, self.warmup_steps) * cooldown_factor(self.progress(step), self.cooldown_fraction)
+        shape = noam_factor if self.decay == "rsqrt" else warmup_factor
+        return shape(step, self.warmup_steps) * cooldown_factor(self.progress(step), self.cooldown_fraction)
 
 
 def cooldown_factor(progress: float, fraction: float) -> float:
@@ -121,4 +131,4 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, schedule: LearningRateSc
 
 def schedule_for(cfg: TrainConfig) -> LearningRateSchedule:
     """The learning-rate schedule ``cfg`` describes."""
-    return LearningRateSchedule(cfg.warmup_steps, cfg.steps, cfg.cooldown_fraction)
+    return LearningRateSchedule(cfg.warmup_steps, cfg.steps, cfg.cooldown_fraction, cfg.lr_decay)

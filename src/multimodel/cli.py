@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-every", type=_int_at_least(0), default=0,
                    help="also score each baseline on the run's first data.eval_size held-out examples every N"
                    " steps, with its training time so far (benchmarks/time_to_target.py reads it); 0 = off")
+    e.add_argument("--match-run-evals", action="store_true",
+                   help="also score each baseline after as many steps on its task as the run had had at each of"
+                   " its evaluations while training (train.eval_every), and tabulate the two side by side")
     e.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
     p = sub.add_parser("reproduce", help="every experiment of the paper, seeds, intervals and one report",
@@ -509,11 +512,13 @@ def cmd_baselines(args: argparse.Namespace) -> int:
             words += [flag, str(value)]
     if args.normalize_gradients is not None:
         words.append("--normalize-gradients" if args.normalize_gradients else "--no-normalize-gradients")
+    if args.match_run_evals:
+        words.append("--match-run-evals")
     if tasks:
         words += ["--tasks", *tasks]
     run_baselines(args.run, out=out, steps=args.steps, tasks=tasks, data_dir=args.data_dir,
                   command=shlex.join(words), progress=not args.no_progress, eval_every=args.eval_every,
-                  hidden_size=args.hidden_size,
+                  match_run_evals=args.match_run_evals, hidden_size=args.hidden_size,
                   learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                   normalize_gradients=args.normalize_gradients)
     return 0

@@ -13,7 +13,7 @@ import torch
 from multimodel.baselines import BASELINES, BaselineConfig, build_baseline
 from multimodel.cli import main
 from multimodel.config import apply_overrides, load_config
-from multimodel.experiments.baselines import baseline_config, read_run, train_baseline
+from multimodel.experiments.baselines import baseline_config, read_run, run_evaluations, train_baseline
 from multimodel.experiments.grid import mixing_of, schedule
 from multimodel.model.decoding import length_penalty_factor
 from multimodel.training import checkpoint as ckpt
@@ -376,6 +376,64 @@ def test_old_runs_without_step_counts_get_them_from_the_task_schedule(tiny_run, 
         meta_path.write_text(original)  # byte for byte: the checkpoint's manifest must still hold
     assert recomputed.task_steps == counted.task_steps
     assert "recomputed" in recomputed.steps_source
+
+
+def test_baselines_are_scored_at_the_runs_own_evaluation_steps_and_tabulated_beside_them(tmp_path, capsys):
+    """--match-run-evals: each baseline is scored after exactly as many steps on its task as the
+    run had had at each of its evaluations while training, and results.md sets the two side by side."""
+    overrides = [f"data.data_dir={str(tmp_path / 'data')!r}", "data.tasks=digits,numbers_en_de", "train.steps=14",
+                 "train.log_every=3", "train.eval_every=4", "data.eval_size=8"]
+    cfg = load_config(TINY, overrides)
+    run = tmp_path / "run"
+    train_and_evaluate(cfg, run, progress=False, log=lambda _msg: None)
+    info = read_run(run)
+    order = schedule(mixing_of(info.cfg), info.cfg.data.seed, 14)
+    for task in ("digits", "numbers_en_de"):
+        assert [p["step"] for p in info.curve[task]] == [4, 8, 12]
+        assert [p["task_steps"] for p in info.curve[task]] == [order[:s].count(task) for s in (4, 8, 12)]
+    # Steps 4 and 8 are not log lines (every 3): their counts come from the task schedule, and
+    # they equal what the log says where it has them (step 12).
+    logged_12 = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+                 if json.loads(line).get("step") == 12 and "task_steps/digits" in line][-1]
+    assert info.curve["digits"][-1]["task_steps"] == logged_12["task_steps/digits"]
+
+    out = tmp_path / "out"
+    assert main(["experiment", "baselines", "--run", str(run), "--out", str(out), "--no-progress",
+                 "--match-run-evals"]) == 0
+    payload = json.loads((out / "results.json").read_text())
+    md = (out / "results.md").read_text()
+    assert "| task | metric | run step | steps on the task | MultiModel | baseline |" in md
+    for task, metric in (("digits", "accuracy"), ("numbers_en_de", "bleu")):
+        record = payload["results"][task]
+        wanted = sorted({p["task_steps"] for p in info.curve[task] if 0 < p["task_steps"] <= record["steps"]})
+        assert [p["step"] for p in record["eval_curve"]] == wanted
+        for point in info.curve[task]:
+            if point["task_steps"] in wanted:
+                baseline = next(p for p in record["eval_curve"] if p["step"] == point["task_steps"])
+                assert (f"| {task} | {'top-1 acc %' if task == 'digits' else 'BLEU'} | {point['step']} |"
+                        f" {point['task_steps']} | {point['metrics'][metric]:.1f} |"
+                        f" {baseline['metrics'][metric]:.1f} |") in md
+    assert payload["run_curve"]["digits"] == info.curve["digits"]
+    assert "--match-run-evals" in payload["command"]
+
+
+def test_matching_the_runs_evaluations_needs_a_run_that_evaluated_while_training(tiny_run, capsys):
+    root, run = tiny_run
+    assert read_run(run).curve == {}
+    code = main(["experiment", "baselines", "--run", str(run), "--out", str(root / "m"), "--match-run-evals"])
+    assert code == 2
+    assert "train.eval_every" in capsys.readouterr().err
+
+
+def test_run_evaluations_reads_a_log_cut_short_and_a_repeated_step_once(tmp_path):
+    cfg = load_config(TINY, ["data.tasks=digits"])
+    lines = [{"step": 2, "event": "eval", "eval/digits/accuracy": 10.0},
+             {"step": 2, "task_steps/digits": 2, "loss/digits": 1.0},
+             {"step": 2, "event": "eval", "eval/digits/accuracy": 20.0},  # resumed: evaluated again
+             {"step": 9, "event": "eval", "eval/digits/accuracy": 30.0}]  # beyond the checkpoint
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 4, "eve')
+    assert run_evaluations(tmp_path, cfg, last_step=5) == {
+        "digits": [{"step": 2, "task_steps": 2, "metrics": {"accuracy": 20.0}}]}
 
 
 def test_baselines_command_refuses_tasks_the_run_did_not_train(tiny_run, capsys):

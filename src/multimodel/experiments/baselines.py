@@ -33,8 +33,14 @@ alike). Held equal: the batches. A baseline trains on its task's global batch, t
 ``data.batch_size`` (or the task's ``data.task_batch_sizes`` entry) times the ranks the run's
 checkpoint was written on, in the run's order: the examples the run's ranks saw together.
 
+**Over training** (``--match-run-evals``): a run that evaluated itself while training
+(``train.eval_every``) logged its held-out scores; each baseline is then also scored at the same
+number of steps on its task as the run had had at each of those evaluations, on the same
+``data.eval_size`` held-out examples, and ``results.md`` sets the two side by side, one row per
+evaluation: where along training each model leads, not only at the end.
+
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
-per-token accuracy and log-perplexity of both), ``OUT/results.json`` (every number) and
+per-token accuracy and log-perplexity of both, then the table over training when asked), ``OUT/results.json`` (every number) and
 ``OUT/tasks/<task>.json``, one per finished task: re-running the same command reuses them, so an
 interrupted comparison resumes with the next task (a record whose run, steps, batch, settings or
 task data differ is trained again: :func:`data_fingerprint` names the data).
@@ -47,7 +53,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 
@@ -60,7 +66,7 @@ from multimodel.data.mixture import TaskSampler
 from multimodel.data.tokenizer import Tokenizer
 from multimodel.errors import UserError
 from multimodel.evaluation.evaluate import METRIC_LABELS
-from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, write_json
+from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, read_log, write_json
 from multimodel.pretrained import read_meta, resolve_checkpoint
 from multimodel.tasks import get_task
 from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data, task_batch_sizes
@@ -98,6 +104,7 @@ class RunInfo:
         steps_source: where ``task_steps`` came from, in words.
         evaluation: task → the run's ``eval.json`` record (empty when it was not evaluated).
         world_size: the ranks that wrote the checkpoint (1 when it does not say).
+        curve: task → the run's evaluations while training (:func:`run_evaluations`).
     """
 
     run_dir: Path
@@ -110,6 +117,7 @@ class RunInfo:
     steps_source: str
     evaluation: dict[str, dict[str, Any]]
     world_size: int = 1
+    curve: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     def batch_sizes(self) -> dict[str, int]:
         """Each task's global batch in the run: its per-rank size times the ranks."""
@@ -137,7 +145,44 @@ def read_run(run_dir: Path, *, data_dir: str | None = None) -> RunInfo:
         source = f"recomputed from the run's task schedule over its {step} steps (data seed {cfg.data.seed})"
     evaluation = read_eval(run_dir) if (run_dir / "eval.json").is_file() else {}
     return RunInfo(run_dir, checkpoint, cfg, step, tokenizer, _count_parameters(checkpoint), task_steps,
-                   source, evaluation, int(meta.get("world_size") or 1))
+                   source, evaluation, int(meta.get("world_size") or 1), run_evaluations(run_dir, cfg, step))
+
+
+def run_evaluations(run_dir: Path, cfg: Config, last_step: int) -> dict[str, list[dict[str, Any]]]:
+    """Task → the run's evaluations while training, in step order: ``{"step": global step,
+    "task_steps": steps the task had had by then, "metrics": {metric: value}}``.
+
+    Read from the ``"event": "eval"`` records of ``log.jsonl`` (``train.eval_every``; the first
+    ``data.eval_size`` held-out examples, no blind control), up to ``last_step``; a resumed run's
+    repeated evaluation of a step counts once (the last). The steps on each task are those the
+    log recorded at that step, or else the run's task schedule's (a pure function of data seed
+    and step)."""
+    evals: dict[int, dict[str, Any]] = {}
+    logged: dict[int, dict[str, Any]] = {r["step"]: r for r in read_log(run_dir)}
+    path = run_dir / "log.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("event") == "eval" and 0 < int(record.get("step", 0)) <= last_step:
+            evals[int(record["step"])] = record
+    sampler = TaskSampler(mixing_of(cfg), cfg.data.seed)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for step in sorted(evals):
+        metrics: dict[str, dict[str, float]] = {}
+        for key, value in evals[step].items():
+            if key.startswith("eval/"):
+                _, task, metric = key.split("/", 2)
+                metrics.setdefault(task, {})[metric] = value
+        counts = None
+        for task, values in metrics.items():
+            task_steps = logged.get(step, {}).get(f"task_steps/{task}")
+            if task_steps is None:
+                counts = counts if counts is not None else sampler.counts(step)
+                task_steps = counts.get(task, 0)
+            curves.setdefault(task, []).append({"step": step, "task_steps": int(task_steps), "metrics": values})
+    return curves
 
 
 def _count_parameters(checkpoint: Path) -> int:
@@ -179,7 +224,8 @@ def baseline_config(cfg: Config, **overrides: Any) -> BaselineConfig:
 def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, config: BaselineConfig,
                    device: torch.device, *, progress: bool = True, log: Log = print, eval_every: int = 0,
                    evaluate: Callable[[], dict[str, float]] | None = None,
-                   eval_curve: list[dict[str, Any]] | None = None) -> list[tuple[int, float]]:
+                   eval_curve: list[dict[str, Any]] | None = None,
+                   eval_at: Collection[int] = ()) -> list[tuple[int, float]]:
     """Train ``model`` for ``steps`` batches of ``stream``; return (step, mean training loss) readings.
 
     Adam with a linear warm-up over ``min(warmup_steps, steps // 10)`` steps (at least 1), then
@@ -187,8 +233,9 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
     the steps (none by default); gradients clipped to ``grad_clip``, or rescaled to norm 1 with
     ``normalize_gradients``. A step whose loss is not
     finite is skipped (its batch still counts). With ``eval_every`` and ``evaluate``, every
-    ``eval_every`` steps ``evaluate()``'s metrics are appended to ``eval_curve`` with the step and
-    the training seconds so far (evaluation time left out); the model is back in training mode after.
+    ``eval_every`` steps, and after each step in ``eval_at``, ``evaluate()``'s metrics are appended
+    to ``eval_curve`` with the step and the training seconds so far (evaluation time left out); the
+    model is back in training mode after.
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -233,7 +280,8 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
                     bar.set_postfix_str(f"loss={curve[-1][1]:.3f}")
                 loss_sum.zero_()
                 in_sum = 0
-            if eval_every and evaluate is not None and eval_curve is not None and step % eval_every == 0:
+            due = (eval_every and step % eval_every == 0) or step in eval_at
+            if due and evaluate is not None and eval_curve is not None:
                 train_seconds += time.time() - tick
                 eval_curve.append({"step": step, "train_seconds": train_seconds, "metrics": evaluate()})
                 model.train()
@@ -251,7 +299,8 @@ def train_baseline(model: torch.nn.Module, stream: TaskStream, steps: int, confi
 
 def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequence[str] | None = None,
                   data_dir: str | None = None, command: str | None = None, progress: bool = True,
-                  log: Log = print, eval_every: int = 0, **settings: Any) -> dict[str, Any]:
+                  log: Log = print, eval_every: int = 0, match_run_evals: bool = False,
+                  **settings: Any) -> dict[str, Any]:
     """Train, score and tabulate a single-task baseline per task of the MultiModel run ``run``.
 
     Args:
@@ -265,6 +314,8 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         log: where progress messages go.
         eval_every: also score each baseline on the first ``data.eval_size`` held-out examples
             every this many steps (``eval_curve`` in its record, with training seconds); 0 = off.
+        match_run_evals: also score each baseline at the steps on its task at which the run
+            evaluated itself while training (:func:`run_evaluations`), and tabulate both.
         settings: :class:`~multimodel.baselines.base.BaselineConfig` fields to change
             (``hidden_size``, ``learning_rate`` ...; None values are ignored).
 
@@ -280,6 +331,9 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {steps}")
     config = baseline_config(cfg, **settings)
+    if match_run_evals and not info.curve:
+        raise ConfigError(f"--match-run-evals: {info.run_dir}/log.jsonl has no evaluations from while it trained;"
+                          " train with train.eval_every=N (steps between evaluations) to have them")
     for name in names:  # fail before loading data for a task without a baseline
         task = get_task(name, cfg)
         baseline_kind(task.input_modality, task.target_modality)
@@ -298,15 +352,18 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     records: dict[str, dict[str, Any]] = {}
     for i, (name, td) in enumerate(task_data.items(), 1):
         n_steps = steps if steps is not None else info.task_steps.get(name, 0)
+        eval_at = sorted({p["task_steps"] for p in info.curve.get(name, [])
+                          if 0 < p["task_steps"] <= n_steps}) if match_run_evals else []
         key = {"run": str(info.checkpoint.resolve()), "run_step": info.step, "steps": n_steps,
                "batch_size": batch_sizes[name], "held_out": len(td.test), "data": data_fingerprint(td),
-               "baseline": to_dict(config), "eval_every": eval_every, "decoding": _decoding_key(info.cfg)}
+               "baseline": to_dict(config), "eval_every": eval_every, "eval_at": eval_at, "decoding": _decoding_key(info.cfg)}
         path = out / "tasks" / f"{name}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
             saved_key = saved.get("key") or {}
             saved_key.setdefault("decoding", {"beam_size": 1})  # records from before the key named it: greedy
             saved_key.get("baseline", {}).setdefault("audio_normalize", False)  # ... and before CMVN: none
+            saved_key.setdefault("eval_at", [])  # ... and before --match-run-evals: none
             if saved_key == json.loads(json.dumps(key)):
                 log(f"[{i}/{len(task_data)}] {name}: done before ({path}); reused")
                 records[name] = saved
@@ -314,7 +371,7 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
         log(f"[{i}/{len(task_data)}] {name}: {baseline_kind(td.task.input_modality, td.task.target_modality)},"
             f" {n_steps} steps of batch {batch_sizes[name]}")
         records[name] = compare_task(info, td, config, n_steps, batch_sizes[name], device, progress=progress,
-                                     log=log, eval_every=eval_every)
+                                     log=log, eval_every=eval_every, eval_at=eval_at)
         records[name]["key"] = key
         write_json(path, records[name])
 
@@ -348,10 +405,10 @@ def data_fingerprint(td: TaskData) -> str:
 
 def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int, batch_size: int,
                  device: torch.device, *, progress: bool = True, log: Log = print,
-                 eval_every: int = 0) -> dict[str, Any]:
+                 eval_every: int = 0, eval_at: Collection[int] = ()) -> dict[str, Any]:
     """Train the baseline of one task for ``steps`` batches of ``batch_size`` and evaluate it; its
     record for ``results.json`` (with ``eval_curve``, the held-out scores every ``eval_every``
-    steps, when asked)."""
+    steps and after the steps in ``eval_at``, when asked)."""
     cfg, task = info.cfg, td.task
     torch.manual_seed(cfg.train.seed)  # each task's baseline the same whatever the other tasks
     shape = tuple(getattr(td.train[0].inputs, "shape", ())) or (len(str(td.train[0].inputs)),)
@@ -375,7 +432,7 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
 
     start = time.time()
     curve = train_baseline(model, stream, steps, config, device, progress=progress, log=log, eval_every=eval_every,
-                           evaluate=evaluate, eval_curve=eval_curve)
+                           evaluate=evaluate, eval_curve=eval_curve, eval_at=set(eval_at))
     train_seconds = time.time() - start - eval_seconds[0]
     (result,) = evaluate_all(model, {task.name: td}, info.tokenizer, cfg, log=lambda _line: None, num_shown=1)
     metric = task.metrics[0]
@@ -430,6 +487,7 @@ def _payload(info: RunInfo, names: list[str], records: dict[str, dict[str, Any]]
         "data_seed": cfg.data.seed,
         "steps_source": f"{steps} for every task (--steps)" if steps is not None else info.steps_source,
         "run_task_steps": info.task_steps, "baseline_config": to_dict(config), "tasks": names,
+        "run_curve": {name: info.curve[name] for name in names if name in info.curve},
         "results": {name: {**records[name], "metric": headline_metric(name, cfg),
                            "multimodel": info.evaluation.get(name)} for name in names},
     }
@@ -445,6 +503,28 @@ def _cell(record: dict[str, Any] | None, measure: str, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{float(value):.{digits}f}"
+
+
+def over_training_lines(payload: dict[str, Any]) -> list[str]:
+    """The table of the run's evaluations while training beside its baselines' at the same steps on
+    each task (``--match-run-evals``); no lines when no step of the two matches."""
+    rows = []
+    for name in payload["tasks"]:
+        r = payload["results"][name]
+        metric = r["metric"]
+        baseline_at = {p["step"]: p["metrics"] for p in r.get("eval_curve", [])}
+        for point in payload.get("run_curve", {}).get(name, []):
+            if point["task_steps"] in baseline_at:
+                rows.append(f"| {name} | {METRIC_LABELS.get(metric, metric)} | {point['step']} | {point['task_steps']}"
+                            f" | {_cell(point, metric)} | {_cell({'metrics': baseline_at[point['task_steps']]}, metric)} |")
+    if not rows:
+        return []
+    return ["", "Over training: the run's evaluations while it trained, and each baseline scored after as many"
+            " steps on the task, on the same first held-out examples (the run's data.eval_size). With"
+            " train.cooldown_fraction both lower their learning rate over the same last part of training,"
+            " so only rows in that part include it:", "",
+            "| task | metric | run step | steps on the task | MultiModel | baseline |",
+            "|---|---|---:|---:|---:|---:|", *rows]
 
 
 def results_markdown(payload: dict[str, Any]) -> str:
@@ -468,6 +548,7 @@ def results_markdown(payload: dict[str, Any]) -> str:
                      f" | {_cell(r['multimodel'], 'token_accuracy')} | {_cell(r['eval'], 'token_accuracy')}"
                      f" | {_cell(r['multimodel'], 'log_perplexity', 3)} | {_cell(r['eval'], 'log_perplexity', 3)}"
                      f" | {r['train_seconds']:.0f} s |")
+    lines += over_training_lines(payload)
     settings = payload["baseline_config"]
     cooldown = settings.get("cooldown_fraction", 0)  # absent from results written before it existed
     schedule = f"Adam, learning rate {settings['learning_rate']:g} after a linear warm-up" + (

@@ -269,7 +269,7 @@ def test_baselines_command_writes_the_table_with_the_runs_steps(tiny_run, capsys
     assert result["baseline_config"]["hidden_size"] == 32  # the tiny run's width
     assert "counted by the run" in result["steps_source"]
     assert result["batch_sizes"] == {"digits": 12, "numbers_en_de": 8}
-    assert "batch size digits 12, numbers_en_de 8" in md
+    assert "(batches digits 12, numbers_en_de 8; data seed" in md
     assert result["baseline_beam_size"] == result["run_beam_size"] == 4  # decoded as the run: TrainConfig's beam
     assert "beam search of 4 as the run" in md
 

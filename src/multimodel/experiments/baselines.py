@@ -69,7 +69,8 @@ from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, read_log, write_json
 from multimodel.pretrained import read_meta, resolve_checkpoint
 from multimodel.tasks import get_task
-from multimodel.tasks.task_data import TaskData, attach_collators, load_task_data, task_batch_sizes
+from multimodel.tasks.task_data import (TaskData, attach_collators, describe_batch_sizes, load_task_data,
+                                        task_batch_sizes)
 from multimodel.evaluation.evaluate import evaluate_all
 from multimodel.training.distributed import select_device
 from multimodel.training.optim import cooldown_factor, warmup_factor
@@ -451,12 +452,9 @@ def compare_task(info: RunInfo, td: TaskData, config: BaselineConfig, steps: int
 
 
 def _batch_sizes(payload: dict[str, Any]) -> str:
-    """The batch size, or each task's when ``data.task_batch_sizes`` made them differ (results
+    """``"batch 32"``, or each task's batch when ``data.task_batch_sizes`` made them differ (results
     written before it existed hold one size)."""
-    sizes = payload.get("batch_sizes") or {}
-    if len(set(sizes.values())) <= 1:
-        return str(payload["batch_size"] if not sizes else next(iter(sizes.values())))
-    return ", ".join(f"{name} {size}" for name, size in sizes.items())
+    return describe_batch_sizes(payload.get("batch_sizes") or {"all": payload["batch_size"]})
 
 
 def _decoding(payload: dict[str, Any]) -> str:
@@ -558,8 +556,8 @@ def results_markdown(payload: dict[str, Any]) -> str:
         f"MultiModel: {payload['run']} after {payload['run_step']} steps, {payload['run_parameters'] / 1e6:.2f}M"
         f" parameters shared by {len(payload['run_task_steps'])} tasks; its numbers are the run's eval.json"
         f" (beam size {payload['run_beam_size']}).",
-        f"Baselines: one model per task, trained on the run's batches of that task (batch size"
-        f" {_batch_sizes(payload)}{_over_ranks(payload)}, data seed {payload['data_seed']});"
+        f"Baselines: one model per task, trained on the run's batches of that task ("
+        f"{_batch_sizes(payload)}{_over_ranks(payload)}; data seed {payload['data_seed']});"
         f" steps: {payload['steps_source']}."
         f" {schedule}, d_model {settings['hidden_size']}, {_decoding(payload)}.",
         "Both are scored by the same evaluation code on the same held-out examples.",

@@ -158,16 +158,8 @@ def run_evaluations(run_dir: Path, cfg: Config, last_step: int) -> dict[str, lis
     repeated evaluation of a step counts once (the last). The steps on each task are those the
     log recorded at that step, or else the run's task schedule's (a pure function of data seed
     and step)."""
-    evals: dict[int, dict[str, Any]] = {}
-    logged: dict[int, dict[str, Any]] = {r["step"]: r for r in read_log(run_dir)}
-    path = run_dir / "log.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if record.get("event") == "eval" and 0 < int(record.get("step", 0)) <= last_step:
-            evals[int(record["step"])] = record
+    evals = {r["step"]: r for r in read_log(run_dir, event="eval") if 0 < r["step"] <= last_step}
+    logged = {r["step"]: r for r in read_log(run_dir)}
     sampler = TaskSampler(mixing_of(cfg), cfg.data.seed)
     curves: dict[str, list[dict[str, Any]]] = {}
     for step in sorted(evals):

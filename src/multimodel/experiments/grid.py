@@ -344,8 +344,9 @@ def read_eval(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {r["task"]: r for r in json.loads((run_dir / "eval.json").read_text())}
 
 
-def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The training log records, one per logged step (a resumed run's re-logged steps: last wins)."""
+def read_log(run_dir: Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The training log records, one per logged step (a resumed run's re-logged steps: last wins);
+    with ``event``, the records of that event instead (e.g. ``"eval"``, the evaluations while training)."""
     path = run_dir / "log.jsonl"
     if not path.is_file():
         return []
@@ -355,7 +356,7 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
-        if "event" in record or "step" not in record:
+        if record.get("event") != event or "step" not in record:
             continue
         by_step[int(record["step"])] = record
     return [by_step[s] for s in sorted(by_step)]

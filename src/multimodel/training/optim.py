@@ -1,5 +1,5 @@
 """Optimiser and learning-rate schedule: Adam with the released code's betas and epsilon,
-warm-up then 1/sqrt decay, optionally a final linear cool-down to zero.
+warm-up then 1/sqrt decay (or a constant rate), optionally a final linear cool-down to zero.
 
 The default "noam" schedule (Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``)
 rises linearly for ``warmup_steps`` and then decays with the inverse square root of the step.
@@ -50,7 +50,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 
 @dataclass
 class LearningRateSchedule:
-    """The learning-rate multiplier per optimiser step: noam, times the cool-down.
+    """The learning-rate multiplier per optimiser step: noam (or the warm-up alone), times the cool-down.
 
     Args:
         warmup_steps: linear warm-up steps (``train.warmup_steps``).

@@ -419,11 +419,11 @@ class TrainConfig:
     """Peak learning rate reached at the end of warm-up."""
     warmup_steps: int = 200
     """Linear warm-up steps, then ``lr_decay``."""
-    lr_decay: str = "rsqrt"
-    """After the warm-up: 'rsqrt' lowers the learning rate with the inverse square root of the
-    step ('noam', tensor2tensor's later ``multimodel_base``); 'none' holds it at its peak, the
-    shape of the schedule released with the paper (which warmed up exponentially, then stayed
-    roughly constant). Either is multiplied by the ``cooldown_fraction`` cool-down."""
+    lr_decay: str = "none"
+    """After the warm-up: 'none' (the default) holds the learning rate at its peak, the shape of
+    the schedule released with the paper (which warmed up exponentially, then stayed roughly
+    constant); 'rsqrt' lowers it with the inverse square root of the step ('noam', tensor2tensor's
+    later ``multimodel_base``). Either is multiplied by the ``cooldown_fraction`` cool-down."""
     cooldown_fraction: float = 0.0
     """Over the last fraction of training, lower the learning rate linearly to zero (0 = no
     cool-down, the paper's schedule). The end is ``steps`` or, when ``time_budget_minutes`` is
@@ -689,8 +689,17 @@ def upgrade_model_dict(model: dict[str, Any], format_version: int) -> dict[str, 
     return filled
 
 
+#: Training settings whose default has changed, with the value every saved config that lacks
+#: the key was trained with: runs written before ``train.lr_decay`` existed followed noam.
+LEGACY_TRAIN_FIELDS: dict[str, Any] = {"lr_decay": "rsqrt"}
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a :class:`Config` from :func:`to_dict` output (e.g. a checkpoint)."""
+    """Rebuild a :class:`Config` from :func:`to_dict` output (e.g. a checkpoint). A saved
+    ``train`` section that predates a key of :data:`LEGACY_TRAIN_FIELDS` gets the value its run
+    used, so resuming or re-scoring an old run keeps its schedule."""
+    if isinstance(data.get("train"), dict):
+        data = {**data, "train": {**LEGACY_TRAIN_FIELDS, **data["train"]}}
     return from_dict(Config, data)
 
 

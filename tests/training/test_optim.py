@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multimodel.config import ConfigError, TrainConfig
+from multimodel.config import Config, ConfigError, TrainConfig, config_from_dict, to_dict
 from multimodel.training.optim import LearningRateSchedule, build_optimizer, noam_factor, schedule_for
 
 
@@ -59,8 +59,8 @@ def test_an_unfused_checkpoint_resumes_unfused():
 
 
 def test_cooldown_lowers_the_learning_rate_linearly_to_zero_over_the_last_fraction():
-    schedule = LearningRateSchedule(warmup_steps=10, steps=100, cooldown_fraction=0.2)
-    plain = LearningRateSchedule(warmup_steps=10, steps=100)
+    schedule = LearningRateSchedule(warmup_steps=10, steps=100, cooldown_fraction=0.2, decay="rsqrt")
+    plain = LearningRateSchedule(warmup_steps=10, steps=100, decay="rsqrt")
     assert [schedule.factor(s) for s in range(80)] == [noam_factor(s, 10) for s in range(80)]
     assert [plain.factor(s) for s in range(100)] == [noam_factor(s, 10) for s in range(100)]
     assert schedule.factor(90) == pytest.approx(noam_factor(90, 10) * 0.5)
@@ -80,23 +80,37 @@ def test_lr_decay_none_holds_the_peak_after_the_linear_warmup_until_the_cooldown
     assert all(a > b for a, b in zip(factors[80:], factors[81:])) and factors[99] > 0
 
 
-def test_train_lr_decay_reaches_the_optimiser_and_rejects_unknown_values():
-    cfg = TrainConfig(learning_rate=1e-2, warmup_steps=2, steps=50, lr_decay="none")
-    model = torch.nn.Linear(3, 3)
-    optimizer, scheduler = build_optimizer(model, cfg)
+def _rates(cfg: TrainConfig, steps: int) -> list[float]:
+    optimizer, scheduler = build_optimizer(torch.nn.Linear(3, 3), cfg)
     lrs = []
-    for _ in range(20):
+    for _ in range(steps):
         optimizer.step()
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
-    assert lrs == pytest.approx([1e-2] * 20)
-    assert schedule_for(TrainConfig(lr_decay="none")).decay == "none"
+    return lrs
+
+
+def test_train_lr_decay_reaches_the_optimiser_and_rejects_unknown_values():
+    # The default is the released code's shape: constant after the warm-up.
+    assert TrainConfig().lr_decay == "none"
+    assert _rates(TrainConfig(learning_rate=1e-2, warmup_steps=2, steps=50), 20) == pytest.approx([1e-2] * 20)
+    noam = _rates(TrainConfig(learning_rate=1e-2, warmup_steps=2, steps=50, lr_decay="rsqrt"), 20)
+    assert noam == pytest.approx([1e-2 * noam_factor(s, 2) for s in range(1, 21)])
+    assert noam[-1] < 0.4e-2
+    assert schedule_for(TrainConfig(lr_decay="rsqrt")).decay == "rsqrt"
     with pytest.raises(ConfigError, match="train.lr_decay"):
         TrainConfig(lr_decay="cosine")
 
 
+def test_a_saved_config_from_before_lr_decay_keeps_the_noam_schedule_it_trained_with():
+    saved = to_dict(Config())
+    del saved["train"]["lr_decay"]  # written before the key existed, when every run followed noam
+    assert config_from_dict(saved).train.lr_decay == "rsqrt"
+    assert config_from_dict(to_dict(Config())).train.lr_decay == "none"  # a key that is there wins
+
+
 def test_the_clock_ends_the_cooldown_when_the_time_budget_comes_first():
-    schedule = LearningRateSchedule(warmup_steps=10, steps=100_000, cooldown_fraction=0.5)
+    schedule = LearningRateSchedule(warmup_steps=10, steps=100_000, cooldown_fraction=0.5, decay="rsqrt")
     assert schedule.factor(20) == pytest.approx(noam_factor(20, 10))
     schedule.clock_progress = 0.75  # three quarters of the budget gone, at step 20 of 100,000
     assert schedule.factor(20) == pytest.approx(noam_factor(20, 10) * 0.5)

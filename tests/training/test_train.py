@@ -21,7 +21,7 @@ from multimodel.model.multimodel import MultiModel
 from multimodel.tasks import BUILTIN_TASKS, TASKS
 from multimodel.training import checkpoint as ckpt
 from multimodel.tasks.task_data import attach_collators, build_tokenizer, load_task_data, modality_specs
-from multimodel.training.optim import noam_factor
+from multimodel.training.optim import warmup_factor
 from multimodel.training.train import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +63,10 @@ def test_joint_run_over_all_builtin_tasks_lowers_every_loss(tmp_path):
     if len(tasks) < len(BUILTIN_TASKS):
         pytest.skip(f"built-in data missing for {sorted(set(BUILTIN_TASKS) - set(tasks))}")
     # 60 steps per task: the released code's class-label net (the default since format 2) needs
-    # more than 40 to lower Fashion-MNIST's loss by 10 % at this size.
+    # more than 40 to lower Fashion-MNIST's loss by 10 % at this size. The rate is held after the
+    # warm-up (the default schedule): at 1.5e-3 or more Fashion-MNIST's loss fell by less than 10 %.
     cfg = tiny(tmp_path, f"data.tasks={','.join(tasks)}", "data.train_size=64", "train.steps=480",
-               "train.learning_rate=3e-3", "train.warmup_steps=20", "model.dropout=0.0",
+               "train.learning_rate=7e-4", "train.warmup_steps=20", "model.dropout=0.0",
                "train.mixing='uniform'", "train.checkpoint_every=1000")
     task_data = load_task_data(cfg, log=lambda _m: None)
     tokenizer = build_tokenizer(cfg, task_data)
@@ -374,5 +375,5 @@ def test_a_time_budget_cools_the_learning_rate_down_before_it_stops(tmp_path):
     peak = cfg.train.learning_rate
     # lrs[i] is the rate of step i + 2 (0-based i + 1), set with the clock read after step i + 1.
     # Steps alone would keep the cool-down factor at 1 (step / 100,000 is tiny); the clock ends it.
-    assert lrs[1] == pytest.approx(peak * noam_factor(2, 1))
-    assert lrs[-1] < 0.2 * peak * noam_factor(result.step, 1)
+    assert lrs[1] == pytest.approx(peak * warmup_factor(2, 1))  # the default holds the peak
+    assert lrs[-1] < 0.2 * peak * warmup_factor(result.step, 1)

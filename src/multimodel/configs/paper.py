@@ -16,8 +16,8 @@ the downsampling class-label net and the 8-block audio net (paper §2). ~8k shar
 beam 4 with α = 0.6. Not reproduced (docs/architecture.md, Deviations): the released code's
 learning rate 0.05 with an exponential warm-up over 3,000 steps then constant, its weight
 decay 3.0, orthogonal initialisation and per-task loss multipliers; here Adam at 1e-3 with a
-3,000-step linear warm-up and 1/√step decay. (Expert width 2048 and "noam" warm-up 4000 belong
-to the later ``multimodel_base``, not to the paper's code.)
+3,000-step linear warm-up, then constant (the released shape, ``train.lr_decay='none'``).
+(Expert width 2048 and "noam" warm-up 4000 belong to the later ``multimodel_base``, not to the paper's code.)
 """
 
 from multimodel.config import Config, DataConfig, ModelConfig, MoEConfig, TrainConfig

@@ -18,11 +18,11 @@ continued with ``train(..., resume=True)`` from its newest checkpoint (or restar
 none). Re-running the same command after an interruption therefore finishes the grid.
 
 *Matched schedules* (``schedule="matched"``, the default of every plan): the learning rate
-follows the trainer's *global* step (warm-up, then 1/√step, then any cool-down;
+follows the trainer's *global* step (warm-up, then constant or 1/√step, then any cool-down;
 :class:`~multimodel.training.optim.LearningRateSchedule`),
 so an arm with fewer global steps — a single-task run given the steps its task had in the
 joint run — would spend a larger share of its task's steps in warm-up than the joint run
-does, which favours the joint arm early. ``noam_factor(s, w)`` depends only on ``s / w`` (and the
+does, which favours the joint arm early. Either shape depends only on ``s / w`` (and the
 cool-down only on ``s / steps``), so
 :func:`matched_schedule` scales an arm's ``train.warmup_steps`` by (its steps / the reference
 arm's steps): each task then sees about the same learning rate after the same number of its

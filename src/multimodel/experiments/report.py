@@ -697,7 +697,8 @@ def section_schedules(study: "Study") -> tuple[list[str], dict]:
     for s in add.specs:
         if s.seed_index == 0 and s.arm.column in ("control", "scratch"):
             pairs.append((f"add-task {s.arm.column} vs. after", s, after, s.arm.tasks[-1]))
-    lines = ["The learning rate follows each run's global step (linear warm-up, then 1/√step). A run with fewer steps"
+    shape = "1/√step" if study.cfg.train.lr_decay == "rsqrt" else "constant"
+    lines = [f"The learning rate follows each run's global step (linear warm-up, then {shape}). A run with fewer steps"
              " than its reference (a single-task run next to the joint run) would spend a larger share of its"
              " task's steps warming up, which favours the joint arm early. With matched schedules (the default) a"
              " run's warm-up is the reference's scaled by (its steps / the reference's steps); since the schedule"

@@ -1,13 +1,13 @@
 """Optimiser and learning-rate schedule: Adam with the released code's betas and epsilon,
-warm-up then 1/sqrt decay (or a constant rate), optionally a final linear cool-down to zero.
+warm-up then a constant rate (or 1/sqrt decay), optionally a final linear cool-down to zero.
 
-The default "noam" schedule (Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``)
-rises linearly for ``warmup_steps`` and then decays with the inverse square root of the step.
-The code released with the paper used a different one (learning rate 0.05, an exponential
-warm-up over 3,000 steps, then roughly constant; docs/architecture.md, Deviations):
-``train.lr_decay='none'`` takes its shape after the (linear) warm-up and holds the peak. We scale
-either so its peak equals ``learning_rate``, which makes the learning rate a number a user can
-reason about.
+The code released with the paper used learning rate 0.05, an exponential warm-up over 3,000
+steps, then a roughly constant rate (docs/architecture.md, Deviations). The default,
+``train.lr_decay='none'``, takes that shape after a linear warm-up: it rises linearly for
+``warmup_steps`` and then holds the peak. ``train.lr_decay='rsqrt'`` is the "noam" schedule
+(Vaswani et al. 2017; tensor2tensor's later ``multimodel_base``): the same linear rise, then a
+decay with the inverse square root of the step. We scale either so its peak equals
+``learning_rate``, which makes the learning rate a number a user can reason about.
 
 ``train.cooldown_fraction`` (off by default: the paper has none) multiplies the schedule, over
 the last fraction of training, by a factor falling linearly to zero (the "decay" phase of a
@@ -50,14 +50,14 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 
 @dataclass
 class LearningRateSchedule:
-    """The learning-rate multiplier per optimiser step: noam (or the warm-up alone), times the cool-down.
+    """The learning-rate multiplier per optimiser step: the warm-up (then constant, or noam), times the cool-down.
 
     Args:
         warmup_steps: linear warm-up steps (``train.warmup_steps``).
         steps: the run's last step (``train.steps``).
         cooldown_fraction: the last fraction of training over which the multiplier falls
             linearly to zero; 0 = none (``train.cooldown_fraction``).
-        decay: after the warm-up, 'rsqrt' or 'none' (``train.lr_decay``).
+        decay: after the warm-up, 'none' (constant) or 'rsqrt' (``train.lr_decay``).
         clock_progress: the fraction of the time budget spent so far (0 without a budget); set
             by the training loop.
     """
@@ -65,7 +65,7 @@ class LearningRateSchedule:
     warmup_steps: int
     steps: int
     cooldown_fraction: float = 0.0
-    decay: str = "rsqrt"
+    decay: str = "none"
     clock_progress: float = 0.0
 
     def progress(self, step: int) -> float:

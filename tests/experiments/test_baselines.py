@@ -13,7 +13,8 @@ import torch
 from multimodel.baselines import BASELINES, BaselineConfig, build_baseline
 from multimodel.cli import main
 from multimodel.config import apply_overrides, load_config
-from multimodel.experiments.baselines import baseline_config, read_run, run_evaluations, train_baseline
+from multimodel.experiments.baselines import (baseline_config, over_training_curves, read_run, run_evaluations,
+                                              train_baseline)
 from multimodel.experiments.grid import mixing_of, schedule
 from multimodel.model.decoding import length_penalty_factor
 from multimodel.training import checkpoint as ckpt
@@ -415,6 +416,14 @@ def test_baselines_are_scored_at_the_runs_own_evaluation_steps_and_tabulated_bes
                         f" {baseline['metrics'][metric]:.1f} |") in md
     assert payload["run_curve"]["digits"] == info.curve["digits"]
     assert "--match-run-evals" in payload["command"]
+    # The figure draws the same points: the run's by its steps on the task, the baseline's by its own.
+    panels = over_training_curves(payload)
+    assert [(title, ylabel) for title, ylabel, _ in panels] == [("digits", "top-1 acc %"), ("numbers_en_de", "BLEU")]
+    joint, alone = panels[0][2].values()
+    assert list(joint[0]) == [p["task_steps"] for p in info.curve["digits"]]
+    assert list(joint[1]) == [p["metrics"]["accuracy"] for p in info.curve["digits"]]
+    assert list(alone[0]) == [p["step"] for p in payload["results"]["digits"]["eval_curve"]]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_matching_the_runs_evaluations_needs_a_run_that_evaluated_while_training(tiny_run, capsys):

@@ -40,7 +40,8 @@ number of steps on its task as the run had had at each of those evaluations, on 
 evaluation: where along training each model leads, not only at the end.
 
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
-per-token accuracy and log-perplexity of both, then the table over training when asked), ``OUT/results.json`` (every number) and
+per-token accuracy and log-perplexity of both, then the table over training when asked), ``OUT/curves.png``
+(with ``--match-run-evals`` and the ``plots`` extra: those curves per task), ``OUT/results.json`` (every number) and
 ``OUT/tasks/<task>.json``, one per finished task: re-running the same command reuses them, so an
 interrupted comparison resumes with the next task (a record whose run, steps, batch, settings or
 task data differ is trained again: :func:`data_fingerprint` names the data).
@@ -55,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
+import numpy as np
 import torch
 
 from multimodel.baselines import BaselineConfig, baseline_kind, build_baseline
@@ -64,9 +66,10 @@ from multimodel.data.batching import TaskStream
 from multimodel.data.example import peek_examples
 from multimodel.data.mixture import TaskSampler
 from multimodel.data.tokenizer import Tokenizer
-from multimodel.errors import UserError
+from multimodel.errors import MissingExtraError, UserError
 from multimodel.evaluation.evaluate import METRIC_LABELS
 from multimodel.experiments.grid import headline_metric, mixing_of, read_eval, read_log, write_json
+from multimodel.experiments.plots import Curve, plot_panels
 from multimodel.pretrained import read_meta, resolve_checkpoint
 from multimodel.tasks import get_task
 from multimodel.tasks.task_data import (TaskData, attach_collators, describe_batch_sizes, load_task_data,
@@ -374,6 +377,13 @@ def run_baselines(run: Path, *, out: Path, steps: int | None = None, tasks: Sequ
     (out / "results.md").write_text(md)
     log(f"\n{md}")
     log(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    panels = over_training_curves(payload)
+    if panels:
+        try:
+            plot_panels(panels, out / "curves.png", ncols=min(4, len(panels)))
+            log(f"learning curves: {out / 'curves.png'}")
+        except MissingExtraError as err:  # the table above holds the same numbers
+            log(f"no curves.png: {err}")
     return payload
 
 
@@ -515,6 +525,23 @@ def over_training_lines(payload: dict[str, Any]) -> list[str]:
             " so only rows in that part include it:", "",
             "| task | metric | run step | steps on the task | MultiModel | baseline |",
             "|---|---|---:|---:|---:|---:|", *rows]
+
+
+def over_training_curves(payload: dict[str, Any]) -> list[tuple[str, str, dict[str, Curve]]]:
+    """Panels of ``curves.png`` (:func:`~multimodel.experiments.plots.plot_panels`): per task with
+    both, the run's held-out metric while it trained and its baseline's, by steps on the task."""
+    panels = []
+    for name in payload["tasks"]:
+        record = payload["results"][name]
+        metric = record["metric"]
+        joint = [(p["task_steps"], p["metrics"][metric]) for p in payload.get("run_curve", {}).get(name, [])
+                 if metric in p["metrics"]]
+        alone = [(p["step"], p["metrics"][metric]) for p in record.get("eval_curve", []) if metric in p["metrics"]]
+        if joint and alone:
+            curves = {label: tuple(np.asarray(points, dtype=np.float64).T)
+                      for label, points in (("MultiModel", joint), (f"baseline ({record['baseline']})", alone))}
+            panels.append((name, METRIC_LABELS.get(metric, metric), curves))
+    return panels
 
 
 def results_markdown(payload: dict[str, Any]) -> str:

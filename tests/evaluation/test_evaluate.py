@@ -149,7 +149,10 @@ def test_speech_is_also_scored_per_voice_on_the_right_examples(model, tokenizer,
     collate = Collator("speech_numbers", False, tokenizer, CONFIG.model.max_target_length)
     result = evaluate_task(model, task, examples, collate, tokenizer, batch_size=3)
     by_voice = result.breakdown["voice"]
-    assert by_voice["a"] == {"count": 2.0, "wer": 0.0}
-    assert by_voice["b"]["count"] == 2.0 and by_voice["b"]["wer"] == 100.0  # 1 substitution + deletions
+    assert by_voice["a"] == {"count": 2.0, "wer": 0.0, "substituted": 0.0, "deleted": 0.0, "inserted": 0.0,
+                             "length_ratio": 100.0}
+    b = by_voice["b"]
+    assert b["count"] == 2.0 and b["wer"] == 100.0  # 1 substitution + deletions
+    assert b["substituted"] + b["deleted"] == 100.0 and b["inserted"] == 0.0 and b["length_ratio"] == b["substituted"]
     assert result.breakdown["kind"]["cardinal"]["wer"] == pytest.approx(result.metrics["wer"])
     assert "by voice" in "\n".join(breakdown_lines([result], {"speech_numbers": task}))

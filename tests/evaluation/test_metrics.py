@@ -19,6 +19,7 @@ from multimodel.evaluation.metrics import (
     token_accuracy,
     topk_accuracy,
     word_error_rate,
+    word_errors,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
@@ -97,6 +98,19 @@ def test_wer_hand_computed():
     # corpus level: (1 substitution + 2 deletions) / 6 reference words
     assert word_error_rate(["a x c d", "  "], ["a b c d", "e f"]) == pytest.approx(3 / 6)
     assert word_error_rate(["a b", "z"], ["a b", ""]) == pytest.approx(1 / 2)  # empty reference: insertions
+
+
+def test_word_errors_name_each_kind_and_sum_to_the_wer():
+    hyps, refs = ["a x c d", "  ", "the cat sat on", "z"], ["a b c d", "e f", "the cat sat", ""]
+    counts = word_errors(hyps, refs)
+    assert counts == {"substitutions": 1, "deletions": 2, "insertions": 2, "reference_words": 9, "hypothesis_words": 9}
+    assert word_error_rate(hyps, refs) == pytest.approx(5 / 9)
+    # The evaluation reports them per reference word beside the WER, and the transcripts' length.
+    from multimodel.evaluation.evaluate import _score
+
+    scores = _score("wer", ["seven", "one two three four"], [["seven eight"], ["one two three"]])
+    assert scores == pytest.approx({"wer": 40.0, "substituted": 0.0, "deleted": 20.0, "inserted": 20.0,
+                                    "length_ratio": 100.0})
 
 
 def test_wer_undefined_cases():

@@ -95,8 +95,13 @@ def _score(metric: str, hyps: list[str], refs: list[list[str]]) -> dict[str, flo
         return {"item_f1": 100.0 * scores["f1"], "item_precision": 100.0 * scores["precision"],
                 "item_recall": 100.0 * scores["recall"], "item_position_f1": 100.0 * scores["position_f1"],
                 "item_only_f1": 100.0 * scores["item_only_f1"]}
-    if metric == "wer":
-        return {"wer": 100.0 * M.word_error_rate(hyps, [r[0] for r in refs])}
+    if metric == "wer":  # beside it, its three kinds of error and the transcripts' length, per reference word
+        references = [r[0] for r in refs]
+        counts = M.word_errors(hyps, references)
+        per_word = 100.0 / max(1, counts["reference_words"])
+        return {"wer": 100.0 * M.word_error_rate(hyps, references),
+                "substituted": per_word * counts["substitutions"], "deleted": per_word * counts["deletions"],
+                "inserted": per_word * counts["insertions"], "length_ratio": per_word * counts["hypothesis_words"]}
     if metric == "bracket_f1":
         scores = M.bracket_f1(hyps, [r[0] for r in refs])
         return {"bracket_f1": 100.0 * scores["f1"], "exact_match": 100.0 * scores["exact_match"],

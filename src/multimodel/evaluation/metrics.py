@@ -96,12 +96,43 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     return float(sacrebleu.metrics.BLEU().corpus_score(list(hypotheses), streams).score)
 
 
-def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus word error rate: (substitutions + deletions + insertions) / reference words.
+def word_errors(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, int]:
+    """Counts of a corpus's word alignment: ``substitutions``, ``deletions`` and ``insertions``
+    (their sum over ``reference_words`` is the word error rate), and ``hypothesis_words``.
 
     Words are whitespace-separated tokens, compared exactly (readers already lower-case the
     transcripts). An empty hypothesis counts all its reference's words as deletions; an empty
     reference counts all its hypothesis's words as insertions.
+
+    Raises:
+        ValueError: different numbers of hypotheses and references.
+    """
+    import jiwer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    counts = {"substitutions": 0, "deletions": 0, "insertions": 0,
+              "reference_words": sum(len(r.split()) for r in references),
+              "hypothesis_words": sum(len(h.split()) for h in hypotheses)}
+    both: list[tuple[str, str]] = []  # pairs with words on both sides, for jiwer
+    for reference, hypothesis in zip(references, hypotheses):
+        reference_tokens, hypothesis_tokens = reference.split(), hypothesis.split()
+        if reference_tokens and hypothesis_tokens:
+            both.append((" ".join(reference_tokens), " ".join(hypothesis_tokens)))
+        else:  # all deletions or all insertions
+            counts["deletions"] += len(reference_tokens)
+            counts["insertions"] += len(hypothesis_tokens)
+    if both:
+        out = jiwer.process_words([r for r, _ in both], [h for _, h in both])
+        counts["substitutions"] += out.substitutions
+        counts["deletions"] += out.deletions
+        counts["insertions"] += out.insertions
+    return counts
+
+
+def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus word error rate: (substitutions + deletions + insertions) / reference words
+    (:func:`word_errors` counts them).
 
     Returns:
         WER as a fraction (can exceed 1 with many insertions).
@@ -110,25 +141,10 @@ def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> flo
         ValueError: different numbers of hypotheses and references, or no reference words at
             all (WER is undefined).
     """
-    import jiwer
-
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    reference_words = sum(len(r.split()) for r in references)
-    if reference_words == 0:
+    counts = word_errors(hypotheses, references)
+    if counts["reference_words"] == 0:
         raise ValueError("the references contain no words: word error rate is undefined")
-    errors = 0
-    both: list[tuple[str, str]] = []  # pairs with words on both sides, for jiwer
-    for reference, hypothesis in zip(references, hypotheses):
-        reference_tokens, hypothesis_tokens = reference.split(), hypothesis.split()
-        if reference_tokens and hypothesis_tokens:
-            both.append((" ".join(reference_tokens), " ".join(hypothesis_tokens)))
-        else:  # all deletions or all insertions
-            errors += len(reference_tokens) + len(hypothesis_tokens)
-    if both:
-        out = jiwer.process_words([r for r, _ in both], [h for _, h in both])
-        errors += out.substitutions + out.deletions + out.insertions
-    return errors / reference_words
+    return (counts["substitutions"] + counts["deletions"] + counts["insertions"]) / counts["reference_words"]
 
 
 # ----------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ Run time:  about 2-3 min to generate the larger speech, caption and parsing sets
            minute of evaluation with the blind control.
 Expected:  ~13,600-18,800 steps with make demo's environment (~1,550-2,300 per task, speech
            ~2,400-3,500; ~14,500 without it); decoded with the default beam of 4, with the
-           constant learning rate after the warm-up that the demo preset sets: Fashion-MNIST
-           ~89 %, caption item F1 ~84 (BLEU ~95), speech WER ~28 %, parse F1 ~92, translation
-           BLEU 100, each far from its blind control; docs/results.md ("One-hour run") has the
-           tables, learning curves and single-task baselines at matched steps (ahead on speech
-           by ~5 WER, on parsing by ~7 F1 and on captions by ~4 item F1, ~1.3 points behind on
-           Fashion-MNIST; with the earlier noam schedule speech ~32 %, parse F1 ~87-88).
+           constant learning rate after the warm-up that the demo preset sets (two seeds):
+           Fashion-MNIST ~89 %, caption item F1 ~84-86 (BLEU ~95), speech WER ~24-28 %, parse
+           F1 ~92, translation BLEU ~100, each far from its blind control; docs/results.md
+           ("One-hour run") has the tables, learning curves and single-task baselines at
+           matched steps (ahead on speech by 5-7.5 WER, on parsing by 5.5-7 F1 and on captions
+           by 4-6 item F1, 1.3-1.5 points behind on Fashion-MNIST; with the earlier noam
+           schedule speech ~32 %, parse F1 ~87-88).
 
 Everything is the demo preset's (``demo.py``: among the rest, the learning rate's cool-down over
 the last fifth of the budget) except the time budget, the evaluation interval, the task weights

@@ -309,8 +309,8 @@ def test_plans_vary_seeds_and_match_compute_as_asked(data_dir):
         run_experiment("ablation", cfg, seeds=1, out=Path(data_dir) / "unused", log=quiet, compute="total")
 
 
-@pytest.mark.parametrize("decay, gain", [("rsqrt", 0.5), ("none", 0.75)])
-def test_matched_schedules_include_the_cooldown(data_dir, decay, gain):
+@pytest.mark.parametrize("decay, last, gain", [("rsqrt", 0.02, 0.5), ("none", 0.03, 0.75)])
+def test_matched_schedules_include_the_cooldown(data_dir, decay, last, gain):
     """With a cool-down, a single-task arm's rates still follow the joint run's by the task's own
     steps; the task's last step in each arm trains at nearly zero. A constant rate differs only in
     its warm-up, so matching gains less there than under noam."""
@@ -321,7 +321,8 @@ def test_matched_schedules_include_the_cooldown(data_dir, decay, gain):
                                  "train.warmup_steps=40", "train.cooldown_fraction=0.25", f"train.lr_decay={decay}"))
     joint, single = joint_vs_single.plan(cfg, 1).specs[:2]
     rates = task_learning_rates(single, "digits")
-    # The single arm's ~190 steps end with ~47 of cool-down: its last step trains at ~1/47 of the peak.
-    assert rates[-1] < 0.03 * rates.max() and task_learning_rates(joint, "digits")[-1] < 0.05 * rates.max()
+    # The single arm's ~190 steps end with ~47 of cool-down: its last step trains at ~1/47 of the
+    # constant rate's peak, and at less than that under noam, whose rate has fallen by then.
+    assert rates[-1] < last * rates.max() and task_learning_rates(joint, "digits")[-1] < 0.05 * rates.max()
     glob = joint_vs_single.plan(cfg, 1, schedule="global").specs[1]
     assert schedule_mismatch(single, joint, "digits") < gain * schedule_mismatch(glob, joint, "digits")

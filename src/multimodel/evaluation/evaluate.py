@@ -97,9 +97,9 @@ def _score(metric: str, hyps: list[str], refs: list[list[str]]) -> dict[str, flo
                 "item_only_f1": 100.0 * scores["item_only_f1"]}
     if metric == "wer":  # beside it, its three kinds of error and the transcripts' length, per reference word
         references = [r[0] for r in refs]
-        counts = M.word_errors(hyps, references)
+        counts = M.word_errors(hyps, references)  # one alignment for all five
         per_word = 100.0 / max(1, counts["reference_words"])
-        return {"wer": 100.0 * M.word_error_rate(hyps, references),
+        return {"wer": 100.0 * M.error_rate(counts),
                 "substituted": per_word * counts["substitutions"], "deleted": per_word * counts["deletions"],
                 "inserted": per_word * counts["insertions"], "length_ratio": per_word * counts["hypothesis_words"]}
     if metric == "bracket_f1":

@@ -141,7 +141,15 @@ def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> flo
         ValueError: different numbers of hypotheses and references, or no reference words at
             all (WER is undefined).
     """
-    counts = word_errors(hypotheses, references)
+    return error_rate(word_errors(hypotheses, references))
+
+
+def error_rate(counts: dict[str, int]) -> float:
+    """The word error rate of :func:`word_errors`' counts, as a fraction.
+
+    Raises:
+        ValueError: no reference words at all (WER is undefined).
+    """
     if counts["reference_words"] == 0:
         raise ValueError("the references contain no words: word error rate is undefined")
     return (counts["substitutions"] + counts["deletions"] + counts["insertions"]) / counts["reference_words"]

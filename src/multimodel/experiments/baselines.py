@@ -41,7 +41,8 @@ evaluation: where along training each model leads, not only at the end.
 
 Output: ``OUT/results.md`` (the table "task | metric | MultiModel (run) | baseline | steps", then
 per-token accuracy and log-perplexity of both, then the table over training when asked), ``OUT/curves.png``
-(with ``--match-run-evals`` and the ``plots`` extra: those curves per task), ``OUT/results.json`` (every number) and
+(with the ``plots`` extra, when the run evaluated itself while training and the baselines were scored
+along theirs, by ``--match-run-evals`` or ``--eval-every``: both curves per task), ``OUT/results.json`` (every number) and
 ``OUT/tasks/<task>.json``, one per finished task: re-running the same command reuses them, so an
 interrupted comparison resumes with the next task (a record whose run, steps, batch, settings or
 task data differ is trained again: :func:`data_fingerprint` names the data).

@@ -32,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import SPECS, VOCAB, adam, demo_batches, preset, text_batch  # noqa: E402
+from train_step import SPECS, VOCAB, as_batch, adam, demo_batches, preset, text_batch  # noqa: E402
 
 from multimodel.config import load_config  # noqa: E402
-from multimodel.data.batching import Batch  # noqa: E402
 from multimodel.model.multimodel import MultiModel  # noqa: E402
 from multimodel.training.memory import checkpoint_body_blocks  # noqa: E402
 from multimodel.training.step import train_step  # noqa: E402
@@ -56,8 +55,8 @@ def measure(config: Any, kwargs: dict[str, Any], device: torch.device, precision
         checkpoint_body_blocks(model)
     model.to(device)
     optimizer = adam(model)
-    batch = Batch("check", kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"]).to(device)
-    task_kwargs = {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
+    batch, task_kwargs = as_batch(kwargs, "check")
+    batch = batch.to(device)
     cuda = device.type == "cuda"
 
     def step() -> None:

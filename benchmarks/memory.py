@@ -34,9 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import SPECS, VOCAB, _proc_status_mb, _reset_hwm, adam, demo_batches, preset  # noqa: E402
+from train_step import SPECS, VOCAB, as_batch, _proc_status_mb, _reset_hwm, adam, demo_batches, preset  # noqa: E402
 
-from multimodel.data.batching import Batch  # noqa: E402
 from multimodel.model.multimodel import MultiModel  # noqa: E402
 from multimodel.training.memory import checkpoint_body_blocks  # noqa: E402
 from multimodel.training.step import train_step  # noqa: E402
@@ -76,8 +75,7 @@ def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
         checkpoint_body_blocks(model)
     optimizer = adam(model)
     kwargs = demo_batches(spec["batch"], spec["scale"])[spec["task"]]
-    batch = Batch("benchmark", kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"])
-    task_kwargs = {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
+    batch, task_kwargs = as_batch(kwargs, "benchmark")
 
     def step() -> None:
         train_step(model, optimizer, None, batch, task_kwargs, grad_clip=2.0, precision=spec["precision"])

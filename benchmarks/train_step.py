@@ -54,7 +54,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from multimodel.config import PAD_ID, ModelConfig, MoEConfig, load_config
-from multimodel.data.batching import Batch
+from multimodel.data.batching import Batch, any_padding
 from multimodel.layers.expert_threads import expert_threads
 from multimodel.modalities.text import FIRST_PIECE_ID
 from multimodel.model.multimodel import MultiModel
@@ -183,11 +183,25 @@ class TransformerBaseline(nn.Module):
 # Steps and measurements.
 
 
+def with_hints(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the padding hints the collator would give (``any_padding`` of each host
+    mask), for calling the model directly as the trainer's step does."""
+    return {**kwargs, "input_padded": any_padding(kwargs["input_mask"]),
+            "target_padded": any_padding(kwargs["target_mask"])}
+
+
+def as_batch(kwargs: dict[str, Any], name: str = "benchmark") -> tuple[Batch, dict[str, Any]]:
+    """A model-call dict as the trainer gets it: a Batch, with the padding hints the collator
+    would set (``any_padding`` of each host mask), and the task's keywords."""
+    batch = Batch(name, kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"],
+                  input_padded=any_padding(kwargs["input_mask"]), target_padded=any_padding(kwargs["target_mask"]))
+    return batch, {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
+
+
 def multimodel_step(model: MultiModel, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any],
                     grad_clip: float = 2.0) -> Callable[[], None]:
     """One training step on one batch: the trainer's own ``train_step``."""
-    batch = Batch("benchmark", kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"])
-    task_kwargs = {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
+    batch, task_kwargs = as_batch(kwargs)
 
     def step() -> None:
         train_step(model, optimizer, None, batch, task_kwargs, grad_clip=grad_clip)
@@ -291,7 +305,7 @@ class Peak:
 
 
 def loss_only_flops(model: MultiModel, kwargs: dict[str, Any]) -> int:
-    out_fn = lambda: (lambda o: (o.loss.loss + o.aux_loss).backward())(model(**kwargs))  # noqa: E731
+    out_fn = lambda: (lambda o: (o.loss.loss + o.aux_loss).backward())(model(**with_hints(kwargs)))  # noqa: E731
     flops = model_flops(out_fn)
     model.zero_grad(set_to_none=True)
     return flops
@@ -408,7 +422,7 @@ def block_breakdown(model: MultiModel, optimizer: torch.optim.Optimizer, kwargs:
             timer.forward.clear()
             timer.backward.clear()
             start = time.perf_counter()
-            out = model(**kwargs)
+            out = model(**with_hints(kwargs))
             optimizer.zero_grad(set_to_none=True)
             (out.loss.loss + out.aux_loss).backward()
             timer.end_of_backward()

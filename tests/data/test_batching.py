@@ -38,3 +38,23 @@ def test_every_row_keeps_a_real_input_and_target_position(tokenizer):
     assert frames.input_mask.sum(1).tolist() == [5, 2]
     with pytest.raises(UserError, match="task speech: an example with no input frames or samples"):
         audio([Example(np.ones((5, 3), np.float32), "1"), Example(np.zeros((0, 3), np.float32), "2")])
+
+
+def test_the_collator_says_which_sides_have_padding(tokenizer):
+    """Batch.input_padded / target_padded: False only where every row has the same length."""
+    text = Collator("copy", False, tokenizer)
+    same = text([Example("1 plus 2", "3"), Example("2 plus 1", "3")])
+    assert same.input_mask.all() and same.target_mask.all()
+    assert (same.input_padded, same.target_padded) == (False, False)
+    mixed = text([Example("1 plus 2", "3"), Example("12", "12 plus 0 is 12")])
+    assert (mixed.input_padded, mixed.target_padded) == (True, True)
+    assert not mixed.input_mask.all() and not mixed.target_mask.all()
+    images = Collator("shapes", True, tokenizer, num_classes=3)
+    pictures = images([Example(np.zeros((1, 4, 4), np.float32), 1)] * 2)
+    assert (pictures.input_padded, pictures.target_padded) == (False, False)
+    audio = Collator("speech", False, tokenizer)
+    frames = audio([Example(np.ones((5, 3), np.float32), "1"), Example(np.ones((2, 3), np.float32), "1")])
+    assert (frames.input_padded, frames.target_padded) == (True, False)
+    # Moving and sharding keep the collator's answer.
+    assert (same.to("cpu").input_padded, same.shard(1, 2).target_padded) == (False, False)
+    assert (mixed.to("cpu").input_padded, mixed.shard(0, 2).target_padded) == (True, True)

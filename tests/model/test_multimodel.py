@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from multimodel.errors import CheckpointError
+from multimodel.layers.separable_conv import ConvStep
 from multimodel.modalities import ModalityError
 from multimodel.model.multimodel import MultiModel
 
@@ -241,3 +242,68 @@ def test_model_on_two_threads_with_parallel_experts_matches_serial_experts():
     for ga, gb in zip(grads_a, grads_b):
         torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6)
     assert tokens_b == tokens_a
+
+
+def _body_masks(model, fn):
+    """fn()'s result and the masks the body's ConvSteps received meanwhile, per part
+    ("encoder" or "decoder side", the I/O mixer's and the decoder's)."""
+    seen = {"encoder": [], "decoder side": []}
+
+    def spy(part):
+        return lambda _module, args: seen[part].append(args[1] if len(args) > 1 else None)
+
+    hooks = [m.register_forward_pre_hook(spy("encoder" if part is model.encoder else "decoder side"))
+             for part in (model.encoder, model.mixer, model.decoder) for m in part.modules()
+             if isinstance(m, ConvStep)]
+    try:
+        out = fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("input_spec", ["text", "image"])
+def test_padding_hints_skip_the_body_masks_in_training_with_the_same_result(input_spec):
+    """A batch without padding, hinted as such (input_padded / target_padded False, what the
+    collator sets), trains through the body with no masks and gives the masked path's loss
+    and gradients; the hints change nothing outside training."""
+    model = make_model().train()
+    g = torch.Generator().manual_seed(1)
+    inputs, input_mask = model.modality(input_spec).example_inputs(3, 7, g)
+    input_mask = None if input_mask is None else torch.ones_like(input_mask)
+    targets = torch.randint(3, VOCAB, (3, 6), generator=g)
+    full = torch.ones_like(targets, dtype=torch.bool)
+
+    def step(**hints):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)  # the same dropout and gate noise for both
+        out = model(inputs, input_mask, targets, full, input_modality=input_spec, target_modality="text",
+                    task_token="To-English", **hints)
+        (out.loss.loss + out.aux_loss).backward()
+        return out.loss.loss.detach(), out.aux_loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                               if p.grad is not None}
+
+    (loss, aux, grads), masked = _body_masks(model, step)
+    (loss_h, aux_h, grads_h), hinted = _body_masks(model, lambda: step(input_padded=False, target_padded=False))
+    for part in ("encoder", "decoder side"):
+        assert masked[part] and all(m is not None for m in masked[part])
+        assert len(hinted[part]) == len(masked[part]) and all(m is None for m in hinted[part])
+    torch.testing.assert_close(loss_h, loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(aux_h, aux, atol=1e-5, rtol=1e-5)
+    assert grads_h.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_h[name], grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+    # The hint is a promise the body trusts in training: a false one lets padding through...
+    padded = full.clone()
+    padded[0, 3:] = False
+    kwargs = dict(input_modality=input_spec, target_modality="text", task_token="To-English")
+    _, trusted = _body_masks(model, lambda: model(inputs, input_mask, targets, padded, target_padded=False, **kwargs))
+    assert all(m is None for m in trusted["decoder side"]) and all(m is not None for m in trusted["encoder"])
+    # ...while outside training the masks are read and the hints do not matter.
+    model.eval()
+    with torch.no_grad():
+        honest = model(inputs, input_mask, targets, padded, **kwargs).logits
+        hinted_eval = model(inputs, input_mask, targets, padded, input_padded=False, target_padded=False, **kwargs)
+    torch.testing.assert_close(hinted_eval.logits, honest)

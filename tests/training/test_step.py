@@ -183,3 +183,27 @@ def test_the_trainer_applies_each_tasks_loss_multiplier_and_rescales_without_hos
         norms[factor] = {name: t.grad_norm / t.updated for name, t in totals.items()}
     assert norms[0.01]["digits"] < 0.05 * norms[1.0]["digits"]
     assert norms[0.01]["numbers_fr_en"] > 0.2 * norms[1.0]["numbers_fr_en"]
+
+
+def test_the_step_passes_the_collator_s_padding_hints_to_the_model(state):
+    """An image batch has no input padding (Batch.input_padded False): in the step the
+    encoder's ConvSteps get no mask; the same batch marked as possibly padded gets one."""
+    from dataclasses import replace
+
+    from multimodel.layers.separable_conv import ConvStep
+
+    batch, kwargs = _batch(state, "digits")
+    assert batch.input_padded is False
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[1])) for m in state.model.encoder.modules()
+             if isinstance(m, ConvStep)]
+    try:
+        train_step(state.model, state.optimizer, None, batch, kwargs, grad_clip=state.cfg.train.grad_clip)
+        hinted, seen[:] = list(seen), []
+        train_step(state.model, state.optimizer, None, replace(batch, input_padded=True), kwargs,
+                   grad_clip=state.cfg.train.grad_clip)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert hinted and all(m is None for m in hinted)
+    assert len(seen) == len(hinted) and all(m is not None and bool(m.all()) for m in seen)

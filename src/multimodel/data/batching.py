@@ -33,6 +33,11 @@ class Batch:
         targets: (B, T) ids ending in EOS, or (B,) class indices.
         target_mask: (B, T) bool; None for class labels.
         references: per example, every acceptable target (for evaluation), or None.
+        input_padded, target_padded: whether the input / target mask may mark padding. False is
+            a promise, made by the :class:`Collator` on the host when every example of the batch
+            has the same length (and for images): in training the body then skips its masking
+            work on that side (``MultiModel.forward``'s hints of the same names). True is
+            always safe.
     """
 
     task: str
@@ -41,6 +46,8 @@ class Batch:
     targets: torch.Tensor
     target_mask: torch.Tensor | None
     references: list[list[Any]] | None = None
+    input_padded: bool = True
+    target_padded: bool = True
 
     @property
     def size(self) -> int:
@@ -54,7 +61,7 @@ class Batch:
             return None if t is None else t.to(device, non_blocking=True)
 
         return Batch(self.task, move(self.inputs), move(self.input_mask), move(self.targets),
-                     move(self.target_mask), self.references)
+                     move(self.target_mask), self.references, self.input_padded, self.target_padded)
 
     def shard(self, rank: int, world_size: int) -> "Batch":
         """Rows rank, rank + world_size, ... (each rank of a distributed run takes one shard)."""
@@ -63,8 +70,9 @@ class Batch:
             return None if t is None else t[rank::world_size]
 
         refs = None if self.references is None else self.references[rank::world_size]
+        # A shard of a batch without padding has none; of one with padding, it may have some.
         return Batch(self.task, take(self.inputs), take(self.input_mask), take(self.targets),
-                     take(self.target_mask), refs)
+                     take(self.target_mask), refs, self.input_padded, self.target_padded)
 
 
 def example_length(example: Example) -> int:
@@ -94,6 +102,11 @@ def _pad_stack(seqs: Sequence[np.ndarray], dtype: torch.dtype) -> tuple[torch.Te
         out[i, : len(s)] = torch.as_tensor(np.asarray(s), dtype=dtype)
         mask[i, : len(s)] = True
     return out, mask
+
+
+def any_padding(mask: torch.Tensor | None) -> bool:
+    """Whether a host (B, T) mask marks padding; None (images, class labels) marks none."""
+    return mask is not None and not bool(mask.all())
 
 
 class Collator:
@@ -150,7 +163,10 @@ class Collator:
                 ids.append(np.asarray(seq + [EOS], dtype=np.int64))
             targets, target_mask = _pad_stack(ids, torch.long)
         refs = [list(e.references) if e.references else [e.target] for e in examples]
-        return Batch(self.task_name, inputs, input_mask, targets, target_mask, refs)
+        # Whether a mask marks padding, read here on the host where the batch is built, so that
+        # the training step needs no such read (see Batch).
+        return Batch(self.task_name, inputs, input_mask, targets, target_mask, refs,
+                     input_padded=any_padding(input_mask), target_padded=any_padding(target_mask))
 
     def _inputs(self, raw: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         first = raw[0]

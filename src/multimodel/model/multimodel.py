@@ -57,6 +57,8 @@ class EncoderOutput:
     """Scalar MoE auxiliary loss of the encoder."""
     routing: dict[str, RoutingStats]
     """Routing statistics of the encoder's MoE layer(s)."""
+    padded: bool = True
+    """False: ``mask`` is known to mark no padding (the ``padded`` hint of :meth:`MultiModel.encode`)."""
 
     def repeat_interleave(self, times: int) -> EncoderOutput:
         """Each example repeated ``times`` times in a row (beam search)."""
@@ -152,15 +154,20 @@ class MultiModel(nn.Module):
         # A slice of the table, not a lookup by an index tensor: no host-to-device copy.
         return self.task_embedding.weight[i : i + 1][None].expand(batch, 1, -1)  # (B, 1, D)
 
-    def _body_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
-        """The padding mask the body gets.
+    def _body_mask(self, mask: torch.Tensor | None, padded: bool = True) -> torch.Tensor | None:
+        """The padding mask the body gets: None when ``mask`` marks no padding, so the body
+        skips its masking work (zeroing padded positions before each ConvStep, sending only
+        real tokens to the experts, masking attention).
 
-        Outside training, None when it marks no padding, so the body skips its masking work
-        (:func:`~multimodel.layers.padding.padding_or_none` reads the mask on the host). In
-        training, the mask as given: no host read; a batch without padding that comes with a
-        mask costs a few elementwise operations more than one without.
+        Outside training the mask is read on the host to find out
+        (:func:`~multimodel.layers.padding.padding_or_none`). In training it is not read:
+        ``padded=False``, the caller's promise that it marks no padding (the collator's
+        :attr:`~multimodel.data.batching.Batch.input_padded` / ``target_padded``), gives None,
+        and otherwise the mask is used as given.
         """
-        return mask if self.training else padding_or_none(mask)
+        if not self.training:
+            return padding_or_none(mask)
+        return mask if padded else None
 
     def _check_targets(self, targets: torch.Tensor, target_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
         if not isinstance(targets, torch.Tensor) or targets.dim() != 2:
@@ -183,11 +190,14 @@ class MultiModel(nn.Module):
     # ------------------------------------------------------------------------------------
     # The three stages.
 
-    def encode(self, inputs: torch.Tensor, input_mask: torch.Tensor | None, *, input_modality: str) -> EncoderOutput:
-        """Raw inputs -> encoder memory (B, S, D) with its mask."""
+    def encode(
+        self, inputs: torch.Tensor, input_mask: torch.Tensor | None, *, input_modality: str, padded: bool = True
+    ) -> EncoderOutput:
+        """Raw inputs -> encoder memory (B, S, D) with its mask; ``padded=False`` promises that
+        ``input_mask`` marks no padding (see :meth:`_body_mask`)."""
         x, mask = self.modality(input_modality).bottom(inputs, input_mask)
-        memory, aux_loss, routing = self.encoder(x, self._body_mask(mask))
-        return EncoderOutput(memory, mask, aux_loss, routing)
+        memory, aux_loss, routing = self.encoder(x, self._body_mask(mask, padded))
+        return EncoderOutput(memory, mask, aux_loss, routing, padded)
 
     def decode(
         self,
@@ -197,8 +207,10 @@ class MultiModel(nn.Module):
         *,
         target_modality: str,
         task_token: str | None,
+        padded: bool = True,
     ) -> DecoderOutput:
-        """Teacher-forced decoding of all target positions at once."""
+        """Teacher-forced decoding of all target positions at once; ``padded=False`` promises
+        that the target mask marks no padding (see :meth:`_body_mask`)."""
         modality = self.modality(target_modality)
         if modality.skips_decoder:
             raise ModalityError(f"{target_modality!r} pools the encoder memory; use classify(), not decode()")
@@ -207,7 +219,8 @@ class MultiModel(nn.Module):
         embedded = modality.targets_bottom(targets)  # (B, T, D)
         # Shift right: the task token at position 0, target t-1 at position t.
         x = torch.cat([self._task_vector(task_token, B).to(embedded.dtype), embedded[:, :-1]], dim=1)  # (B, T, D)
-        body_mask, memory_mask = self._body_mask(target_mask), self._body_mask(encoded.mask)
+        body_mask = self._body_mask(target_mask, padded)
+        memory_mask = self._body_mask(encoded.mask, encoded.padded)
         x = self.mixer(x, body_mask, encoded.memory, memory_mask)
         h, aux_loss, routing = self.decoder(x, body_mask, encoded.memory, memory_mask)
         return DecoderOutput(modality.top(h, target_mask), aux_loss, routing)
@@ -267,16 +280,26 @@ class MultiModel(nn.Module):
         input_modality: str,
         target_modality: str,
         task_token: str | None = None,
+        input_padded: bool = True,
+        target_padded: bool = True,
     ) -> ModelOutput:
-        """Logits, loss, auxiliary loss and routing statistics of one single-task batch."""
+        """Logits, loss, auxiliary loss and routing statistics of one single-task batch.
+
+        ``input_padded`` / ``target_padded`` are hints, like SDPA's ``is_causal``: False
+        promises that that side's mask marks no padding, and in training the body then skips
+        its masking work there without reading the mask (the collator sets them in each
+        :class:`~multimodel.data.batching.Batch`). Outside training the masks are read
+        instead and the hints do not matter. A false promise lets padding reach real positions.
+        """
         out_modality = self.modality(target_modality)  # fail before any work on a bad name
-        encoded = self.encode(inputs, input_mask, input_modality=input_modality)
+        encoded = self.encode(inputs, input_mask, input_modality=input_modality, padded=input_padded)
         if out_modality.skips_decoder:
             logits = out_modality.top(encoded.memory, encoded.mask)  # (B, C)
             loss = out_modality.loss(logits, targets, None)
             return ModelOutput(logits, loss, encoded.aux_loss, dict(encoded.routing))
         decoded = self.decode(
-            encoded, targets, target_mask, target_modality=target_modality, task_token=task_token
+            encoded, targets, target_mask, target_modality=target_modality, task_token=task_token,
+            padded=target_padded,
         )
         target_mask = targets != PAD_ID if target_mask is None else target_mask
         loss = out_modality.loss(decoded.logits, targets, target_mask)

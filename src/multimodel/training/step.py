@@ -58,7 +58,13 @@ class StepStats:
 
 def model_inputs(batch: Batch, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The positional and keyword arguments of MultiModel.forward for ``batch``."""
-    return (batch.inputs, batch.input_mask, batch.targets, batch.target_mask), task.model_kwargs
+    return (batch.inputs, batch.input_mask, batch.targets, batch.target_mask), {
+        **task.model_kwargs, **padding_hints(batch)}
+
+
+def padding_hints(batch: Batch) -> dict[str, bool]:
+    """MultiModel.forward's hints that a side of ``batch`` has no padding (the collator's)."""
+    return {"input_padded": batch.input_padded, "target_padded": batch.target_padded}
 
 
 def train_step(
@@ -105,7 +111,8 @@ def train_step(
     """
     params = list(model.parameters()) if parameters is None else parameters
     with autocast(precision, batch.targets.device):
-        out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task_kwargs)
+        out = model(batch.inputs, batch.input_mask, batch.targets, batch.target_mask, **task_kwargs,
+                    **padding_hints(batch))
     task_loss = out.loss.loss * loss_multiplier if loss_multiplier != 1.0 else out.loss.loss
     distributed = dist_info is not None and dist_info.enabled
     if distributed:

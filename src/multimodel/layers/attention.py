@@ -160,7 +160,10 @@ class MultiHeadSelfAttention(nn.Module):
         """x (B, T, D), mask (B, T) True = real or None -> (B, T, D)."""
         B, T, D = x.shape
         H = self.num_heads
-        q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+        # Three strided views of the (B, T, 3, H, hd) projection (SDPA takes them as they are):
+        # fwd + bwd 9.6 ms against 10.1 for one 5-D permute of it (best of 60, causal, B 32,
+        # T 32, D 256, 8 heads, 2 threads; 2026-12-03).
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, H, D // H).unbind(2))  # each (B, H, T, hd)
         attn_mask = None
         is_causal = self.causal and mask is None and T > 1
         if mask is not None:

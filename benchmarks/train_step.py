@@ -192,9 +192,10 @@ def with_hints(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def as_batch(kwargs: dict[str, Any], name: str = "benchmark") -> tuple[Batch, dict[str, Any]]:
     """A model-call dict as the trainer gets it: a Batch, with the padding hints the collator
-    would set (``any_padding`` of each host mask), and the task's keywords."""
-    batch = Batch(name, kwargs["inputs"], kwargs["input_mask"], kwargs["targets"], kwargs["target_mask"],
-                  input_padded=any_padding(kwargs["input_mask"]), target_padded=any_padding(kwargs["target_mask"]))
+    would set (:func:`with_hints`), and the task's keywords."""
+    hinted = with_hints(kwargs)
+    batch = Batch(name, *(hinted[key] for key in ("inputs", "input_mask", "targets", "target_mask")),
+                  input_padded=hinted["input_padded"], target_padded=hinted["target_padded"])
     return batch, {key: kwargs[key] for key in ("input_modality", "target_modality", "task_token")}
 
 

@@ -46,6 +46,8 @@ def test_unknown_options_are_still_errors(capsys):
 def test_commands_without_overrides_parse_as_before():
     args = _parse(["eval", "runs/x", "--tasks", "digits", "numbers_en_de", "--beam-size", "2"])
     assert args.checkpoint.name == "x" and args.tasks == ["digits", "numbers_en_de"] and args.beam_size == 2
+    assert args.length_penalty is None  # the run's own
+    assert _parse(["eval", "runs/x", "--length-penalty", "1.5"]).length_penalty == 1.5
     args = _parse(["data", "download", "fashion-mnist", "--data-dir", "d"])
     assert args.name == "fashion-mnist"
 

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", help="subset of the checkpoint's tasks (default: all)")
     p.add_argument("--beam-size", type=_int_at_least(1), default=None,
                    help="beam size (default: the run's saved train.beam_size: 4 for runs since 2026-12-02; 1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=None, metavar="ALPHA",
+                   help="beam search's GNMT length penalty α >= 0 (default: the run's saved"
+                   " train.length_penalty, 0.6 as in the paper's code; larger favours longer outputs)")
     p.add_argument("--data-dir", default=None, help="where the task data lives (default: the config's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--no-blind", action="store_true",
@@ -372,7 +375,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from multimodel.training.run import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, beam_size=args.beam_size,
-                                  data_dir=args.data_dir, blind_control=not args.no_blind)
+                                  length_penalty=args.length_penalty, data_dir=args.data_dir,
+                                  blind_control=not args.no_blind)
     if args.json:
         args.json.write_text(json.dumps([r.to_json() for r in results], indent=2))
     return 0

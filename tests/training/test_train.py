@@ -299,6 +299,27 @@ def test_evaluation_is_deterministic(tmp_path):
             assert a == b
 
 
+
+def test_eval_replaces_the_run_s_decoding_settings_only_when_asked(tmp_path, monkeypatch):
+    """``multimodel eval --beam-size / --length-penalty``: the run's saved values by default,
+    the given ones otherwise; an out-of-range α is the config's one-line error."""
+    from multimodel.config import ConfigError
+    from multimodel.training import run as run_module
+
+    cfg = tiny(tmp_path, "data.tasks=numbers_fr_en", "data.train_size=16", "data.eval_size=4", "train.steps=2",
+               "train.length_penalty=0.8")
+    train(cfg, tmp_path / "run", log=lambda _m: None, progress=False)
+    used = []
+    monkeypatch.setattr(run_module, "evaluate_all",
+                        lambda *args, **kwargs: used.append((args[3].train.beam_size, args[3].train.length_penalty)) or [])
+    quiet = dict(log=lambda _m: None, blind_control=False)
+    run_module.evaluate_checkpoint(tmp_path / "run", **quiet)
+    run_module.evaluate_checkpoint(tmp_path / "run", beam_size=2, length_penalty=1.5, **quiet)
+    assert used == [(cfg.train.beam_size, 0.8), (2, 1.5)]
+    with pytest.raises(ConfigError, match="train.length_penalty must be >= 0"):
+        run_module.evaluate_checkpoint(tmp_path / "run", length_penalty=-1.0, **quiet)
+
+
 def test_time_budget_stops_early_with_a_checkpoint(tmp_path):
     cfg = tiny(tmp_path, "data.tasks=digits", "data.train_size=32", "train.steps=100000",
                "train.time_budget_minutes=0.002", "train.checkpoint_every=100000")

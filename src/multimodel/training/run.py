@@ -86,15 +86,18 @@ def breakdown_lines(results: Sequence[TaskResult], tasks: dict[str, Task]) -> li
 
 
 def evaluate_checkpoint(path: Path, *, tasks: Sequence[str] | None = None, beam_size: int | None = None,
-                        data_dir: str | None = None, blind_control: bool = True,
-                        log: Callable[[str], None] = print) -> list[TaskResult]:
+                        length_penalty: float | None = None, data_dir: str | None = None,
+                        blind_control: bool = True, log: Callable[[str], None] = print) -> list[TaskResult]:
     """`multimodel eval`: load a checkpoint, evaluate its tasks on their held-out splits (with the
-    blind control unless ``blind_control`` is False)."""
+    blind control unless ``blind_control`` is False). ``beam_size``, ``length_penalty`` and
+    ``data_dir`` replace the run's saved settings when given."""
     loaded = load_pretrained(path)
     model, tokenizer = loaded.model, loaded.tokenizer
     overrides = []
     if beam_size is not None:
         overrides.append(f"train.beam_size={beam_size}")
+    if length_penalty is not None:
+        overrides.append(f"train.length_penalty={float(length_penalty)!r}")
     if data_dir is not None:
         overrides.append(f"data.data_dir={data_dir!r}")
     cfg = apply_overrides(loaded.config, overrides)

@@ -118,3 +118,20 @@ def test_to_names_a_task_token_and_task_picks_one_task(run_dir):
     with pytest.raises(PredictError, match="this checkpoint has no task nope; its tasks: digits"):
         predictor.image(np.zeros((1, 8, 8), dtype=np.float32), task="nope")
     assert [p.task for p in predictor.image(np.zeros((1, 8, 8), dtype=np.float32), task="digits")] == ["digits"]
+
+
+def test_beam_search_uses_the_run_s_length_penalty(run_dir, monkeypatch):
+    """Predictions decode as the run's evaluation did: with its train.length_penalty (the
+    paper's 0.6 for a model saved without a config)."""
+    from dataclasses import replace
+
+    predictor = Predictor.from_checkpoint(run_dir)
+    assert predictor.length_penalty == predictor.config.train.length_penalty == 0.6
+    config = replace(predictor.config, train=replace(predictor.config.train, length_penalty=1.3))
+    changed = Predictor(predictor.model, predictor.tokenizer, predictor.tasks, config)
+    seen = []
+    original = changed.model.generate
+    monkeypatch.setattr(changed.model, "generate", lambda *a, **k: seen.append(k["length_penalty"]) or original(*a, **k))
+    changed.from_text("twenty-one", "german", beam_size=2)
+    assert seen == [1.3]
+    assert Predictor(predictor.model, predictor.tokenizer, predictor.tasks).length_penalty == 0.6

@@ -92,6 +92,9 @@ class Predictor:
         self.tasks = tasks
         self.config = config
         self.checkpoint_dir = checkpoint_dir
+        self.length_penalty = 0.6 if config is None else config.train.length_penalty
+        """Beam search's length penalty α: the run's own (``train.length_penalty``, what its
+        evaluation used), else the paper's 0.6."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
@@ -142,7 +145,8 @@ class Predictor:
             extra = {"top": [{"label": n, "probability": float(p)} for n, p in zip(names, values.tolist())]}
         else:
             ids = self.model.generate(batch.inputs, batch.input_mask, max_length=self.model.config.max_target_length,
-                                      beam_size=beam_size, **task.model_kwargs)[0]
+                                      beam_size=beam_size, length_penalty=self.length_penalty,
+                                      **task.model_kwargs)[0]
             output = self.tokenizer.decode(ids)
             extra = None
         return Prediction(task.name, task.task_token, output, time.time() - start, extra)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from multimodel.config import Config
+from multimodel.config import Config, TrainConfig
 from multimodel.corpora.trees import delinearize, pretty
 from multimodel.data.batching import Collator
 from multimodel.data.tokenizer import Tokenizer
@@ -92,9 +92,9 @@ class Predictor:
         self.tasks = tasks
         self.config = config
         self.checkpoint_dir = checkpoint_dir
-        self.length_penalty = 0.6 if config is None else config.train.length_penalty
+        self.length_penalty = (TrainConfig() if config is None else config.train).length_penalty
         """Beam search's length penalty α: the run's own (``train.length_penalty``, what its
-        evaluation used), else the paper's 0.6."""
+        evaluation used), else the default (0.6, the paper's code's)."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":

@@ -299,7 +299,6 @@ def test_evaluation_is_deterministic(tmp_path):
             assert a == b
 
 
-
 def test_eval_replaces_the_run_s_decoding_settings_only_when_asked(tmp_path, monkeypatch):
     """``multimodel eval --beam-size / --length-penalty``: the run's saved values by default,
     the given ones otherwise; an out-of-range α is the config's one-line error."""

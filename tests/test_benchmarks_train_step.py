@@ -7,6 +7,7 @@ def test_train_step_benchmark_quick(capsys, load_benchmark):
     out = capsys.readouterr().out
     assert "| tiny (D=32) | classification |" in out and "| tiny (D=32) | text |" in out
     assert "Where the time goes" in out and "MFU ratio ours / nn.Transformer" in out
+    assert "the ratio per interleaved pair" in out
     assert "4 experts |" in out and "peak RSS (MB)" in out
     assert "Operators with the most self CPU time" in out and "| `aten::" in out
 

@@ -16,7 +16,8 @@ warm-up steps). A step is forward + backward + gradient clipping + Adam, as in t
    forward hook pair brackets the forward, gradient hooks on a block's output and input
    bracket its backward (autograd runs the blocks in reverse order, one at a time).
 3. **MultiModel vs torch.nn.Transformer** on the same text→text batch (same width, batch and
-   sequence lengths, same vocabulary, label-smoothed loss, Adam): MFU of each and their ratio.
+   sequence lengths, same vocabulary, label-smoothed loss, Adam): MFU of each and their ratio,
+   also per interleaved pair of steps (median [min, max]).
 4. **Memory and scaling**: peak resident memory (VmHWM, reset before the step) of one training
    step per demo task, and how step time and memory grow with sequence length and number of
    experts; each row runs in a fresh subprocess so earlier rows cannot inflate it.
